@@ -1,0 +1,154 @@
+// Package fschunk is the wire format of the FS Chunk Protocol v1, the UDP
+// protocol between HttpGw and FastFileSrv: every constant of the
+// specification (docs/PROTOCOL.md) and the one encoder and strict decoder
+// of every message. It does no I/O and no cryptography: package auth seals
+// and opens the bytes laid out here.
+package fschunk
+
+import "time"
+
+// Version is the protocol version carried in the first byte of every datagram.
+const Version = 1
+
+// Type is the message type, the second byte of every datagram.
+type Type uint8
+
+// Handshake messages: authenticated with the pre-shared key (a MAC), not
+// with a session; the only messages a sender without a session may send.
+const (
+	TypeHello     Type = 0x01 // server → gateway: fresh nonce, padded
+	TypeChallenge Type = 0x02 // gateway → server: stateless cookie
+	TypeAuth      Type = 0x03 // server → gateway: nonce + cookie
+)
+
+// Transport messages: sealed with a session's AEAD key.
+const (
+	TypeWelcome      Type = 0x10 // gateway → server: session established
+	TypeHeartbeat    Type = 0x11 // server → gateway: liveness and load
+	TypeHeartbeatAck Type = 0x12 // gateway → server
+	TypeGoodbye      Type = 0x13 // either way: the session ends now
+
+	TypeCatalogPage  Type = 0x20 // server → gateway: one page of a full catalog
+	TypeCatalogDelta Type = 0x21 // server → gateway: one page of changes
+	TypeCatalogAck   Type = 0x22 // gateway → server
+
+	TypeMetaRequest Type = 0x30 // gateway → server: metadata of a path
+	TypeMeta        Type = 0x31 // server → gateway
+
+	TypeRead  Type = 0x40 // gateway → server: byte ranges of a content hash
+	TypeData  Type = 0x41 // server → gateway: bytes at an offset
+	TypeError Type = 0x42 // either way: a request failed
+)
+
+// IsHandshake reports whether t is authenticated by the pre-shared key
+// rather than by a session.
+func (t Type) IsHandshake() bool { return t >= TypeHello && t <= TypeAuth }
+
+func (t Type) String() string {
+	switch t {
+	case TypeHello:
+		return "HELLO"
+	case TypeChallenge:
+		return "CHALLENGE"
+	case TypeAuth:
+		return "AUTH"
+	case TypeWelcome:
+		return "WELCOME"
+	case TypeHeartbeat:
+		return "HEARTBEAT"
+	case TypeHeartbeatAck:
+		return "HEARTBEAT_ACK"
+	case TypeGoodbye:
+		return "GOODBYE"
+	case TypeCatalogPage:
+		return "CATALOG_PAGE"
+	case TypeCatalogDelta:
+		return "CATALOG_DELTA"
+	case TypeCatalogAck:
+		return "CATALOG_ACK"
+	case TypeMetaRequest:
+		return "META_REQUEST"
+	case TypeMeta:
+		return "META"
+	case TypeRead:
+		return "READ"
+	case TypeData:
+		return "DATA"
+	case TypeError:
+		return "ERROR"
+	}
+	return "UNKNOWN"
+}
+
+// Sizes in bytes.
+const (
+	PrefixSize    = 4  // version, type, 2 reserved bytes: common to all datagrams
+	HeaderSize    = 16 // transport header: prefix, receiver index, counter
+	TagSize       = 16 // AEAD tag after every transport datagram
+	Overhead      = HeaderSize + TagSize
+	MACSize       = 16 // truncated HMAC-SHA256 of handshake messages
+	NonceSize     = 16 // handshake nonce
+	CookieSize    = 32 // 8-byte timestamp + 24-byte MAC
+	HashSize      = 32 // SHA-256 content hash
+	HelloSize     = 128
+	ChallengeSize = 56
+	AuthSize      = 80
+
+	// DataHeaderSize is the plaintext header of a DATA body: request id, offset.
+	DataHeaderSize = 12
+	// DataOverhead is what a DATA datagram spends on anything but file bytes.
+	DataOverhead = Overhead + DataHeaderSize
+
+	// DefaultDatagramSize fits one IPv6 packet on a 1500-byte Ethernet MTU
+	// (1500 − 40 IPv6 − 8 UDP), so by default nothing is ever fragmented.
+	DefaultDatagramSize = 1452
+	// MinDatagramSize is the smallest datagram size a peer may ask for: the
+	// IPv6 minimum MTU less headers.
+	MinDatagramSize = 1232
+	// MaxDatagramSize is the largest UDP payload over IPv4.
+	MaxDatagramSize = 65507
+	// LoopbackDatagramSize is used when both ends are on one host, where the
+	// MTU is 64 KiB and fewer, larger datagrams cost fewer system calls.
+	LoopbackDatagramSize = 32 * 1024
+
+	MaxPathLen       = 1024    // bytes of a relative path
+	MaxErrorMessage  = 256     // bytes of an ERROR's text
+	MaxReadRanges    = 32      // ranges in one READ
+	MaxReadLength    = 4 << 20 // bytes of one range
+	CatalogEntryBase = HashSize + 8 + 8 + 2
+)
+
+// Timers of the specification.
+const (
+	HeartbeatInterval = time.Second
+	// EvictAfter is how long a gateway keeps a server that sends nothing:
+	// three missed heartbeats.
+	EvictAfter = 3 * HeartbeatInterval
+	// HeartbeatAckTimeout: a server that heard no acknowledgement of its
+	// heartbeats for this long assumes the gateway forgot it and
+	// handshakes again (gateway restart).
+	HeartbeatAckTimeout = HeartbeatInterval + HeartbeatInterval/2
+
+	HandshakeRetryMin = 200 * time.Millisecond
+	HandshakeRetryMax = 5 * time.Second
+
+	// CookieLifetime bounds how old a CHALLENGE may be when its AUTH arrives.
+	CookieLifetime = 10 * time.Second
+	// CookieRotation is how often the gateway draws a new cookie secret.
+	CookieRotation = 2 * time.Minute
+
+	RekeyAfterTime  = 2 * time.Minute
+	RejectAfterTime = 3 * time.Minute
+	// RekeyAfterMessages and RejectAfterMessages bound the datagrams sealed
+	// under one key, far below where a 64-bit counter or AES-GCM's limits
+	// would matter.
+	RekeyAfterMessages  = 1 << 40
+	RejectAfterMessages = 1 << 41
+
+	// Retransmission timers of the gateway's reads (RFC 6298 shape with LAN floors).
+	InitialRTO = 100 * time.Millisecond
+	MinRTO     = 5 * time.Millisecond
+	MaxRTO     = 2 * time.Second
+
+	CatalogRetry = 250 * time.Millisecond
+)

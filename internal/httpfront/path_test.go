@@ -1,0 +1,152 @@
+package httpfront
+
+import (
+	"errors"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
+
+func TestCleanPath(t *testing.T) {
+	long := "/" + strings.Repeat("a", MaxPathLen)
+	tests := []struct {
+		raw     string
+		want    string
+		wantErr error
+	}{
+		{"/", "", nil},
+		{"/a", "a", nil},
+		{"/a/", "a", nil},
+		{"/docs/a%20b.pdf", "docs/a b.pdf", nil},
+		{"/caf%C3%A9/na%c3%afve.txt", "café/naïve.txt", nil},
+		{"/100%25", "100%", nil},
+		{"/50%25off", "50%off", nil},
+		{"/a+b", "a+b", nil},
+		{"/...", "...", nil},
+		{"/.hidden", ".hidden", nil},
+		{"/a%3Ab", "a:b", nil},
+		{long, long[1:], nil},
+
+		{"", "", ErrPathNotAbsolute},
+		{"a", "", ErrPathNotAbsolute},
+		{"*", "", ErrPathNotAbsolute},
+		{"//", "", ErrPathEmptyElement},
+		{"/a//b", "", ErrPathEmptyElement},
+		{"//etc/passwd", "", ErrPathEmptyElement},
+		{"/a//", "", ErrPathEmptyElement},
+		{"/../etc/passwd", "", ErrPathDotElement},
+		{"/a/..", "", ErrPathDotElement},
+		{"/a/./b", "", ErrPathDotElement},
+		{"/.", "", ErrPathDotElement},
+		{"/%2e%2e/x", "", ErrPathDotElement},
+		{"/%2E%2E/x", "", ErrPathDotElement},
+		{"/a/%2e%2e/%2e%2e/x", "", ErrPathDotElement},
+		{"/.%2e/x", "", ErrPathDotElement},
+		{"/a%2fb", "", ErrPathEncodedSlash},
+		{"/a%2F..%2Fb", "", ErrPathEncodedSlash},
+		{"/a\\b", "", ErrPathBackslash},
+		{"/a%5cb", "", ErrPathBackslash},
+		{"/..%5c..%5cwin.ini", "", ErrPathBackslash},
+		{"/a%00b", "", ErrPathControl},
+		{"/a\x00b", "", ErrPathControl},
+		{"/a%0d%0aSet-Cookie:x", "", ErrPathControl},
+		{"/a%7f", "", ErrPathControl},
+		{"/a%c2%85", "", ErrPathControl}, // U+0085, a C1 control
+		{"/%c0%ae%c0%ae/x", "", ErrPathInvalidUTF8},
+		{"/%e0%80%ae", "", ErrPathInvalidUTF8},
+		{"/%ff", "", ErrPathInvalidUTF8},
+		{"/%ed%a0%80", "", ErrPathInvalidUTF8}, // surrogate
+		{"/%252e%252e/x", "", ErrPathDoubleEncoded},
+		{"/a%252fb", "", ErrPathDoubleEncoded},
+		{"/a%255cb", "", ErrPathDoubleEncoded},
+		{"/a%2500b", "", ErrPathDoubleEncoded},
+		{"/a%25252e", "", ErrPathDoubleEncoded},
+		{"/%zz", "", ErrPathBadEscape},
+		{"/a%2", "", ErrPathBadEscape},
+		{long + "a", "", ErrPathTooLong},
+		{"/" + strings.Repeat("%41", MaxPathLen+1), "", ErrPathTooLong},
+		{"/" + strings.Repeat("a/", MaxPathLen), "", ErrPathTooLong},
+	}
+	for _, tt := range tests {
+		name := tt.raw
+		if len(name) > 40 {
+			name = name[:40] + "..."
+		}
+		t.Run(name, func(t *testing.T) {
+			got, err := CleanPath(tt.raw)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("CleanPath(%q) error = %v, want %v", tt.raw, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("CleanPath(%q) = %q, want %q", tt.raw, got, tt.want)
+			}
+			if err == nil {
+				checkClean(t, tt.raw, got)
+			}
+		})
+	}
+}
+
+// checkClean asserts the CleanPath postconditions on an accepted result.
+func checkClean(t *testing.T, raw, got string) {
+	t.Helper()
+	if got == "" {
+		return
+	}
+	switch {
+	case path.Clean(got) != got:
+		t.Fatalf("CleanPath(%q) = %q, not clean (path.Clean gives %q)", raw, got, path.Clean(got))
+	case strings.HasPrefix(got, "/"):
+		t.Fatalf("CleanPath(%q) = %q has a leading slash", raw, got)
+	case strings.Contains(got, "//"):
+		t.Fatalf("CleanPath(%q) = %q contains //", raw, got)
+	case strings.Contains(got, `\`):
+		t.Fatalf("CleanPath(%q) = %q contains a backslash", raw, got)
+	case !utf8.ValidString(got):
+		t.Fatalf("CleanPath(%q) = %q is not valid UTF-8", raw, got)
+	case strings.ContainsFunc(got, unicode.IsControl):
+		t.Fatalf("CleanPath(%q) = %q contains a control character", raw, got)
+	case len(got) > MaxPathLen:
+		t.Fatalf("CleanPath(%q) = %d bytes, more than MaxPathLen", raw, len(got))
+	}
+	for elem := range strings.SplitSeq(got, "/") {
+		if elem == "." || elem == ".." {
+			t.Fatalf("CleanPath(%q) = %q has a dot element", raw, got)
+		}
+		// A component that decodes once more must not find a traversal.
+		again, err := url.PathUnescape(elem)
+		if err != nil {
+			continue
+		}
+		if again == "." || again == ".." || strings.ContainsAny(again, `/\`) ||
+			strings.ContainsFunc(again, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("CleanPath(%q) = %q: element %q decodes again to %q", raw, got, elem, again)
+		}
+	}
+	// Escaping the result element by element gives it back: the index's
+	// links and the redirects round-trip.
+	if back, err := CleanPath("/" + escapePath(got)); err != nil || back != got {
+		t.Fatalf("CleanPath(escape(%q)) = %q, %v", got, back, err)
+	}
+}
+
+// FuzzCleanPath checks that whatever CleanPath accepts is clean. The seed
+// corpus in testdata/fuzz/FuzzCleanPath holds the classic traversal forms.
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/b.txt", "/docs/a%20b.pdf", "/a/%2e%2e/b", "/%252e%252e/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, err := CleanPath(raw)
+		if err != nil {
+			if got != "" {
+				t.Fatalf("CleanPath(%q) returned %q with error %v", raw, got, err)
+			}
+			return
+		}
+		checkClean(t, raw, got)
+	})
+}

@@ -1,0 +1,162 @@
+package httpfront
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+)
+
+// errClosed is returned by upstream after close; it only reaches the
+// multipart goroutine of http.ServeContent, which may outlive ServeContent.
+var errClosed = errors.New("httpfront: content already closed")
+
+// upstream is the io.ReadSeeker handed to http.ServeContent. It exists for
+// four reasons:
+//
+//   - ServeContent ignores the error of its final io.CopyN, so the handler
+//     could not otherwise tell a complete body from a failed fetch. upstream
+//     remembers the first error, which decides between a clean 5xx (nothing
+//     sent yet) and aborting the connection.
+//   - Open is deferred to the first Read, and seeks are only recorded until
+//     then. ServeContent seeks to the end to learn the size, which upstream
+//     answers from File.Size; so HEAD, 304, 412 and 416 responses never touch
+//     the backends.
+//   - A short read (io.EOF before File.Size bytes) is turned into
+//     io.ErrUnexpectedEOF, so that a backend returning less data than the
+//     index promised is a failure rather than a silently short body.
+//   - For multi-range requests ServeContent reads from a goroutine that can
+//     still be running after ServeContent returns (when the client went
+//     away). The mutex makes close wait for an in-flight Read, after
+//     cancelling its context so that the wait is short, and makes later
+//     reads fail instead of touching a closed Content.
+type upstream struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	src    Source
+	file   File
+
+	mu     sync.Mutex // serialises Read, Seek and close
+	c      Content    // nil until the first Read
+	pos    int64      // position seen by ServeContent
+	cpos   int64      // position of c; differs from pos after a Seek
+	closed bool
+
+	// err has its own lock so that the response writer can check it
+	// without waiting for a Read in progress in the multipart goroutine.
+	errMu sync.Mutex
+	err   error // first failure, sticky
+}
+
+func newUpstream(ctx context.Context, src Source, f File) *upstream {
+	ctx, cancel := context.WithCancel(ctx)
+	return &upstream{ctx: ctx, cancel: cancel, src: src, file: f}
+}
+
+// Read implements io.Reader.
+func (u *upstream) Read(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return 0, errClosed
+	}
+	if err := u.failure(); err != nil {
+		return 0, err
+	}
+	if u.pos >= u.file.Size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	// Never ask for more than the index says exists: the backends are
+	// queried by chunk and a read past the end would be a wasted round trip.
+	if rem := u.file.Size - u.pos; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	if u.c == nil {
+		c, err := u.src.Open(u.ctx, u.file)
+		if err != nil {
+			return 0, u.fail(err)
+		}
+		u.c, u.cpos = c, 0
+	}
+	if u.cpos != u.pos {
+		if _, err := u.c.Seek(u.pos, io.SeekStart); err != nil {
+			return 0, u.fail(err)
+		}
+		u.cpos = u.pos
+	}
+	n, err := u.c.Read(p)
+	u.pos += int64(n)
+	u.cpos += int64(n)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF) && u.pos >= u.file.Size:
+		err = io.EOF
+	case errors.Is(err, io.EOF):
+		err = u.fail(io.ErrUnexpectedEOF)
+	default:
+		err = u.fail(err)
+	}
+	return n, err
+}
+
+// Seek implements io.Seeker without touching the Content; see the type
+// comment. Seeking beyond the end is allowed, as for files.
+func (u *upstream) Seek(offset int64, whence int) (int64, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return 0, errClosed
+	}
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = u.pos + offset
+	case io.SeekEnd:
+		abs = u.file.Size + offset
+	default:
+		return 0, errors.New("httpfront: invalid whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("httpfront: negative position")
+	}
+	u.pos = abs
+	return abs, nil
+}
+
+// fail records err as the first failure and returns it.
+func (u *upstream) fail(err error) error {
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	if u.err == nil {
+		u.err = err
+	}
+	return err
+}
+
+// failure returns the first failure, if any.
+func (u *upstream) failure() error {
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	return u.err
+}
+
+// close cancels outstanding fetches and closes the Content if it was opened.
+// It is idempotent.
+func (u *upstream) close() error {
+	u.cancel()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	if u.c == nil {
+		return nil
+	}
+	return u.c.Close()
+}
