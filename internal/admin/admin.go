@@ -1,0 +1,123 @@
+// Package admin serves the gateway's operator endpoints on a separate,
+// loopback-by-default listener: the pool as JSON and the Go profiler.
+// It is never mounted on the public HTTP port.
+package admin
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"sort"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/gateway"
+)
+
+// ServerView is one server in /api/servers.
+type ServerView struct {
+	ID          string    `json:"id"`
+	Addr        string    `json:"addr"`
+	Joined      time.Time `json:"joined"`
+	LastHeard   time.Time `json:"last_heard"`
+	Files       int       `json:"files"`
+	CatalogGen  uint64    `json:"catalog_gen"`
+	ReadsActive uint32    `json:"reads_active"`
+	TxRate      uint64    `json:"tx_bytes_per_sec"`
+	SRTTMicros  int64     `json:"srtt_us"`
+	RTOMicros   int64     `json:"rto_us"`
+	Window      int       `json:"window_bytes"`
+	Inflight    int       `json:"inflight_bytes"`
+	Rate        float64   `json:"rate_bytes_per_sec"`
+	Delivered   uint64    `json:"delivered_bytes"`
+	Retransmits uint64    `json:"retransmits"`
+	Timeouts    uint64    `json:"timeouts"`
+}
+
+// Handler returns the admin mux for g.
+func Handler(g *gateway.Gateway) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/servers", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, Servers(g))
+	})
+	mux.HandleFunc("GET /api/files", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, files(g))
+	})
+	mux.HandleFunc("GET /api/stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"udp": g.Stats(), "engine": g.Engine().Stats()})
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "HttpGw admin: /api/servers /api/files /api/stats /debug/pprof/")
+	})
+	return mux
+}
+
+// Servers joins the pool's and the engine's view of each server.
+func Servers(g *gateway.Gateway) []ServerView {
+	links := map[uint64]int{}
+	ls := g.Engine().Links()
+	for i, l := range ls {
+		links[uint64(l.ID)] = i
+	}
+	var out []ServerView
+	for _, s := range g.Pool().Servers() {
+		v := ServerView{ID: fmt.Sprintf("%016x", uint64(s.ID)), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
+			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate}
+		if i, ok := links[uint64(s.ID)]; ok {
+			l := ls[i]
+			v.SRTTMicros, v.RTOMicros = l.SRTT.Microseconds(), l.RTO.Microseconds()
+			v.Window, v.Inflight, v.Rate = l.Window, l.Inflight, l.Rate
+			v.Delivered, v.Retransmits, v.Timeouts = l.Delivered, l.Retransmits, l.Timeouts
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+type fileView struct {
+	Path    string    `json:"path"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"modified"`
+	Hash    string    `json:"sha256"`
+	Holders int       `json:"holders"`
+}
+
+func files(g *gateway.Gateway) []fileView {
+	var out []fileView
+	var walk func(dir string)
+	src := g.Source()
+	walk = func(dir string) {
+		es, _ := src.List(dir)
+		for _, e := range es {
+			p := e.Name
+			if dir != "" {
+				p = dir + "/" + e.Name
+			}
+			if e.IsDir {
+				walk(p)
+				continue
+			}
+			f, ok := src.Lookup(p)
+			if !ok {
+				continue
+			}
+			out = append(out, fileView{Path: p, Size: f.Size, ModTime: f.ModTime, Hash: hex.EncodeToString(f.Hash[:]), Holders: f.Holders})
+		}
+	}
+	walk("")
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

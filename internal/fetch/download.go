@@ -1,0 +1,492 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+// chunk is one slot of a response's reorder window. Once done its bytes
+// never change, so the reader copies them out.
+type chunk struct {
+	off     int64 // absolute offset of buf[0]
+	n       int
+	buf     *[]byte
+	have    spanSet
+	reqs    []*request // outstanding READs for it
+	pending int        // outstanding non-duplicate READs
+	asked   bool       // asked for before: later READs are retransmissions
+	dupped  bool       // an endgame duplicate was sent
+	done    bool
+}
+
+// request is one outstanding READ.
+type request struct {
+	id       uint32
+	d        *download
+	c        *chunk
+	l        *link
+	ranges   []span // chunk-relative, in the order the server sends them
+	asked    int    // bytes asked
+	released int    // bytes of the window given back (received or abandoned)
+	expect   int    // request-space position after the furthest datagram seen
+	ahead    int    // bytes in flight on the link when sent (queue to wait behind)
+	sentAt   time.Time
+	lastAct  time.Time
+	first    bool
+	retrans  bool
+	dup      bool
+}
+
+// position maps a chunk-relative datagram to its place in the request's
+// byte stream (its ranges laid end to end), so loss shows as a gap.
+func (r *request) position(rel, n int) (int, bool) {
+	base := 0
+	for _, s := range r.ranges {
+		if rel >= s.lo && rel+n <= s.hi {
+			return base + rel - s.lo, true
+		}
+		base += s.hi - s.lo
+	}
+	return 0, false
+}
+
+// deadline is when a silent request is given up: its RTO after the last
+// datagram, and before the first one also the time to drain what was
+// queued on the server ahead of it.
+func (r *request) deadline() time.Time {
+	t := r.lastAct.Add(r.l.rto())
+	if !r.first {
+		t = t.Add(r.l.transferTime(r.ahead + r.asked))
+	}
+	return t
+}
+
+// download is the state of one Reader. Everything but the channels and
+// pos/started is guarded by Engine.mu.
+type download struct {
+	e    *Engine
+	hash [fschunk.HashSize]byte
+	size int64
+	ctx  context.Context
+
+	streamPos    int64    // next byte the reader gets
+	base         int64    // chunk index of chunks[0]
+	chunks       []*chunk // the window
+	win          int      // current window, chunks (grows as the reader consumes)
+	maxWin       int
+	bad          map[ServerID]bool // servers that no longer have this version
+	err          error
+	dupBytes     int64
+	noHolder     time.Time
+	lastProgress time.Time
+	counted      bool
+	closed       bool
+
+	wake     chan struct{} // to the pump: something changed
+	progress chan struct{} // to the reader: a chunk completed or an error
+	done     chan struct{} // closed by Close
+	pumpDone chan struct{}
+
+	pos     int64 // reader goroutine only
+	started bool
+}
+
+// Reader reads one version of a file; it implements io.ReadSeekCloser
+// for http.ServeContent. Seek is lazy; a Read at a new position restarts
+// the window there. Not safe for concurrent use (one response, one reader).
+type Reader struct{ d *download }
+
+// Size is the version's size.
+func (r *Reader) Size() int64 { return r.d.size }
+
+// Seek sets the position of the next Read.
+func (r *Reader) Seek(off int64, whence int) (int64, error) {
+	d := r.d
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += d.pos
+	case io.SeekEnd:
+		off += d.size
+	default:
+		return 0, fmt.Errorf("fetch: seek whence %d", whence)
+	}
+	if off < 0 {
+		return 0, errors.New("fetch: seek before start")
+	}
+	d.pos = off
+	return off, nil
+}
+
+// Read copies the next bytes once they have arrived in order.
+func (r *Reader) Read(p []byte) (int, error) {
+	d, e := r.d, r.d.e
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if d.pos >= d.size {
+		return 0, io.EOF
+	}
+	e.mu.Lock()
+	if d.closed {
+		e.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if !d.started || d.pos != d.streamPos {
+		d.restart(d.pos)
+		if !d.started {
+			d.started = true
+			d.pumpDone = make(chan struct{})
+			go d.pump()
+		}
+	}
+	e.mu.Unlock()
+	for {
+		e.mu.Lock()
+		if d.err != nil {
+			err := d.err
+			e.mu.Unlock()
+			return 0, err
+		}
+		d.fill() // pos < size, so the window holds at least one chunk
+		if c := d.chunks[0]; c.done {
+			rel := int(d.streamPos - c.off)
+			n := copy(p, (*c.buf)[rel:c.n])
+			d.streamPos += int64(n)
+			d.pos = d.streamPos
+			if rel+n == c.n {
+				e.bufs.Put(c.buf)
+				c.buf = nil
+				d.chunks = d.chunks[1:]
+				d.base++
+				d.win = min(d.win+2, d.maxWin)
+				notify(d.wake)
+			}
+			e.mu.Unlock()
+			return n, nil
+		}
+		e.mu.Unlock()
+		select {
+		case <-d.progress:
+		case <-d.ctx.Done():
+			return 0, d.ctx.Err()
+		}
+	}
+}
+
+// Close stops fetching and frees the window.
+func (r *Reader) Close() error {
+	d, e := r.d, r.d.e
+	e.mu.Lock()
+	if d.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	close(d.done)
+	started := d.started
+	e.mu.Unlock()
+	if started {
+		<-d.pumpDone
+	}
+	e.mu.Lock()
+	d.drop()
+	delete(e.readers, d)
+	delete(e.starved, d)
+	e.mu.Unlock()
+	return nil
+}
+
+// restart empties the window and starts it again at pos.
+func (d *download) restart(pos int64) {
+	d.drop()
+	cs := int64(d.e.cfg.ChunkSize)
+	d.streamPos, d.base = pos, pos/cs
+	d.win = min(2, d.maxWin)
+	d.lastProgress = d.e.cfg.Now()
+	if !d.counted {
+		d.counted = true
+		d.e.stats.Downloads++
+	}
+	d.fill()
+	notify(d.wake)
+}
+
+// drop cancels every outstanding READ and returns the buffers.
+func (d *download) drop() {
+	now := d.e.cfg.Now()
+	for _, c := range d.chunks {
+		for len(c.reqs) > 0 {
+			d.e.finish(c.reqs[0], false, now)
+		}
+		if c.buf != nil {
+			d.e.bufs.Put(c.buf)
+			c.buf = nil
+		}
+	}
+	d.chunks = d.chunks[:0]
+}
+
+// fill adds chunks up to the window.
+func (d *download) fill() {
+	cs := int64(d.e.cfg.ChunkSize)
+	for len(d.chunks) < d.win {
+		k := d.base + int64(len(d.chunks))
+		lo, hi := max(k*cs, d.streamPos), min((k+1)*cs, d.size)
+		if lo >= hi {
+			return
+		}
+		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: d.e.bufs.Get().(*[]byte)})
+	}
+}
+
+func (d *download) fail(err error) {
+	if d.err == nil {
+		d.err = err
+		notify(d.progress)
+	}
+}
+
+// outRead is a READ decided under the lock and sent after it.
+type outRead struct {
+	id  ServerID
+	msg fschunk.Read
+}
+
+// pump schedules the download's READs until it is closed.
+func (d *download) pump() {
+	defer close(d.pumpDone)
+	e := d.e
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var out []outRead
+	for {
+		e.mu.Lock()
+		out = out[:0]
+		var next time.Time
+		if !d.closed && d.err == nil {
+			out, next = d.schedule(out, e.cfg.Now())
+		}
+		e.mu.Unlock()
+		for i := range out {
+			if err := e.cfg.Sender.SendRead(out[i].id, &out[i].msg); err != nil {
+				e.cfg.Logger.Debug("send read", "server", uint64(out[i].id), "err", err)
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-d.wake:
+		case <-timer.C:
+		case <-d.done:
+			return
+		case <-d.ctx.Done():
+			e.mu.Lock()
+			d.fail(d.ctx.Err())
+			e.mu.Unlock()
+			return
+		}
+	}
+}
+
+// schedule decides what to ask of whom, under the engine lock, and
+// returns the READs to send and when to look again.
+func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time) {
+	e := d.e
+	var next time.Time
+	soon := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	d.fill()
+	// Time out silent requests; their chunks become unassigned.
+	for _, c := range d.chunks {
+		for i := 0; i < len(c.reqs); {
+			r := c.reqs[i]
+			if dl := r.deadline(); !now.Before(dl) {
+				r.l.onTimeout(now, e.cfg.ChunkSize)
+				e.stats.Timeouts++
+				e.finish(r, false, now)
+				continue
+			} else {
+				soon(dl)
+			}
+			i++
+		}
+	}
+	// A response stalls when chunks it waits for make no progress; a
+	// slow client with a full window is not a stall.
+	waiting := false
+	for _, c := range d.chunks {
+		waiting = waiting || !c.done
+	}
+	if !waiting {
+		d.lastProgress = now
+	} else if now.Sub(d.lastProgress) > e.cfg.StallTimeout {
+		d.fail(fmt.Errorf("%w: no data for %v", ErrTimeout, e.cfg.StallTimeout))
+		return out, next
+	} else {
+		soon(d.lastProgress.Add(e.cfg.StallTimeout + time.Millisecond))
+	}
+
+	holders := e.cfg.Holders(d.hash)
+	links := make([]*link, 0, len(holders))
+	for _, h := range holders {
+		if !d.bad[h] {
+			links = append(links, e.link(h))
+		}
+	}
+	if len(links) == 0 {
+		if d.noHolder.IsZero() {
+			d.noHolder = now
+		}
+		if now.Sub(d.noHolder) >= e.cfg.HolderWait {
+			d.fail(ErrUnavailable)
+			return out, next
+		}
+		// Servers re-register within a couple of heartbeats: look again soon.
+		soon(now.Add(50 * time.Millisecond))
+		return out, next
+	}
+	d.noHolder = time.Time{}
+
+	var cands [16]Candidate
+	var candLinks [16]*link
+	pick := func(n int, exclude *chunk, idleOnly bool) *link {
+		cs, ls := cands[:0], candLinks[:0]
+		for _, l := range links {
+			if !l.room(n, now) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
+				if now.Before(l.suspendTill) {
+					soon(l.suspendTill)
+				}
+				continue
+			}
+			if len(cs) == cap(cands) {
+				break
+			}
+			cs = append(cs, Candidate{SRTT: l.srtt, Rate: l.rate, Inflight: l.inflight})
+			ls = append(ls, l)
+		}
+		if len(cs) == 0 {
+			return nil
+		}
+		i := e.cfg.Policy.Pick(cs, n)
+		if i < 0 || i >= len(ls) {
+			return nil
+		}
+		return ls[i]
+	}
+
+	var miss []span
+	starved := false
+	for _, c := range d.chunks {
+		if c.done || c.pending > 0 {
+			continue
+		}
+		miss = c.have.missing(miss[:0], c.n)
+		l := pick(spanBytes(miss), nil, false)
+		if l == nil {
+			starved = true
+			break
+		}
+		out = append(out, e.issue(d, c, l, miss, false, now))
+	}
+	if starved {
+		e.starved[d] = struct{}{}
+		return out, next
+	}
+	// Endgame: nothing left to assign and the window cannot grow. A server
+	// with nothing to do takes a copy of the oldest unfinished chunk, so
+	// one slow or dying server does not hold up the whole response.
+	if len(d.chunks) == 0 {
+		return out, next
+	}
+	last := d.chunks[len(d.chunks)-1]
+	if last.off+int64(last.n) < d.size && len(d.chunks) < d.maxWin {
+		return out, next
+	}
+	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
+	for _, c := range d.chunks {
+		if c.done || c.dupped {
+			continue
+		}
+		miss = c.have.missing(miss[:0], c.n)
+		n := spanBytes(miss)
+		if d.dupBytes+int64(n) > budget {
+			break
+		}
+		l := pick(n, c, true)
+		if l == nil {
+			break
+		}
+		c.dupped = true
+		d.dupBytes += int64(n)
+		e.stats.EndgameRequests++
+		out = append(out, e.issue(d, c, l, miss, true, now))
+	}
+	return out, next
+}
+
+func serves(c *chunk, l *link) bool {
+	for _, r := range c.reqs {
+		if r.l == l {
+			return true
+		}
+	}
+	return false
+}
+
+func spanBytes(ss []span) int {
+	n := 0
+	for _, s := range ss {
+		n += s.hi - s.lo
+	}
+	return n
+}
+
+// issue records a READ for the missing spans of c on link l.
+func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, now time.Time) outRead {
+	e.nextID++
+	if e.nextID == 0 {
+		e.nextID = 1
+	}
+	for e.reqs[e.nextID] != nil {
+		e.nextID++
+	}
+	if len(miss) > fschunk.MaxReadRanges {
+		miss = miss[:fschunk.MaxReadRanges] // the rest on the next round
+	}
+	r := &request{id: e.nextID, d: d, c: c, l: l, ranges: append([]span(nil), miss...),
+		sentAt: now, lastAct: now, retrans: c.asked, dup: dup, ahead: l.inflight}
+	r.asked = spanBytes(r.ranges)
+	if l.inflight == 0 {
+		l.onIdle()
+	}
+	l.inflight += r.asked
+	e.reqs[r.id] = r
+	c.reqs = append(c.reqs, r)
+	if !dup {
+		c.pending++
+	}
+	e.stats.Requests++
+	if c.asked && !dup {
+		e.stats.Retransmits++
+		l.retransmits++
+	}
+	c.asked = true
+	msg := fschunk.Read{ID: r.id, Hash: d.hash, MaxDatagram: uint16(min(e.cfg.DatagramSize(l.id), fschunk.MaxDatagramSize))}
+	msg.Ranges = make([]fschunk.Range, len(r.ranges))
+	for i, s := range r.ranges {
+		msg.Ranges[i] = fschunk.Range{Offset: c.off + int64(s.lo), Length: uint32(s.hi - s.lo)}
+	}
+	return outRead{id: l.id, msg: msg}
+}

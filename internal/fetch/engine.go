@@ -1,0 +1,338 @@
+// Package fetch is the gateway's download engine: it cuts a response into
+// chunks, asks every server holding the file's version for them in
+// parallel over the FS Chunk Protocol, recovers losses by asking again
+// for exactly the missing bytes, and hands the bytes to the HTTP side in
+// order, with memory bounded per response. docs/ARCHITECTURE.md explains
+// why it is built this way.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/pool"
+)
+
+// ServerID names a server, as in the pool.
+type ServerID = pool.ServerID
+
+// Errors a Reader returns.
+var (
+	ErrUnavailable = errors.New("no live server holds this version")
+	ErrTimeout     = errors.New("servers stopped answering")
+	ErrClosed      = errors.New("fetch: reader closed")
+)
+
+// Sender sends a READ to a server; the gateway's UDP endpoint implements it.
+type Sender interface {
+	SendRead(id ServerID, r *fschunk.Read) error
+}
+
+// Config configures an Engine. Sender and Holders are required.
+type Config struct {
+	Sender  Sender
+	Holders func(hash [fschunk.HashSize]byte) []ServerID // live holders of a version
+	// Dropped is told when a server says it no longer has a version
+	// (NOT_FOUND, STALE, RANGE), so the pool stops offering it.
+	Dropped func(ServerID, [fschunk.HashSize]byte)
+	// DatagramSize is the datagram size to ask of a server; nil means
+	// fschunk.DefaultDatagramSize.
+	DatagramSize func(ServerID) int
+	Policy       Policy
+
+	ChunkSize     int           // bytes per chunk and per READ; default 128 KiB
+	Window        int           // bytes buffered ahead per response; default 8 MiB
+	MaxLinkWindow int           // bytes in flight per server; default 4 MiB
+	HolderWait    time.Duration // wait for a holder to (re)appear; default 3 s
+	StallTimeout  time.Duration // no progress at all for this long fails; default 10 s
+	DupBudget     float64       // endgame duplicates, fraction of a response; default 0.1
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = 128 << 10
+	}
+	c.ChunkSize = min(c.ChunkSize, fschunk.MaxReadLength)
+	if c.Window <= 0 {
+		c.Window = 8 << 20
+	}
+	c.Window = max(c.Window, 2*c.ChunkSize)
+	if c.MaxLinkWindow <= 0 {
+		c.MaxLinkWindow = 4 << 20
+	}
+	c.MaxLinkWindow = max(c.MaxLinkWindow, c.ChunkSize)
+	if c.HolderWait <= 0 {
+		c.HolderWait = 3 * time.Second
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 10 * time.Second
+	}
+	if c.DupBudget <= 0 {
+		c.DupBudget = 0.1
+	}
+	if c.Policy == nil {
+		c.Policy = LeastTime{}
+	}
+	if c.DatagramSize == nil {
+		c.DatagramSize = func(ServerID) int { return fschunk.DefaultDatagramSize }
+	}
+	if c.Dropped == nil {
+		c.Dropped = func(ServerID, [fschunk.HashSize]byte) {}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are the engine's counters since it started.
+type Stats struct {
+	Downloads       uint64 // readers that fetched anything
+	Active          int    // readers open now
+	BytesDelivered  uint64 // new bytes received
+	DuplicateBytes  uint64 // bytes received that were already held
+	Requests        uint64 // READs sent
+	Retransmits     uint64 // READs for bytes asked before
+	EndgameRequests uint64 // duplicate READs of the endgame
+	Timeouts        uint64
+	Late            uint64 // DATA for no outstanding request
+}
+
+// LinkStats describe the engine's view of one server.
+type LinkStats struct {
+	ID          ServerID
+	SRTT, RTO   time.Duration
+	Window      int
+	Inflight    int
+	Rate        float64 // bytes/s
+	Delivered   uint64
+	Retransmits uint64
+	Timeouts    uint64
+}
+
+// Engine runs every download of a gateway. It is safe for concurrent use.
+type Engine struct {
+	cfg  Config
+	bufs sync.Pool // chunk buffers, *[]byte of ChunkSize
+
+	mu      sync.Mutex
+	links   map[ServerID]*link
+	reqs    map[uint32]*request
+	nextID  uint32
+	starved map[*download]struct{} // downloads waiting for window room
+	readers map[*download]struct{}
+	stats   Stats
+}
+
+// New makes an engine.
+func New(cfg Config) *Engine {
+	cfg.defaults()
+	e := &Engine{
+		cfg:     cfg,
+		links:   map[ServerID]*link{},
+		reqs:    map[uint32]*request{},
+		starved: map[*download]struct{}{},
+		readers: map[*download]struct{}{},
+	}
+	e.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
+	return e
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	s.Active = len(e.readers)
+	return s
+}
+
+// Links returns the engine's view of every server it has used.
+func (e *Engine) Links() []LinkStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]LinkStats, 0, len(e.links))
+	for _, l := range e.links {
+		out = append(out, LinkStats{ID: l.id, SRTT: l.srtt, RTO: l.rto(), Window: l.cwnd, Inflight: l.inflight,
+			Rate: l.rate, Delivered: l.delivered, Retransmits: l.retransmits, Timeouts: l.timeouts})
+	}
+	return out
+}
+
+func (e *Engine) link(id ServerID) *link {
+	l := e.links[id]
+	if l == nil {
+		l = newLink(id, e.cfg.ChunkSize, e.cfg.MaxLinkWindow)
+		e.links[id] = l
+	}
+	return l
+}
+
+// HandleData takes a DATA datagram from server id. The payload is copied;
+// the caller may reuse its buffer.
+func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.reqs[m.ID]
+	if r == nil || r.l.id != id {
+		e.stats.Late++
+		return
+	}
+	now := e.cfg.Now()
+	c, d, l := r.c, r.d, r.l
+	rel, n := int(m.Offset-c.off), len(m.Payload)
+	pos, ok := r.position(rel, n)
+	if m.Offset < c.off || rel+n > c.n || !ok {
+		e.stats.Late++ // not what was asked: ignore
+		return
+	}
+	if !r.first {
+		r.first = true
+		if !r.retrans {
+			l.sampleRTT(now.Sub(r.sentAt))
+		}
+	}
+	r.lastAct = now
+	if pos >= r.expect {
+		r.expect = pos + n
+	}
+	credit := min(n, r.asked-r.released)
+	r.released += credit
+	l.inflight -= credit
+	if added := c.have.add(rel, rel+n); added > 0 {
+		copy((*c.buf)[rel:rel+n], m.Payload)
+		l.onDelivered(added, now)
+		d.lastProgress = now
+		e.stats.BytesDelivered += uint64(added)
+	} else {
+		e.stats.DuplicateBytes += uint64(n)
+	}
+	switch {
+	case c.have.covers(c.n):
+		c.done = true
+		for len(c.reqs) > 0 {
+			e.finish(c.reqs[0], c.reqs[0] == r, now)
+		}
+		notify(d.progress)
+		notify(d.wake)
+	case r.expect >= r.asked:
+		// The server sent the last byte asked: whatever is still missing
+		// was lost. Ask again now rather than waiting for a timer.
+		e.finish(r, true, now)
+		notify(d.wake)
+	}
+	if credit > 0 {
+		e.wakeStarved()
+	}
+}
+
+// HandleError takes an ERROR from server id about one of our READs.
+func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
+	e.mu.Lock()
+	r := e.reqs[m.ID]
+	if r == nil || r.l.id != id {
+		e.mu.Unlock()
+		return
+	}
+	now := e.cfg.Now()
+	d, l := r.d, r.l
+	var dropped bool
+	switch m.Code {
+	case fschunk.CodeNotFound, fschunk.CodeStale, fschunk.CodeRange:
+		d.bad[id] = true
+		dropped = true
+	case fschunk.CodeBusy:
+		l.suspendTill = now.Add(busyPause)
+	default:
+		l.onTimeout(now, e.cfg.ChunkSize)
+	}
+	e.finish(r, false, now)
+	notify(d.wake)
+	e.wakeStarved()
+	hash := d.hash
+	e.mu.Unlock()
+	e.cfg.Logger.Debug("read refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
+	if dropped {
+		e.cfg.Dropped(id, hash)
+	}
+}
+
+// ServerGone forgets a server that left the pool; its outstanding reads
+// go to other holders at once.
+func (e *Engine) ServerGone(id ServerID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Now()
+	for _, r := range e.reqs {
+		if r.l.id == id {
+			e.finish(r, false, now)
+			notify(r.d.wake)
+		}
+	}
+	delete(e.links, id)
+}
+
+// finish ends a request: it is forgotten (late DATA for it is dropped),
+// the window bytes it still held are released, and, when ok, the server's
+// window learns how the request went.
+func (e *Engine) finish(r *request, ok bool, now time.Time) {
+	delete(e.reqs, r.id)
+	c, l := r.c, r.l
+	for i, x := range c.reqs {
+		if x == r {
+			c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
+			break
+		}
+	}
+	if !r.dup {
+		c.pending--
+	}
+	if ok && !r.dup {
+		l.onRequestDone(r.asked, r.released, e.cfg.ChunkSize, e.cfg.MaxLinkWindow)
+	}
+	l.inflight -= r.asked - r.released
+	r.released = r.asked
+	if l.inflight == 0 {
+		l.onIdle()
+	}
+	e.wakeStarved()
+}
+
+func (e *Engine) wakeStarved() {
+	for d := range e.starved {
+		notify(d.wake)
+		delete(e.starved, d)
+	}
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Open returns a reader of the version with content hash and size. It
+// fetches nothing until the first Read; Seek is free.
+func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int64) *Reader {
+	d := &download{
+		e: e, hash: hash, size: size, ctx: ctx,
+		bad:      map[ServerID]bool{},
+		wake:     make(chan struct{}, 1),
+		progress: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		maxWin:   max(e.cfg.Window/e.cfg.ChunkSize, 2),
+	}
+	e.mu.Lock()
+	e.readers[d] = struct{}{}
+	e.mu.Unlock()
+	return &Reader{d: d}
+}

@@ -1,0 +1,236 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+// fakeNet serves READs from memory for a set of servers, calling the
+// engine back from other goroutines as the real receive loop would.
+type fakeNet struct {
+	e       *Engine
+	content []byte
+	mu      sync.Mutex
+	rnd     *rand.Rand
+	loss    float64
+	dead    map[ServerID]bool
+	served  map[ServerID]int
+	wg      sync.WaitGroup
+	holders []ServerID
+}
+
+func (f *fakeNet) SendRead(id ServerID, r *fschunk.Read) error {
+	f.mu.Lock()
+	dead := f.dead[id]
+	f.mu.Unlock()
+	if dead {
+		return nil
+	}
+	msg := *r
+	msg.Ranges = append([]fschunk.Range(nil), r.Ranges...)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		seg := int(msg.MaxDatagram) - fschunk.DataOverhead
+		for _, rg := range msg.Ranges {
+			for off := rg.Offset; off < rg.Offset+int64(rg.Length); off += int64(seg) {
+				end := min(off+int64(seg), rg.Offset+int64(rg.Length))
+				f.mu.Lock()
+				drop := f.rnd.Float64() < f.loss || f.dead[id]
+				f.served[id] += int(end - off)
+				f.mu.Unlock()
+				if drop {
+					continue
+				}
+				f.e.HandleData(id, &fschunk.Data{ID: msg.ID, Offset: off, Payload: f.content[off:end]})
+			}
+		}
+	}()
+	return nil
+}
+
+func newFake(t *testing.T, size int, servers int, loss float64) (*fakeNet, *Engine) {
+	content := make([]byte, size)
+	rr := rand.New(rand.NewPCG(uint64(size), 7))
+	for i := range content {
+		content[i] = byte(rr.Uint32())
+	}
+	f := &fakeNet{content: content, rnd: rand.New(rand.NewPCG(1, 2)), loss: loss, dead: map[ServerID]bool{}, served: map[ServerID]int{}}
+	for i := 1; i <= servers; i++ {
+		f.holders = append(f.holders, ServerID(i))
+	}
+	f.e = New(Config{
+		Sender: f,
+		Holders: func([32]byte) []ServerID {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			var out []ServerID
+			for _, h := range f.holders {
+				if !f.dead[h] {
+					out = append(out, h)
+				}
+			}
+			return out
+		},
+		ChunkSize:  64 << 10,
+		Window:     1 << 20,
+		HolderWait: 200 * time.Millisecond,
+	})
+	t.Cleanup(f.wg.Wait)
+	return f, f.e
+}
+
+func readAll(t *testing.T, e *Engine, f *fakeNet, off int64) []byte {
+	t.Helper()
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	defer r.Close()
+	if _, err := r.Seek(off, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return got
+}
+
+func TestDownloadExact(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, c := range []struct {
+		name          string
+		size, servers int
+		loss          float64
+		off           int64
+	}{
+		{"one server", 1 << 20, 1, 0, 0},
+		{"three servers", 3<<20 + 17, 3, 0, 0},
+		{"loss 10%", 2<<20 + 5, 3, 0.10, 0},
+		{"offset", 1<<20 + 3, 2, 0.02, 12345},
+		{"tiny", 1, 3, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, e := newFake(t, c.size, c.servers, c.loss)
+			got := readAll(t, e, f, c.off)
+			if !bytes.Equal(got, f.content[c.off:]) {
+				t.Fatalf("content differs (%d bytes, want %d)", len(got), len(f.content)-int(c.off))
+			}
+			if c.servers > 1 && c.size > 1<<20 {
+				for _, h := range f.holders {
+					if f.served[h] == 0 {
+						t.Errorf("server %d never used", h)
+					}
+				}
+			}
+			if c.loss > 0 && e.Stats().Retransmits == 0 {
+				t.Error("loss but no retransmission")
+			}
+		})
+	}
+}
+
+func TestServerDiesMidDownload(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, e := newFake(t, 4<<20, 3, 0)
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	defer r.Close()
+	buf := make([]byte, 1<<20)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.dead[2] = true // black hole: no answers, still listed as holder
+	f.mu.Unlock()
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(buf, rest...), f.content) {
+		t.Fatal("content differs")
+	}
+}
+
+func TestNoHolder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, e := newFake(t, 1<<20, 1, 0)
+	f.dead[1] = true
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	defer r.Close()
+	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, e := newFake(t, 8<<20, 2, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := e.Open(ctx, sha256.Sum256(f.content), int64(len(f.content)))
+	if _, err := r.Read(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for {
+		if _, err := r.Read(make([]byte, 1<<16)); err != nil {
+			break
+		}
+	}
+	r.Close()
+	f.wg.Wait()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.reqs) != 0 || len(e.readers) != 0 {
+		t.Fatalf("after cancel: %d requests, %d readers", len(e.reqs), len(e.readers))
+	}
+	for _, l := range e.links {
+		if l.inflight != 0 {
+			t.Fatalf("link %d: %d bytes still in flight", l.id, l.inflight)
+		}
+	}
+}
+
+func TestSpanSet(t *testing.T) {
+	var s spanSet
+	rr := rand.New(rand.NewPCG(3, 4))
+	have := make([]bool, 1000)
+	for i := 0; i < 3000; i++ {
+		lo := rr.IntN(1000)
+		hi := min(lo+1+rr.IntN(50), 1000)
+		want := 0
+		for j := lo; j < hi; j++ {
+			if !have[j] {
+				want++
+				have[j] = true
+			}
+		}
+		if got := s.add(lo, hi); got != want {
+			t.Fatalf("add(%d,%d) = %d, want %d", lo, hi, got, want)
+		}
+		miss := 0
+		for _, m := range s.missing(nil, 1000) {
+			miss += m.hi - m.lo
+		}
+		n := 0
+		for _, h := range have {
+			if !h {
+				n++
+			}
+		}
+		if miss != n {
+			t.Fatalf("missing %d, want %d", miss, n)
+		}
+	}
+	if !s.covers(1000) {
+		t.Fatal("not covered after 3000 random spans")
+	}
+}

@@ -1,0 +1,170 @@
+package fetch
+
+import (
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+// link is the gateway's transfer state for one server, shared by every
+// download that uses it, so that a server's capacity is shared fairly and
+// measured once. Guarded by Engine.mu.
+type link struct {
+	id ServerID
+
+	// RTT estimator (RFC 6298 shape), sampled from READ sent to its first
+	// DATA, never from re-requests (Karn's rule).
+	srtt, rttvar time.Duration
+	hasRTT       bool
+	backoff      uint // consecutive timeouts: the RTO doubles with each
+
+	// Window of bytes in flight: asked for and neither received nor
+	// given up. Grows like TCP (slow start, then one chunk per window),
+	// shrinks on loss only when loss is heavy or bursty enough to mean
+	// congestion rather than random corruption of the path.
+	cwnd     int
+	ssthresh int
+	inflight int
+
+	// Round accounting for the loss-tolerant window.
+	roundDelivered int
+	roundLost      int
+
+	// Delivery rate, bytes/s, smoothed over samples taken while busy.
+	rate        float64
+	rateBytes   int
+	rateStart   time.Time
+	suspendTill time.Time // no new work before this (BUSY, timeouts)
+
+	// Counters for metrics.
+	delivered   uint64
+	retransmits uint64
+	timeouts    uint64
+}
+
+// Window tuning. A chunk is the unit of work; the window is in bytes.
+const (
+	initialWindowChunks = 4
+	minWindowChunks     = 1
+	// lossTolerance is the fraction of a round's bytes that may be lost
+	// before the window shrinks: random loss of a few percent (a noisy
+	// path) leaves the rate alone, tail-drop of an overflowing queue
+	// (congestion) does not.
+	lossTolerance = 0.10
+	decrease      = 0.7
+	rateGain      = 0.25
+	rateInterval  = 10 * time.Millisecond
+	// busyPause is how long a server that answered BUSY gets no new reads.
+	busyPause = 20 * time.Millisecond
+)
+
+func newLink(id ServerID, chunk, maxWindow int) *link {
+	return &link{id: id, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow}
+}
+
+// rto is the retransmission timeout: SRTT + max(4·RTTVAR, 1 ms), within
+// [MinRTO, MaxRTO], doubled per consecutive timeout.
+func (l *link) rto() time.Duration {
+	r := fschunk.InitialRTO
+	if l.hasRTT {
+		r = l.srtt + max(4*l.rttvar, time.Millisecond)
+	}
+	r = max(r, fschunk.MinRTO) << min(l.backoff, 6)
+	return min(r, fschunk.MaxRTO)
+}
+
+func (l *link) sampleRTT(rtt time.Duration) {
+	if !l.hasRTT {
+		l.srtt, l.rttvar, l.hasRTT = rtt, rtt/2, true
+		return
+	}
+	d := l.srtt - rtt
+	if d < 0 {
+		d = -d
+	}
+	l.rttvar = (3*l.rttvar + d) / 4
+	l.srtt = (7*l.srtt + rtt) / 8
+}
+
+// transferTime is how long n bytes take at the measured rate.
+func (l *link) transferTime(n int) time.Duration {
+	if l.rate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(n) / l.rate * float64(time.Second))
+}
+
+// onDelivered accounts n new bytes received from this server.
+func (l *link) onDelivered(n int, now time.Time) {
+	l.delivered += uint64(n)
+	l.roundDelivered += n
+	l.backoff = 0
+	if l.rateStart.IsZero() {
+		l.rateStart = now
+	}
+	l.rateBytes += n
+	if el := now.Sub(l.rateStart); el >= rateInterval {
+		sample := float64(l.rateBytes) / el.Seconds()
+		if l.rate == 0 {
+			l.rate = sample
+		} else {
+			l.rate += rateGain * (sample - l.rate)
+		}
+		l.rateBytes, l.rateStart = 0, now
+	}
+}
+
+// onIdle restarts the rate interval when the link had nothing in flight,
+// so idle time does not read as slowness.
+func (l *link) onIdle() { l.rateBytes, l.rateStart = 0, time.Time{} }
+
+// onRequestDone grows or shrinks the window when a request ends with
+// got bytes received of asked.
+func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
+	if lost := asked - got; lost > 0 {
+		l.roundLost += lost
+	}
+	if l.roundDelivered+l.roundLost < l.cwnd {
+		if got == asked {
+			l.grow(got, chunk, maxWindow)
+		}
+		return
+	}
+	// End of a round (a window's worth of bytes accounted).
+	total := l.roundDelivered + l.roundLost
+	if float64(l.roundLost) > lossTolerance*float64(total) {
+		l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
+		l.ssthresh = l.cwnd
+	} else if got == asked {
+		l.grow(got, chunk, maxWindow)
+	}
+	l.roundDelivered, l.roundLost = 0, 0
+}
+
+func (l *link) grow(n, chunk, maxWindow int) {
+	if l.cwnd < l.ssthresh {
+		l.cwnd += n
+	} else {
+		l.cwnd += max(chunk*n/l.cwnd, 1)
+	}
+	l.cwnd = min(l.cwnd, maxWindow)
+}
+
+// onTimeout backs off after a request got nothing for its RTO.
+func (l *link) onTimeout(now time.Time, chunk int) {
+	l.timeouts++
+	l.backoff++
+	l.ssthresh = max(l.cwnd/2, minWindowChunks*chunk)
+	l.cwnd = l.ssthresh
+	l.suspendTill = now.Add(l.rto())
+	l.onIdle()
+}
+
+// room reports whether n more bytes fit in the window; an empty window
+// always takes one request so a small window never stalls.
+func (l *link) room(n int, now time.Time) bool {
+	if now.Before(l.suspendTill) {
+		return false
+	}
+	return l.inflight == 0 || l.inflight+n <= l.cwnd
+}

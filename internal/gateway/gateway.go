@@ -1,0 +1,593 @@
+// Package gateway is HttpGw's UDP endpoint: it answers handshakes,
+// keeps a session per server, tracks the pool (liveness and catalogs),
+// sends the download engine's READs and hands it the DATA that comes
+// back. One socket, one receive loop; all state about servers is soft.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/fetch"
+	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/pool"
+	"github.com/fastfile/fschunk/internal/transport"
+)
+
+// MaxCatalogPages bounds one catalog or delta, so even a server holding
+// the key cannot make the gateway reserve unbounded memory.
+const MaxCatalogPages = 1 << 16
+
+// Config configures a Gateway. Conn and Key are required.
+type Config struct {
+	Conn   net.PacketConn
+	Key    *auth.Key
+	Logger *slog.Logger
+	Limits auth.Limits // zero: auth.DefaultLimits
+
+	// DatagramSize is the size of DATA datagrams asked of servers; 0 picks
+	// fschunk.LoopbackDatagramSize for servers on this host and
+	// fschunk.DefaultDatagramSize (no fragmentation on Ethernet) otherwise.
+	DatagramSize int
+
+	HeartbeatInterval time.Duration // told to servers; default fschunk.HeartbeatInterval
+	EvictAfter        time.Duration // default fschunk.EvictAfter
+
+	Fetch fetch.Config // the engine's tuning; Sender, Holders and Dropped are set here
+	Now   func() time.Time
+}
+
+// Stats are the endpoint's counters.
+type Stats struct {
+	Received, Sent     uint64
+	Handshakes         uint64 // sessions established
+	Evictions          uint64
+	DropGarbage        uint64 // did not parse
+	DropAuth           uint64 // bad MAC, cookie or tag
+	DropReplay         uint64
+	DropUnknownSession uint64
+	CatalogPages       uint64
+	Goodbyes           uint64
+	SendErrors         uint64
+}
+
+type counters struct {
+	received, sent, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr atomic.Uint64
+}
+
+// Gateway is the UDP side of HttpGw.
+type Gateway struct {
+	cfg   Config
+	log   *slog.Logger
+	resp  *auth.Responder
+	boot  uint64
+	pool  *pool.Pool
+	eng   *fetch.Engine
+	ctr   counters
+	bufs  sync.Pool
+	start time.Time
+
+	mu       sync.RWMutex
+	sessions map[uint32]*session
+	byNonce  map[[fschunk.NonceSize]byte]*session
+	peers    map[pool.ServerID]*peer
+}
+
+type session struct {
+	s     *auth.Session
+	p     *peer
+	nonce [fschunk.NonceSize]byte
+}
+
+// peer is one server process (one Instance) and its sessions.
+type peer struct {
+	id       pool.ServerID
+	addr     atomic.Pointer[netip.AddrPort]
+	cur      atomic.Pointer[session]
+	prev     *session // guarded by Gateway.mu
+	datagram int
+
+	// Catalog assembly; touched only by the receive loop.
+	asm *assembly
+}
+
+type assembly struct {
+	delta     bool
+	base, gen uint64
+	pages     [][]fschunk.Entry
+	removed   [][]bool
+	got       int
+}
+
+// New makes a gateway endpoint; Run starts it.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Conn == nil || cfg.Key == nil {
+		return nil, errors.New("gateway: Conn and Key are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limits == (auth.Limits{}) {
+		cfg.Limits = auth.DefaultLimits
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = fschunk.HeartbeatInterval
+	}
+	if cfg.EvictAfter <= 0 {
+		cfg.EvictAfter = fschunk.EvictAfter
+	}
+	if cfg.DatagramSize != 0 && (cfg.DatagramSize < fschunk.MinDatagramSize || cfg.DatagramSize > fschunk.MaxDatagramSize) {
+		return nil, fmt.Errorf("gateway: datagram size %d outside [%d, %d]", cfg.DatagramSize, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		resp:     auth.NewResponder(cfg.Key, cfg.Limits, cfg.Now),
+		boot:     binary.BigEndian.Uint64(b[:]),
+		pool:     pool.New(),
+		sessions: map[uint32]*session{},
+		byNonce:  map[[fschunk.NonceSize]byte]*session{},
+		peers:    map[pool.ServerID]*peer{},
+		start:    cfg.Now(),
+	}
+	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
+	fc := cfg.Fetch
+	fc.Sender = g
+	fc.Holders = g.pool.Holders
+	fc.Dropped = func(id pool.ServerID, h [fschunk.HashSize]byte) { g.pool.DropVersion(id, h, g.cfg.Now()) }
+	fc.DatagramSize = g.datagramSize
+	if fc.Logger == nil {
+		fc.Logger = cfg.Logger
+	}
+	if fc.Now == nil {
+		fc.Now = cfg.Now
+	}
+	g.eng = fetch.New(fc)
+	return g, nil
+}
+
+// Pool is the gateway's view of its servers and files.
+func (g *Gateway) Pool() *pool.Pool { return g.pool }
+
+// Engine is the download engine.
+func (g *Gateway) Engine() *fetch.Engine { return g.eng }
+
+// Stats returns the endpoint's counters.
+func (g *Gateway) Stats() Stats {
+	c := &g.ctr
+	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
+		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
+		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load()}
+}
+
+// Run serves until ctx is done, then says GOODBYE to every server (so they
+// re-register at once with whichever gateway comes next) and returns.
+// The caller closes the socket after Run returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); g.maintain(ctx) }()
+	stop := context.AfterFunc(ctx, func() { g.cfg.Conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, fschunk.MaxDatagramSize+1)
+	var err error
+	for {
+		n, from, rerr := g.cfg.Conn.ReadFrom(buf)
+		if rerr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(rerr, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(rerr, net.ErrClosed) {
+				err = rerr
+				break
+			}
+			g.log.Warn("udp read", "err", rerr)
+			continue
+		}
+		g.ctr.received.Add(1)
+		ap, ok := transport.AddrPort(from)
+		if !ok || n > fschunk.MaxDatagramSize {
+			g.ctr.garbage.Add(1)
+			continue
+		}
+		g.handle(buf[:n], ap)
+	}
+	wg.Wait()
+	g.goodbyeAll()
+	return err
+}
+
+func (g *Gateway) handle(pkt []byte, from netip.AddrPort) {
+	t, err := fschunk.ParsePrefix(pkt)
+	if err != nil {
+		g.ctr.garbage.Add(1)
+		return
+	}
+	switch t {
+	case fschunk.TypeHello:
+		out := g.getBuf()
+		defer g.putBuf(out)
+		ch, err := g.resp.HandleHello(pkt, from, (*out)[:0])
+		if err != nil {
+			g.dropHandshake(err)
+			return
+		}
+		g.write(ch, from)
+	case fschunk.TypeAuth:
+		g.handleAuth(pkt, from)
+	case fschunk.TypeChallenge:
+		g.ctr.garbage.Add(1) // only servers receive challenges (a reflection)
+	default:
+		g.handleTransport(pkt, from)
+	}
+}
+
+func (g *Gateway) dropHandshake(err error) {
+	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
+		g.ctr.authFail.Add(1)
+		return
+	}
+	g.ctr.garbage.Add(1)
+}
+
+func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
+	acc, err := g.resp.HandleAuth(pkt, from)
+	if err != nil {
+		g.dropHandshake(err)
+		return
+	}
+	now := g.cfg.Now()
+	g.mu.Lock()
+	s := g.byNonce[acc.Nonce]
+	fresh := s == nil
+	if fresh {
+		var idx uint32
+		for idx == 0 || g.sessions[idx] != nil {
+			var b [4]byte
+			rand.Read(b[:])
+			idx = binary.BigEndian.Uint32(b[:])
+		}
+		as, err := acc.NewSession(idx, now)
+		if err != nil {
+			g.mu.Unlock()
+			g.log.Error("new session", "err", err)
+			return
+		}
+		id := pool.ServerID(acc.Instance)
+		p := g.peers[id]
+		if p == nil {
+			p = &peer{id: id, datagram: g.pickDatagram(from)}
+			g.peers[id] = p
+		}
+		s = &session{s: as, p: p, nonce: acc.Nonce}
+		if old := p.cur.Load(); old != nil {
+			if p.prev != nil {
+				g.dropSessionLocked(p.prev)
+			}
+			p.prev = old
+		}
+		p.cur.Store(s)
+		p.addr.Store(&from)
+		g.sessions[idx] = s
+		g.byNonce[acc.Nonce] = s
+	}
+	p := s.p
+	g.mu.Unlock()
+	if fresh {
+		g.ctr.handshakes.Add(1)
+		rejoin := g.pool.Has(p.id)
+		g.pool.Join(p.id, from.String(), now)
+		g.log.Info("server session", "server", fmt.Sprintf("%016x", uint64(p.id)), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+	}
+	out := g.getBuf()
+	defer g.putBuf(out)
+	w := fschunk.Welcome{GatewayIndex: s.s.LocalIndex, GatewayBoot: g.boot, HeartbeatInterval: g.cfg.HeartbeatInterval, MaxDatagram: uint32(p.datagram)}
+	pkt, err = auth.Welcome(s.s, w, (*out)[:0], now)
+	if err != nil {
+		g.log.Error("seal welcome", "err", err)
+		return
+	}
+	g.write(pkt, from)
+}
+
+func (g *Gateway) pickDatagram(from netip.AddrPort) int {
+	if g.cfg.DatagramSize != 0 {
+		return g.cfg.DatagramSize
+	}
+	if from.Addr().IsLoopback() {
+		return fschunk.LoopbackDatagramSize
+	}
+	return fschunk.DefaultDatagramSize
+}
+
+func (g *Gateway) datagramSize(id pool.ServerID) int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if p := g.peers[id]; p != nil {
+		return p.datagram
+	}
+	return fschunk.DefaultDatagramSize
+}
+
+func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
+	h, err := fschunk.ParseHeader(pkt)
+	if err != nil {
+		g.ctr.garbage.Add(1)
+		return
+	}
+	g.mu.RLock()
+	s := g.sessions[h.Receiver]
+	g.mu.RUnlock()
+	if s == nil {
+		g.ctr.unknown.Add(1)
+		return
+	}
+	now := g.cfg.Now()
+	_, body, err := s.s.Open(pkt, now)
+	switch {
+	case err == nil:
+	case errors.Is(err, auth.ErrReplay):
+		g.ctr.replay.Add(1)
+		return
+	case errors.Is(err, auth.ErrForged), errors.Is(err, auth.ErrExpired):
+		g.ctr.authFail.Add(1)
+		return
+	default:
+		g.ctr.garbage.Add(1)
+		return
+	}
+	p := s.p
+	if a := p.addr.Load(); a == nil || *a != from {
+		p.addr.Store(&from)
+	}
+	g.pool.Heard(p.id, from.String(), now)
+	switch h.Type {
+	case fschunk.TypeData:
+		var d fschunk.Data
+		if d.Decode(body) != nil {
+			g.ctr.garbage.Add(1)
+			return
+		}
+		g.eng.HandleData(p.id, &d)
+	case fschunk.TypeError:
+		var e fschunk.Error
+		if e.Decode(body) != nil {
+			g.ctr.garbage.Add(1)
+			return
+		}
+		g.eng.HandleError(p.id, &e)
+	case fschunk.TypeHeartbeat:
+		var hb fschunk.Heartbeat
+		if hb.Decode(body) != nil {
+			g.ctr.garbage.Add(1)
+			return
+		}
+		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
+		ack := fschunk.HeartbeatAck{Seq: hb.Seq, CatalogGen: g.pool.CatalogGen(p.id)}
+		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)
+	case fschunk.TypeGoodbye:
+		var gb fschunk.Goodbye
+		if gb.Decode(body) != nil {
+			g.ctr.garbage.Add(1)
+			return
+		}
+		g.ctr.goodbyes.Add(1)
+		if gb.Reason == fschunk.GoodbyeRekeyed {
+			return // the newer session carries on
+		}
+		g.evict(p.id, "goodbye")
+	case fschunk.TypeCatalogPage:
+		g.handlePage(p, body, now)
+	case fschunk.TypeCatalogDelta:
+		g.handleDelta(p, body, now)
+	default:
+		// Authenticated but not for us: say so, it is cheap and bounded.
+		e := fschunk.Error{Code: fschunk.CodeUnsupported, Message: "unsupported message type " + h.Type.String()}
+		g.sendTo(p, fschunk.TypeError, e.Append)
+	}
+}
+
+func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
+	var m fschunk.CatalogPage
+	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
+		g.ctr.garbage.Add(1)
+		return
+	}
+	g.ctr.pages.Add(1)
+	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
+	if held := g.pool.CatalogGen(p.id); held != m.Gen {
+		a := p.asm
+		if a == nil || a.delta || a.gen != m.Gen || len(a.pages) != int(m.Pages) {
+			a = &assembly{gen: m.Gen, pages: make([][]fschunk.Entry, m.Pages)}
+			p.asm = a
+		}
+		if a.pages[m.Page] == nil {
+			a.pages[m.Page] = m.Entries
+			if a.pages[m.Page] == nil {
+				a.pages[m.Page] = []fschunk.Entry{}
+			}
+			a.got++
+		}
+		if a.got == len(a.pages) {
+			var all []fschunk.Entry
+			for _, pg := range a.pages {
+				all = append(all, pg...)
+			}
+			g.pool.SetCatalog(p.id, a.gen, all, now)
+			p.asm = nil
+			g.log.Info("catalog", "server", fmt.Sprintf("%016x", uint64(p.id)), "gen", a.gen, "files", len(all), "pages", len(a.pages))
+		}
+	}
+	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
+}
+
+func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
+	var m fschunk.CatalogDelta
+	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
+		g.ctr.garbage.Add(1)
+		return
+	}
+	g.ctr.pages.Add(1)
+	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
+	switch held := g.pool.CatalogGen(p.id); {
+	case held == m.Gen:
+	case held != m.Base:
+		ack.Status = fschunk.CatalogResync
+	default:
+		a := p.asm
+		if a == nil || !a.delta || a.gen != m.Gen || a.base != m.Base || len(a.pages) != int(m.Pages) {
+			a = &assembly{delta: true, base: m.Base, gen: m.Gen, pages: make([][]fschunk.Entry, m.Pages), removed: make([][]bool, m.Pages)}
+			p.asm = a
+		}
+		if a.pages[m.Page] == nil {
+			a.pages[m.Page], a.removed[m.Page] = m.Entries, m.Removed
+			if a.pages[m.Page] == nil {
+				a.pages[m.Page] = []fschunk.Entry{}
+			}
+			a.got++
+		}
+		if a.got == len(a.pages) {
+			var all []fschunk.Entry
+			var rm []bool
+			for i := range a.pages {
+				all = append(all, a.pages[i]...)
+				rm = append(rm, a.removed[i]...)
+			}
+			g.pool.ApplyDelta(p.id, a.gen, all, rm, now)
+			p.asm = nil
+			g.log.Info("catalog delta", "server", fmt.Sprintf("%016x", uint64(p.id)), "base", a.base, "gen", a.gen, "changes", len(all))
+		}
+	}
+	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
+}
+
+// SendRead implements fetch.Sender.
+func (g *Gateway) SendRead(id pool.ServerID, r *fschunk.Read) error {
+	g.mu.RLock()
+	p := g.peers[id]
+	g.mu.RUnlock()
+	if p == nil {
+		return fmt.Errorf("server %016x: not in the pool", uint64(id))
+	}
+	return g.sendTo(p, fschunk.TypeRead, r.Append)
+}
+
+// sendTo seals a message on the server's current session and sends it to
+// the address the server was last heard from.
+func (g *Gateway) sendTo(p *peer, t fschunk.Type, body func([]byte) []byte) error {
+	s := p.cur.Load()
+	addr := p.addr.Load()
+	if s == nil || addr == nil {
+		return errors.New("no session")
+	}
+	buf := g.getBuf()
+	defer g.putBuf(buf)
+	b := fschunk.AppendHeader((*buf)[:0], fschunk.Header{Type: t})
+	b = body(b)
+	pkt, err := s.s.Seal(b, g.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("seal %v: %w", t, err)
+	}
+	return g.write(pkt, *addr)
+}
+
+func (g *Gateway) write(pkt []byte, to netip.AddrPort) error {
+	if _, err := g.cfg.Conn.WriteTo(pkt, net.UDPAddrFromAddrPort(to)); err != nil {
+		g.ctr.sendErr.Add(1)
+		return fmt.Errorf("send to %v: %w", to, err)
+	}
+	g.ctr.sent.Add(1)
+	return nil
+}
+
+func (g *Gateway) getBuf() *[]byte  { return g.bufs.Get().(*[]byte) }
+func (g *Gateway) putBuf(b *[]byte) { g.bufs.Put(b) }
+
+// maintain evicts silent servers and expired sessions.
+func (g *Gateway) maintain(ctx context.Context) {
+	t := time.NewTicker(g.cfg.EvictAfter / 12)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := g.cfg.Now()
+		for _, id := range g.pool.Expired(now.Add(-g.cfg.EvictAfter)) {
+			g.evict(id, "silent")
+		}
+		g.mu.Lock()
+		for _, p := range g.peers {
+			if p.prev != nil && (p.prev.s.Expired(now) || now.Sub(p.cur.Load().s.Created) > g.cfg.EvictAfter) {
+				g.dropSessionLocked(p.prev)
+				p.prev = nil
+			}
+			if cur := p.cur.Load(); cur != nil && cur.s.Expired(now) {
+				g.dropSessionLocked(cur)
+			}
+		}
+		g.mu.Unlock()
+		g.pool.Prune(now)
+	}
+}
+
+func (g *Gateway) dropSessionLocked(s *session) {
+	delete(g.sessions, s.s.LocalIndex)
+	if g.byNonce[s.nonce] == s {
+		delete(g.byNonce, s.nonce)
+	}
+}
+
+// evict removes a server: its sessions, its files, its outstanding reads.
+func (g *Gateway) evict(id pool.ServerID, why string) {
+	g.mu.Lock()
+	p := g.peers[id]
+	if p != nil {
+		if s := p.cur.Load(); s != nil {
+			g.dropSessionLocked(s)
+		}
+		if p.prev != nil {
+			g.dropSessionLocked(p.prev)
+		}
+		delete(g.peers, id)
+	}
+	g.mu.Unlock()
+	if g.pool.Remove(id, g.cfg.Now()) {
+		g.ctr.evictions.Add(1)
+		g.log.Info("server evicted", "server", fmt.Sprintf("%016x", uint64(id)), "reason", why)
+	}
+	g.eng.ServerGone(id)
+}
+
+func (g *Gateway) goodbyeAll() {
+	g.mu.RLock()
+	peers := make([]*peer, 0, len(g.peers))
+	for _, p := range g.peers {
+		peers = append(peers, p)
+	}
+	g.mu.RUnlock()
+	bye := fschunk.Goodbye{Reason: fschunk.GoodbyeShutdown}
+	for _, p := range peers {
+		g.sendTo(p, fschunk.TypeGoodbye, bye.Append)
+	}
+}

@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startGW(t *testing.T, key *auth.Key) (*Gateway, *net.UDPAddr) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Config{Conn: pc, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	return g, pc.LocalAddr().(*net.UDPAddr)
+}
+
+func newKey(t *testing.T) *auth.Key {
+	b := make([]byte, 32)
+	rand.Read(b)
+	k, err := auth.NewKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// client is a socket that counts what it sends and receives.
+type client struct {
+	t        *testing.T
+	c        *net.UDPConn
+	to       *net.UDPAddr
+	sent     int
+	received int
+}
+
+func newClient(t *testing.T, to *net.UDPAddr) *client {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, to: to}
+}
+
+func (c *client) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.c.WriteToUDP(b, c.to); err != nil {
+		c.t.Fatal(err)
+	}
+	c.sent += len(b)
+}
+
+// recv returns the next datagram, or nil after wait.
+func (c *client) recv(wait time.Duration) []byte {
+	buf := make([]byte, 65536)
+	c.c.SetReadDeadline(time.Now().Add(wait))
+	n, _, err := c.c.ReadFromUDP(buf)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		c.t.Fatal(err)
+	}
+	c.received += n
+	return buf[:n]
+}
+
+// register runs a real handshake and returns the server's session.
+func register(t *testing.T, c *client, key *auth.Key) *auth.Session {
+	t.Helper()
+	in := auth.NewInitiator(key, 42, auth.DefaultLimits)
+	c.send(in.Hello(nil))
+	ch := c.recv(2 * time.Second)
+	a, err := in.HandleChallenge(ch, nil)
+	if err != nil {
+		t.Fatalf("challenge: %v", err)
+	}
+	c.send(a)
+	s, _, err := in.HandleWelcome(c.recv(2*time.Second), time.Now())
+	if err != nil {
+		t.Fatalf("welcome: %v", err)
+	}
+	return s
+}
+
+func seal(t *testing.T, s *auth.Session, typ fschunk.Type, body []byte) []byte {
+	b := fschunk.AppendHeader(nil, fschunk.Header{Type: typ})
+	p, err := s.Seal(append(b, body...), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestUnauthenticatedGetNothing: garbage, forgeries and handshakes under
+// the wrong key get no answer at all, and nothing is allocated for them.
+func TestUnauthenticatedGetNothing(t *testing.T) {
+	key := newKey(t)
+	g, addr := startGW(t, key)
+	atk := newClient(t, addr)
+	wrong := auth.NewInitiator(newKey(t), 1, auth.DefaultLimits)
+	junk := make([]byte, 200)
+	for i := 0; i < 2000; i++ {
+		rand.Read(junk[:1+i%199])
+		atk.send(junk[:1+i%199])
+	}
+	for i := 0; i < 200; i++ {
+		atk.send(wrong.Hello(nil))
+		var a fschunk.Auth
+		rand.Read(a.Cookie[:])
+		atk.send(a.Append(nil))
+		h := fschunk.AppendHeader(nil, fschunk.Header{Type: fschunk.TypeHeartbeat, Receiver: uint32(i), Counter: uint64(i)})
+		atk.send(append(h, make([]byte, 48)...))
+	}
+	if b := atk.recv(300 * time.Millisecond); b != nil {
+		t.Fatalf("answered an unauthenticated sender with %d bytes", len(b))
+	}
+	st := g.Stats()
+	if st.Handshakes != 0 || st.DropGarbage+st.DropAuth+st.DropUnknownSession == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	g.mu.RLock()
+	n := len(g.sessions) + len(g.peers)
+	g.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d sessions/peers allocated for unauthenticated senders", n)
+	}
+}
+
+// TestAmplification: a captured HELLO replayed from a spoofed address
+// earns that address fewer bytes than were sent.
+func TestAmplification(t *testing.T) {
+	key := newKey(t)
+	_, addr := startGW(t, key)
+	victim := newClient(t, addr)
+	hello := auth.NewInitiator(key, 1, auth.DefaultLimits).Hello(nil)
+	for i := 0; i < 50; i++ {
+		victim.send(hello)
+	}
+	for victim.recv(200*time.Millisecond) != nil {
+	}
+	if f := float64(victim.received) / float64(victim.sent); f > 1.0 {
+		t.Fatalf("amplification %.2f (%d bytes for %d)", f, victim.received, victim.sent)
+	}
+}
+
+// TestSessionSecurity: heartbeats are acknowledged; replays, bit flips and
+// reflections are not.
+func TestSessionSecurity(t *testing.T) {
+	key := newKey(t)
+	g, addr := startGW(t, key)
+	c := newClient(t, addr)
+	s := register(t, c, key)
+	hb := seal(t, s, fschunk.TypeHeartbeat, (&fschunk.Heartbeat{Seq: 1}).Append(nil))
+	keep := bytes.Clone(hb)
+	c.send(hb)
+	ack := c.recv(2 * time.Second)
+	if ack == nil {
+		t.Fatal("no heartbeat ack")
+	}
+	reflected := bytes.Clone(ack)
+	if _, body, err := s.Open(ack, time.Now()); err != nil || len(body) == 0 {
+		t.Fatalf("open ack: %v", err)
+	}
+	c.send(keep) // replay
+	flipped := seal(t, s, fschunk.TypeHeartbeat, (&fschunk.Heartbeat{Seq: 2}).Append(nil))
+	flipped[20] ^= 1
+	c.send(flipped)
+	c.send(reflected) // the gateway's own datagram sent back to it
+	if b := c.recv(300 * time.Millisecond); b != nil {
+		t.Fatalf("answered a replay/forgery/reflection with %d bytes", len(b))
+	}
+	st := g.Stats()
+	if st.DropReplay != 1 || st.DropAuth != 1 || st.DropUnknownSession != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if len(g.Pool().Servers()) != 1 {
+		t.Fatal("server not in the pool")
+	}
+	// Goodbye evicts at once.
+	c.send(seal(t, s, fschunk.TypeGoodbye, (&fschunk.Goodbye{}).Append(nil)))
+	deadline := time.Now().Add(2 * time.Second)
+	for len(g.Pool().Servers()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not evicted after goodbye")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCatalogAssembly: pages in any order, duplicated, then a delta and a
+// delta against the wrong base.
+func TestCatalogAssembly(t *testing.T) {
+	key := newKey(t)
+	g, addr := startGW(t, key)
+	c := newClient(t, addr)
+	s := register(t, c, key)
+	e := func(p string) fschunk.Entry {
+		return fschunk.Entry{Path: p, Size: 1, ModTime: time.Unix(1, 0).UTC()}
+	}
+	pages := []fschunk.CatalogPage{
+		{Gen: 5, Page: 1, Pages: 2, Entries: []fschunk.Entry{e("b")}},
+		{Gen: 5, Page: 0, Pages: 2, Entries: []fschunk.Entry{e("a")}},
+	}
+	for _, p := range append(pages, pages[0]) {
+		c.send(seal(t, s, fschunk.TypeCatalogPage, p.Append(nil)))
+		c.recv(time.Second)
+	}
+	if g.Pool().CatalogGen(42) != 5 || g.Pool().Files() != 2 {
+		t.Fatalf("gen %d files %d", g.Pool().CatalogGen(42), g.Pool().Files())
+	}
+	d := fschunk.CatalogDelta{Base: 4, Gen: 6, Pages: 1, Entries: []fschunk.Entry{e("c")}, Removed: []bool{false}}
+	c.send(seal(t, s, fschunk.TypeCatalogDelta, d.Append(nil)))
+	_, body, err := s.Open(c.recv(time.Second), time.Now())
+	var ack fschunk.CatalogAck
+	if err != nil || ack.Decode(body) != nil || ack.Status != fschunk.CatalogResync {
+		t.Fatalf("wrong base: %+v %v", ack, err)
+	}
+	d.Base = 5
+	c.send(seal(t, s, fschunk.TypeCatalogDelta, d.Append(nil)))
+	c.recv(time.Second)
+	if g.Pool().CatalogGen(42) != 6 || g.Pool().Files() != 3 {
+		t.Fatalf("after delta: gen %d files %d", g.Pool().CatalogGen(42), g.Pool().Files())
+	}
+}

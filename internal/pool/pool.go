@@ -1,0 +1,448 @@
+// Package pool is the gateway's soft state about its servers: which
+// servers are live, and which versions of which files each holds. Nothing
+// here is durable: a server that stops sending is evicted and its files
+// are forgotten; a server that comes back re-announces them.
+package pool
+
+import (
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+// ServerID identifies a server process: the Instance of its handshakes,
+// stable across its rekeys and re-registrations, new when it restarts.
+type ServerID uint64
+
+// Version is one version of a file, identified by its content hash.
+type Version struct {
+	Hash    [fschunk.HashSize]byte
+	Size    int64
+	ModTime time.Time
+}
+
+// Load is what a server reports about itself in heartbeats.
+type Load struct {
+	ReadsActive uint32
+	TxRate      uint64
+}
+
+// ServerInfo is a snapshot of one live server.
+type ServerInfo struct {
+	ID         ServerID
+	Addr       string
+	Joined     time.Time
+	LastHeard  time.Time
+	Load       Load
+	CatalogGen uint64
+	Files      int
+}
+
+// DirEntry is one name in a directory listing.
+type DirEntry struct {
+	Name    string
+	IsDir   bool
+	Size    int64
+	ModTime time.Time
+	Holders int
+}
+
+// ForgetAfter is how long a path whose holders all left stays known, so
+// that clients get 503 (come back soon) rather than 404 (never existed)
+// while servers restart.
+const ForgetAfter = 10 * time.Minute
+
+type server struct {
+	info  ServerInfo
+	files map[string]Version // path → version this server holds
+}
+
+type versionEntry struct {
+	v       Version
+	holders map[ServerID]struct{}
+}
+
+type pathEntry struct {
+	versions map[[fschunk.HashSize]byte]*versionEntry
+	orphaned time.Time // when the last holder left; zero while held
+	last     Version   // newest version seen, for 503 answers
+}
+
+// Pool is safe for concurrent use.
+type Pool struct {
+	mu      sync.RWMutex
+	servers map[ServerID]*server
+	paths   map[string]*pathEntry
+	byHash  map[[fschunk.HashSize]byte]map[ServerID]struct{}
+}
+
+// New returns an empty pool.
+func New() *Pool {
+	return &Pool{
+		servers: map[ServerID]*server{},
+		paths:   map[string]*pathEntry{},
+		byHash:  map[[fschunk.HashSize]byte]map[ServerID]struct{}{},
+	}
+}
+
+// Join adds a server (or refreshes one that re-registered).
+func (p *Pool) Join(id ServerID, addr string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.servers[id]; ok {
+		s.info.Addr, s.info.LastHeard = addr, now
+		return
+	}
+	p.servers[id] = &server{
+		info:  ServerInfo{ID: id, Addr: addr, Joined: now, LastHeard: now},
+		files: map[string]Version{},
+	}
+}
+
+// Heard records that a server was heard from (any authenticated datagram).
+func (p *Pool) Heard(id ServerID, addr string, now time.Time) {
+	p.mu.Lock()
+	if s, ok := p.servers[id]; ok {
+		s.info.LastHeard, s.info.Addr = now, addr
+	}
+	p.mu.Unlock()
+}
+
+// SetLoad stores a server's heartbeat figures.
+func (p *Pool) SetLoad(id ServerID, l Load) {
+	p.mu.Lock()
+	if s, ok := p.servers[id]; ok {
+		s.info.Load = l
+	}
+	p.mu.Unlock()
+}
+
+// Has reports whether id is a live server.
+func (p *Pool) Has(id ServerID) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	_, ok := p.servers[id]
+	return ok
+}
+
+// CatalogGen is the catalog generation held complete for a server (0: none).
+func (p *Pool) CatalogGen(id ServerID) uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if s, ok := p.servers[id]; ok {
+		return s.info.CatalogGen
+	}
+	return 0
+}
+
+// Remove evicts a server and everything it held.
+func (p *Pool) Remove(id ServerID, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.servers[id]
+	if !ok {
+		return false
+	}
+	for name, v := range s.files {
+		p.unhold(id, name, v, now)
+	}
+	delete(p.servers, id)
+	return true
+}
+
+// Expired returns the servers not heard from since before deadline.
+func (p *Pool) Expired(deadline time.Time) []ServerID {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []ServerID
+	for id, s := range p.servers {
+		if s.info.LastHeard.Before(deadline) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// SetCatalog replaces a server's whole file set with generation gen.
+func (p *Pool) SetCatalog(id ServerID, gen uint64, entries []fschunk.Entry, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.servers[id]
+	if !ok {
+		return
+	}
+	next := make(map[string]Version, len(entries))
+	for _, e := range entries {
+		next[e.Path] = Version{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime}
+	}
+	for name, v := range s.files {
+		if nv, ok := next[name]; !ok || nv != v {
+			p.unhold(id, name, v, now)
+			delete(s.files, name)
+		}
+	}
+	for name, v := range next {
+		if _, ok := s.files[name]; !ok {
+			s.files[name] = v
+			p.hold(id, name, v)
+		}
+	}
+	s.info.CatalogGen, s.info.Files = gen, len(s.files)
+}
+
+// ApplyDelta applies changes from the generation held to gen.
+func (p *Pool) ApplyDelta(id ServerID, gen uint64, entries []fschunk.Entry, removed []bool, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.servers[id]
+	if !ok {
+		return
+	}
+	for i, e := range entries {
+		if old, ok := s.files[e.Path]; ok {
+			p.unhold(id, e.Path, old, now)
+			delete(s.files, e.Path)
+		}
+		if !removed[i] {
+			v := Version{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime}
+			s.files[e.Path] = v
+			p.hold(id, e.Path, v)
+		}
+	}
+	s.info.CatalogGen, s.info.Files = gen, len(s.files)
+}
+
+// DropVersion stops using a server for a version it said it no longer has
+// (ERROR NOT_FOUND or STALE), until its next catalog says otherwise.
+func (p *Pool) DropVersion(id ServerID, hash [fschunk.HashSize]byte, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.servers[id]
+	if !ok {
+		return
+	}
+	for name, v := range s.files {
+		if v.Hash == hash {
+			p.unhold(id, name, v, now)
+			delete(s.files, name)
+		}
+	}
+	s.info.Files = len(s.files)
+	// The catalog no longer matches what the server announced: make its
+	// next heartbeat acknowledgement ask for a full resend.
+	s.info.CatalogGen = 0
+}
+
+func (p *Pool) hold(id ServerID, name string, v Version) {
+	pe := p.paths[name]
+	if pe == nil {
+		pe = &pathEntry{versions: map[[fschunk.HashSize]byte]*versionEntry{}}
+		p.paths[name] = pe
+	}
+	ve := pe.versions[v.Hash]
+	if ve == nil {
+		ve = &versionEntry{v: v, holders: map[ServerID]struct{}{}}
+		pe.versions[v.Hash] = ve
+	}
+	ve.holders[id] = struct{}{}
+	pe.orphaned = time.Time{}
+	hs := p.byHash[v.Hash]
+	if hs == nil {
+		hs = map[ServerID]struct{}{}
+		p.byHash[v.Hash] = hs
+	}
+	hs[id] = struct{}{}
+}
+
+func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
+	if hs := p.byHash[v.Hash]; hs != nil {
+		delete(hs, id)
+		// Another path may have the same content from this server.
+		if s := p.servers[id]; s != nil {
+			for n, ov := range s.files {
+				if n != name && ov.Hash == v.Hash {
+					hs[id] = struct{}{}
+					break
+				}
+			}
+		}
+		if len(hs) == 0 {
+			delete(p.byHash, v.Hash)
+		}
+	}
+	pe := p.paths[name]
+	if pe == nil {
+		return
+	}
+	if ve := pe.versions[v.Hash]; ve != nil {
+		delete(ve.holders, id)
+		if len(ve.holders) == 0 {
+			delete(pe.versions, v.Hash)
+			if pe.last.ModTime.IsZero() || !v.ModTime.Before(pe.last.ModTime) {
+				pe.last = v
+			}
+		}
+	}
+	if len(pe.versions) == 0 {
+		pe.orphaned = now
+	}
+}
+
+// Lookup resolves a path to the version to serve: the newest (by mtime,
+// then by hash for determinism) that a live server holds, with its
+// holder count. A path whose holders all left recently is returned with
+// zero holders (the caller answers 503); ok is false for unknown paths.
+func (p *Pool) Lookup(name string, now time.Time) (v Version, holders int, ok bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	pe := p.paths[name]
+	if pe == nil {
+		return Version{}, 0, false
+	}
+	if len(pe.versions) == 0 {
+		if now.Sub(pe.orphaned) > ForgetAfter {
+			return Version{}, 0, false
+		}
+		return pe.last, 0, true
+	}
+	var best *versionEntry
+	for _, ve := range pe.versions {
+		if best == nil || ve.v.ModTime.After(best.v.ModTime) ||
+			ve.v.ModTime.Equal(best.v.ModTime) && string(ve.v.Hash[:]) > string(best.v.Hash[:]) {
+			best = ve
+		}
+	}
+	return best.v, len(best.holders), true
+}
+
+// Holders returns the live servers holding content hash, sorted.
+func (p *Pool) Holders(hash [fschunk.HashSize]byte) []ServerID {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	hs := p.byHash[hash]
+	out := make([]ServerID, 0, len(hs))
+	for id := range hs {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// List returns the entries of directory dir ("" is the root), or false if
+// no known file lies under it.
+func (p *Pool) List(dir string, now time.Time) ([]DirEntry, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	prefix := ""
+	if dir != "" {
+		prefix = dir + "/"
+	}
+	seen := map[string]*DirEntry{}
+	found := dir == ""
+	for name, pe := range p.paths {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		if len(pe.versions) == 0 && now.Sub(pe.orphaned) > ForgetAfter {
+			continue
+		}
+		found = true
+		rest := name[len(prefix):]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			sub := rest[:i]
+			if seen[sub] == nil {
+				seen[sub] = &DirEntry{Name: sub, IsDir: true}
+			}
+			continue
+		}
+		de := &DirEntry{Name: rest}
+		var best *versionEntry
+		for _, ve := range pe.versions {
+			if best == nil || ve.v.ModTime.After(best.v.ModTime) {
+				best = ve
+			}
+		}
+		if best != nil {
+			de.Size, de.ModTime, de.Holders = best.v.Size, best.v.ModTime, len(best.holders)
+		} else {
+			de.Size, de.ModTime = pe.last.Size, pe.last.ModTime
+		}
+		seen[rest] = de
+	}
+	if !found {
+		return nil, false
+	}
+	out := make([]DirEntry, 0, len(seen))
+	for _, de := range seen {
+		out = append(out, *de)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].IsDir != out[j].IsDir {
+			return out[i].IsDir
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, true
+}
+
+// IsDir reports whether some known file lies under dir.
+func (p *Pool) IsDir(dir string) bool {
+	if dir == "" {
+		return true
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	prefix := path.Clean(dir) + "/"
+	for name := range p.paths {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// Servers returns a snapshot of the live servers, by join time.
+func (p *Pool) Servers() []ServerInfo {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]ServerInfo, 0, len(p.servers))
+	for _, s := range p.servers {
+		out = append(out, s.info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Joined.Equal(out[j].Joined) {
+			return out[i].Joined.Before(out[j].Joined)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Files is the number of distinct paths with a live holder.
+func (p *Pool) Files() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	n := 0
+	for _, pe := range p.paths {
+		if len(pe.versions) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Prune forgets paths orphaned longer than ForgetAfter.
+func (p *Pool) Prune(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, pe := range p.paths {
+		if len(pe.versions) == 0 && now.Sub(pe.orphaned) > ForgetAfter {
+			delete(p.paths, name)
+		}
+	}
+}

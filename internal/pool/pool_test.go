@@ -1,0 +1,90 @@
+package pool
+
+import (
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+var t0 = time.Unix(1_800_000_000, 0)
+
+func ent(p, content string, mtime int) fschunk.Entry {
+	return fschunk.Entry{Path: p, Hash: sha256.Sum256([]byte(content)), Size: int64(len(content)), ModTime: t0.Add(time.Duration(mtime) * time.Second)}
+}
+
+func TestNewestVersionWins(t *testing.T) {
+	p := New()
+	p.Join(1, "a", t0)
+	p.Join(2, "b", t0)
+	p.Join(3, "c", t0)
+	p.SetCatalog(1, 1, []fschunk.Entry{ent("f", "old", 1)}, t0)
+	p.SetCatalog(2, 1, []fschunk.Entry{ent("f", "new", 2)}, t0)
+	p.SetCatalog(3, 1, []fschunk.Entry{ent("f", "new", 2)}, t0)
+	v, n, ok := p.Lookup("f", t0)
+	if !ok || n != 2 || v.Hash != sha256.Sum256([]byte("new")) {
+		t.Fatalf("Lookup = %v %d %v", v, n, ok)
+	}
+	// Only holders of the newest version are offered.
+	if hs := p.Holders(v.Hash); len(hs) != 2 || hs[0] != 2 || hs[1] != 3 {
+		t.Fatalf("holders %v", hs)
+	}
+	// The newest version's holders leave: the old one is served.
+	p.Remove(2, t0)
+	p.Remove(3, t0)
+	v, n, _ = p.Lookup("f", t0)
+	if n != 1 || v.Hash != sha256.Sum256([]byte("old")) {
+		t.Fatalf("after removal: %v %d", v, n)
+	}
+	// Everyone leaves: known with no holders (503), then forgotten (404).
+	p.Remove(1, t0)
+	if _, n, ok := p.Lookup("f", t0.Add(time.Minute)); !ok || n != 0 {
+		t.Fatalf("orphan: %d %v", n, ok)
+	}
+	if _, _, ok := p.Lookup("f", t0.Add(ForgetAfter+time.Second)); ok {
+		t.Fatal("orphan not forgotten")
+	}
+}
+
+func TestDeltaAndDrop(t *testing.T) {
+	p := New()
+	p.Join(1, "a", t0)
+	p.SetCatalog(1, 1, []fschunk.Entry{ent("x", "1", 1), ent("d/y", "2", 1)}, t0)
+	p.ApplyDelta(1, 2, []fschunk.Entry{ent("x", "1b", 2), {Path: "d/y"}, ent("d/z", "3", 1)}, []bool{false, true, false}, t0)
+	if g := p.CatalogGen(1); g != 2 {
+		t.Fatalf("gen %d", g)
+	}
+	if v, _, _ := p.Lookup("x", t0); v.Hash != sha256.Sum256([]byte("1b")) {
+		t.Fatal("x not updated")
+	}
+	if _, n, _ := p.Lookup("d/y", t0); n != 0 {
+		t.Fatal("d/y still held")
+	}
+	es, ok := p.List("d", t0)
+	if !ok || len(es) != 2 || es[0].Name != "y" || es[1].Name != "z" {
+		t.Fatalf("List(d) = %+v %v", es, ok)
+	}
+	root, _ := p.List("", t0)
+	if len(root) != 2 || !root[0].IsDir || root[0].Name != "d" {
+		t.Fatalf("List root = %+v", root)
+	}
+	p.DropVersion(1, sha256.Sum256([]byte("3")), t0)
+	if _, n, _ := p.Lookup("d/z", t0); n != 0 || p.CatalogGen(1) != 0 {
+		t.Fatal("DropVersion did not drop or did not ask for a resync")
+	}
+	if _, ok := p.List("nope", t0); ok {
+		t.Fatal("unknown dir listed")
+	}
+}
+
+func TestExpired(t *testing.T) {
+	p := New()
+	p.Join(1, "a", t0)
+	p.Join(2, "b", t0)
+	p.Heard(2, "b", t0.Add(2*time.Second))
+	ids := p.Expired(t0.Add(time.Second))
+	if len(ids) != 1 || ids[0] != 1 {
+		t.Fatalf("expired %v", ids)
+	}
+}
