@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"sort"
@@ -35,9 +36,20 @@ type ServerView struct {
 	Timeouts    uint64    `json:"timeouts"`
 }
 
-// Handler returns the admin mux for g.
-func Handler(g *gateway.Gateway) http.Handler {
+// Handler returns the admin mux for g; metrics serves /metrics (nil: none).
+func Handler(g *gateway.Gateway, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
+		io.WriteString(w, statusPage)
+	})
+	mux.HandleFunc("GET /api/downloads", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, downloads(g))
+	})
 	mux.HandleFunc("GET /api/servers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, Servers(g))
 	})
@@ -53,7 +65,7 @@ func Handler(g *gateway.Gateway) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "HttpGw admin: /api/servers /api/files /api/stats /debug/pprof/")
+		http.Redirect(w, r, "/status", http.StatusFound)
 	})
 	return mux
 }
@@ -120,4 +132,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+type downloadView struct {
+	Path      string    `json:"path"`
+	Size      int64     `json:"size"`
+	Sent      int64     `json:"position"`
+	Started   time.Time `json:"started"`
+	WindowLen int       `json:"window_chunks"`
+}
+
+func downloads(g *gateway.Gateway) []downloadView {
+	out := []downloadView{}
+	for _, d := range g.Engine().Downloads() {
+		out = append(out, downloadView{Path: d.Label, Size: d.Size, Sent: d.Pos, Started: d.Started, WindowLen: d.Window})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out
 }

@@ -128,14 +128,15 @@ type Catalog struct {
 	restat     map[string]struct{} // paths a worker or reader found changed
 	stateDirty bool                // hashes changed since the state file was written
 	gen        uint64
-	snap       []Entry              // published entries sorted by Path; never mutated once published
+	snap       []Entry               // published entries sorted by Path; never mutated once published
 	byHash     map[[32]byte][]pubRef // published entries by content
-	hist       []batch              // changes of the last generations, oldest first
-	histN      int                  // total changes in hist
+	hist       []batch               // changes of the last generations, oldest first
+	histN      int                   // total changes in hist
 
 	// stateCache holds the hashes loaded from the state file until the first
 	// scan has consumed them. Only touched by Open and the Run goroutine.
 	stateCache map[string]stateRec
+	stateHits  int // records of stateCache used; fewer means the file has stale records
 	// stateID identifies the state file on disk so that a scan can skip it
 	// should it ever appear under the root (bind mounts, hard links).
 	stateID fileID
@@ -404,7 +405,7 @@ func (c *Catalog) publishLocked() int {
 	for p := range c.pending {
 		paths = append(paths, p)
 	}
-	clear(c.pending)
+	c.resetPendingLocked()
 	slices.Sort(paths)
 	var chs []Change
 	for _, p := range paths {
@@ -471,11 +472,24 @@ func (c *Catalog) publishFirstLocked() int {
 		}
 	}
 	slices.SortFunc(snap, func(a, b Entry) int { return cmp.Compare(a.Path, b.Path) })
-	clear(c.pending)
+	c.resetPendingLocked()
+	if c.stateHits != len(c.stateCache) {
+		c.stateDirty = true
+	}
 	c.snap = snap
 	c.gen = 1
 	c.signalChanged()
 	return len(snap)
+}
+
+// resetPendingLocked empties pending; a map that grew large (initial scan,
+// mass change) is replaced, because clear keeps its buckets allocated.
+func (c *Catalog) resetPendingLocked() {
+	if len(c.pending) > 1024 {
+		c.pending = make(map[string]struct{})
+	} else {
+		clear(c.pending)
+	}
 }
 
 func (c *Catalog) signalChanged() {

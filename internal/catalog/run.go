@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -21,11 +22,13 @@ type loop struct {
 	watched     map[string]uint32 // watched directory -> scan epoch it was last seen in
 	watchBroken bool              // stop adding watches (limit reached); the rescan covers the rest
 	dirty       map[string]struct{}
+	gone        goneSet
 	fullPending bool // next debounce does a full rescan (event overflow)
 	initialDone bool
 
+	overflowLogged bool // warn once, then debug: under churn it repeats
+
 	debounce, publish, save oneShot
-	savedOnce               bool
 }
 
 // oneShot is a timer that is either armed or not; arming an armed timer does
@@ -71,6 +74,7 @@ func (c *Catalog) Run(ctx context.Context) error {
 		c:       c,
 		watched: make(map[string]uint32),
 		dirty:   make(map[string]struct{}),
+		gone:    make(goneSet),
 	}
 	var wg sync.WaitGroup
 	for range c.opt.HashWorkers {
@@ -125,7 +129,11 @@ func (c *Catalog) Run(ctx context.Context) error {
 				continue
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				c.log.Warn("catalog: fsnotify queue overflow, rescanning", "err", err)
+				level := slog.LevelDebug
+				if !l.overflowLogged {
+					level, l.overflowLogged = slog.LevelWarn, true
+				}
+				c.log.Log(ctx, level, "catalog: fsnotify queue overflow, rescanning", "err", err)
 				l.fullPending = true
 				l.debounce.arm(c.opt.Debounce)
 			} else {
@@ -191,14 +199,17 @@ func (l *loop) afterChange() {
 			l.publish.arm(c.opt.Debounce)
 		}
 	}
-	gen := c.gen
+	gen, dirty := c.gen, c.stateDirty
 	c.mu.Unlock()
 	switch {
 	case first:
 		close(c.ready)
 		c.stateCache = nil // consumed by the first scan
 		c.log.Info("catalog: ready", "gen", gen, "files", n, "hashed", c.hashedFiles.Load(), "cached", c.cacheHits.Load())
-		c.saveState()
+		if dirty {
+			// Hashing a large tree is expensive: persist it right away.
+			c.saveState()
+		}
 	case n > 0:
 		l.save.arm(c.saveDelay)
 	}

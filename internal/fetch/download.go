@@ -13,15 +13,16 @@ import (
 // chunk is one slot of a response's reorder window. Once done its bytes
 // never change, so the reader copies them out.
 type chunk struct {
-	off     int64 // absolute offset of buf[0]
-	n       int
-	buf     *[]byte
-	have    spanSet
-	reqs    []*request // outstanding READs for it
-	pending int        // outstanding non-duplicate READs
-	asked   bool       // asked for before: later READs are retransmissions
-	dupped  bool       // an endgame duplicate was sent
-	done    bool
+	off        int64 // absolute offset of buf[0]
+	n          int
+	buf        *[]byte
+	have       spanSet
+	reqs       []*request // outstanding READs for it
+	pending    int        // outstanding non-duplicate READs
+	asked      bool       // asked for before: later READs are retransmissions
+	dupped     bool       // an endgame duplicate was sent
+	done       bool
+	firstAsked time.Time
 }
 
 // request is one outstanding READ.
@@ -69,10 +70,12 @@ func (r *request) deadline() time.Time {
 // download is the state of one Reader. Everything but the channels and
 // pos/started is guarded by Engine.mu.
 type download struct {
-	e    *Engine
-	hash [fschunk.HashSize]byte
-	size int64
-	ctx  context.Context
+	e      *Engine
+	hash   [fschunk.HashSize]byte
+	size   int64
+	ctx    context.Context
+	label  string
+	opened time.Time
 
 	streamPos    int64    // next byte the reader gets
 	base         int64    // chunk index of chunks[0]
@@ -481,6 +484,9 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 	if c.asked && !dup {
 		e.stats.Retransmits++
 		l.retransmits++
+	}
+	if !c.asked {
+		c.firstAsked = now
 	}
 	c.asked = true
 	msg := fschunk.Read{ID: r.id, Hash: d.hash, MaxDatagram: uint16(min(e.cfg.DatagramSize(l.id), fschunk.MaxDatagramSize))}

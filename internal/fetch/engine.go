@@ -52,6 +52,10 @@ type Config struct {
 	DupBudget     float64       // endgame duplicates, fraction of a response; default 0.1
 	Now           func() time.Time
 	Logger        *slog.Logger
+	// OnChunk, if set, observes every chunk completed: which server
+	// delivered its last byte and how long it took since first asked. It
+	// is called under the engine's lock and must be quick (a histogram).
+	OnChunk func(server ServerID, took time.Duration)
 }
 
 func (c *Config) defaults() {
@@ -218,6 +222,9 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 	switch {
 	case c.have.covers(c.n):
 		c.done = true
+		if e.cfg.OnChunk != nil {
+			e.cfg.OnChunk(id, now.Sub(c.firstAsked))
+		}
 		for len(c.reqs) > 0 {
 			e.finish(c.reqs[0], c.reqs[0] == r, now)
 		}
@@ -320,11 +327,32 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// Open returns a reader of the version with content hash and size. It
-// fetches nothing until the first Read; Seek is free.
-func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int64) *Reader {
+// DownloadInfo describes one open reader, for the status page.
+type DownloadInfo struct {
+	Label   string
+	Size    int64
+	Pos     int64 // next byte the client gets
+	Started time.Time
+	Window  int // chunks buffered ahead
+}
+
+// Downloads lists the open readers.
+func (e *Engine) Downloads() []DownloadInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]DownloadInfo, 0, len(e.readers))
+	for d := range e.readers {
+		out = append(out, DownloadInfo{Label: d.label, Size: d.size, Pos: d.streamPos, Started: d.opened, Window: len(d.chunks)})
+	}
+	return out
+}
+
+// Open returns a reader of the version with content hash and size; label
+// names it on the status page. It fetches nothing until the first Read;
+// Seek is free.
+func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int64, label string) *Reader {
 	d := &download{
-		e: e, hash: hash, size: size, ctx: ctx,
+		e: e, hash: hash, size: size, ctx: ctx, label: label, opened: e.cfg.Now(),
 		bad:      map[ServerID]bool{},
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}, 1),

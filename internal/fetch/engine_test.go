@@ -93,7 +93,7 @@ func newFake(t *testing.T, size int, servers int, loss float64) (*fakeNet, *Engi
 
 func readAll(t *testing.T, e *Engine, f *fakeNet, off int64) []byte {
 	t.Helper()
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
 	defer r.Close()
 	if _, err := r.Seek(off, io.SeekStart); err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestDownloadExact(t *testing.T) {
 func TestServerDiesMidDownload(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	f, e := newFake(t, 4<<20, 3, 0)
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
 	defer r.Close()
 	buf := make([]byte, 1<<20)
 	if _, err := io.ReadFull(r, buf); err != nil {
@@ -164,7 +164,7 @@ func TestNoHolder(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	f, e := newFake(t, 1<<20, 1, 0)
 	f.dead[1] = true
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)))
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
 	defer r.Close()
 	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -175,7 +175,7 @@ func TestCancel(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	f, e := newFake(t, 8<<20, 2, 0)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := e.Open(ctx, sha256.Sum256(f.content), int64(len(f.content)))
+	r := e.Open(ctx, sha256.Sum256(f.content), int64(len(f.content)), "test")
 	if _, err := r.Read(make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func (s Source) List(dir string) ([]httpfront.DirEntry, bool) {
 
 // Open implements httpfront.Source.
 func (s Source) Open(ctx context.Context, f httpfront.File) (httpfront.Content, error) {
-	return content{s.g.eng.Open(ctx, f.Hash, f.Size)}, nil
+	return content{s.g.eng.Open(ctx, f.Hash, f.Size, f.Path)}, nil
 }
 
 // content translates the engine's errors into the front end's.

@@ -24,6 +24,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -173,8 +174,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve routes the request. It returns whether the connection must be
-// aborted because a response is already under way, and
-// the error to log.
+// aborted because a response is already under way, and the error to log.
 func (h *handler) serve(d *deferredWriter, r *http.Request) (abort bool, err error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		d.respond(http.StatusMethodNotAllowed, "method not allowed", "Allow", "GET, HEAD")
@@ -239,6 +239,18 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	// The content is arbitrary user data; don't let browsers reinterpret it.
 	hdr.Set("X-Content-Type-Options", "nosniff")
 
+	if v := r.Header.Get("Range"); v != "" {
+		if fixed := fixRange(v, f.Size); fixed != v {
+			r2 := *r
+			r2.Header = r.Header.Clone()
+			if fixed == "" {
+				r2.Header.Del("Range")
+			} else {
+				r2.Header.Set("Range", fixed)
+			}
+			r = &r2
+		}
+	}
 	http.ServeContent(d, r, path.Base(name), f.ModTime, up)
 
 	ferr := up.failure()
@@ -255,6 +267,30 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	code, msg := statusFor(ferr)
 	d.respond(code, msg)
 	return false, ferr
+}
+
+// fixRange adapts a Range header to RFC 9110 where net/http's parser
+// departs from it, and returns "" if the header must be ignored:
+//   - a range unit other than "bytes" must be ignored (section 14.2), where
+//     net/http answers 416; the unit is also matched case-insensitively;
+//   - a zero-length suffix range ("-0") is unsatisfiable (section 14.1.1),
+//     where net/http sends a 206 with an invalid Content-Range. It is
+//     replaced by "<size>-", which net/http rightly treats as unsatisfiable.
+//
+// Everything else, malformed byte ranges included, is left to net/http.
+func fixRange(v string, size int64) string {
+	unit, set, ok := strings.Cut(v, "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		return ""
+	}
+	specs := strings.Split(set, ",")
+	for i, spec := range specs {
+		spec = strings.TrimSpace(spec)
+		if len(spec) > 1 && spec[0] == '-' && strings.Trim(spec[1:], "0") == "" {
+			specs[i] = strconv.FormatInt(size, 10) + "-"
+		}
+	}
+	return "bytes=" + strings.Join(specs, ",")
 }
 
 // statusFor maps an upstream failure to the status sent when nothing has
@@ -290,9 +326,6 @@ func contentType(name string) string {
 }
 
 func (h *handler) logAccess(ctx context.Context, rec AccessRecord) {
-	if h.access != nil {
-		h.access(rec)
-	}
 	attrs := []slog.Attr{
 		slog.String("method", rec.Method),
 		slog.String("path", rec.Path),
@@ -305,4 +338,7 @@ func (h *handler) logAccess(ctx context.Context, rec AccessRecord) {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))
 	}
 	h.log.LogAttrs(ctx, slog.LevelInfo, "http request", attrs...)
+	if h.access != nil {
+		h.access(rec)
+	}
 }

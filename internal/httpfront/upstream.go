@@ -7,6 +7,10 @@ import (
 	"sync"
 )
 
+// maxEmptyReads is how many consecutive (0, nil) reads upstream tolerates,
+// the same limit bufio uses.
+const maxEmptyReads = 100
+
 // errClosed is returned by upstream after close; it only reaches the
 // multipart goroutine of http.ServeContent, which may outlive ServeContent.
 var errClosed = errors.New("httpfront: content already closed")
@@ -40,6 +44,7 @@ type upstream struct {
 	c      Content    // nil until the first Read
 	pos    int64      // position seen by ServeContent
 	cpos   int64      // position of c; differs from pos after a Seek
+	empty  int        // consecutive (0, nil) reads
 	closed bool
 
 	// err has its own lock so that the response writer can check it
@@ -90,6 +95,15 @@ func (u *upstream) Read(p []byte) (int, error) {
 	n, err := u.c.Read(p)
 	u.pos += int64(n)
 	u.cpos += int64(n)
+	if n == 0 && err == nil {
+		// io.Copy would spin on a Content that keeps returning (0, nil).
+		u.empty++
+		if u.empty >= maxEmptyReads {
+			err = io.ErrNoProgress
+		}
+	} else {
+		u.empty = 0
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, io.EOF) && u.pos >= u.file.Size:

@@ -1,0 +1,192 @@
+// Command fastfilesrv is FastFileSrv: it holds a folder, registers with
+// one or more HttpGw over the FS Chunk Protocol and serves chunk reads.
+// This file only parses flags and wires packages together.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/catalog"
+	"github.com/fastfile/fschunk/internal/cli"
+	"github.com/fastfile/fschunk/internal/fileserver"
+	"github.com/fastfile/fschunk/internal/transport"
+)
+
+const envPrefix = "FASTFILESRV"
+
+type options struct {
+	root, keyFile, listen, state string
+	gateways                     []string
+	maxReads                     int
+	logFormat, logLevel          string
+	version                      bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "fastfilesrv:", err)
+		os.Exit(2)
+	}
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("fastfilesrv", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var gw string
+	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address` (default: any port)")
+	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
+	fs.StringVar(&gw, "gateway", "", "gateway `list`, comma-separated host:port (alternative to the positional arguments)")
+	fs.IntVar(&o.maxReads, "max-reads", 64, "reads served at once; more are answered BUSY")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = cli.Usage(fs, envPrefix, "fastfilesrv [flags] GATEWAY_HOST GATEWAY_PORT  (or GATEWAY_HOST:PORT ...)",
+		"fastfilesrv -key-file fschunk.key -root /srv/files 10.1.1.1 8888",
+		"fastfilesrv -key-file fschunk.key -gateway gw1.example:8888,gw2.example:8888")
+	if err := cli.Parse(fs, envPrefix, args); err != nil {
+		return nil, err
+	}
+	if o.version {
+		return o, nil
+	}
+	gws, err := gatewayArgs(gw, fs.Args())
+	if err != nil {
+		return nil, err
+	}
+	o.gateways = gws
+	if o.maxReads < 1 {
+		return nil, fmt.Errorf("invalid -max-reads %d: want at least 1", o.maxReads)
+	}
+	return o, nil
+}
+
+// gatewayArgs accepts "HOST PORT" (the assignment's form), "HOST:PORT ...",
+// or -gateway a,b.
+func gatewayArgs(flagList string, args []string) ([]string, error) {
+	var out []string
+	for _, g := range strings.Split(flagList, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			out = append(out, g)
+		}
+	}
+	if len(args) == 2 {
+		if _, err := strconv.Atoi(args[1]); err == nil {
+			if _, _, err := net.SplitHostPort(args[0]); err != nil {
+				// The assignment's form: FastFileSrv 10.1.1.1 8888.
+				args = []string{net.JoinHostPort(strings.Trim(args[0], "[]"), args[1])}
+			}
+		}
+	}
+	out = append(out, args...)
+	if len(out) == 0 {
+		return nil, errors.New("no gateway given: usage fastfilesrv [flags] GATEWAY_HOST GATEWAY_PORT (see -h)")
+	}
+	for _, g := range out {
+		host, port, err := net.SplitHostPort(g)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("invalid gateway address %q: want HOST PORT or HOST:PORT", g)
+		}
+		if _, err := net.LookupPort("udp", port); err != nil {
+			return nil, fmt.Errorf("invalid gateway port %q", port)
+		}
+	}
+	return out, nil
+}
+
+func defaultState(root string) (string, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", nil // no cache dir: run without a hash cache
+	}
+	sum := sha256.Sum256([]byte(abs))
+	dir = filepath.Join(dir, "fastfilesrv")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil
+	}
+	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".state"), nil
+}
+
+// run serves until ctx is done (SIGINT/SIGTERM in main), then says goodbye.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(os.Stdout, cli.VersionString("fastfilesrv"))
+		return nil
+	}
+	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	key, err := auth.LoadKey(o.keyFile)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(o.root); err != nil {
+		return fmt.Errorf("root: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("root %s: not a directory", o.root)
+	}
+	state := o.state
+	if state == "" {
+		if state, err = defaultState(o.root); err != nil {
+			return err
+		}
+	}
+	cat, err := catalog.Open(o.root, catalog.Options{StateFile: state, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	uc, err := transport.Listen(ctx, o.listen)
+	if err != nil {
+		return err
+	}
+	defer uc.Close()
+	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
+	if err != nil {
+		return err
+	}
+	log.Info("fastfilesrv starting", "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
+	catDone := make(chan error, 1)
+	go func() { catDone <- cat.Run(ctx) }()
+	err = srv.Run(ctx)
+	stop()
+	if cerr := <-catDone; err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
+		err = cerr
+	}
+	log.Info("bye")
+	return err
+}

@@ -1,0 +1,278 @@
+// Command httpgw is HttpGw: an HTTP/1.1 gateway that holds no files and
+// fetches each one in chunks, in parallel, from every FastFileSrv holding
+// it, over the FS Chunk Protocol. This file only parses flags and wires
+// packages together.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/admin"
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/cli"
+	"github.com/fastfile/fschunk/internal/demo"
+	"github.com/fastfile/fschunk/internal/fetch"
+	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/gateway"
+	"github.com/fastfile/fschunk/internal/httpfront"
+	"github.com/fastfile/fschunk/internal/metrics"
+	"github.com/fastfile/fschunk/internal/transport"
+)
+
+const envPrefix = "HTTPGW"
+
+type options struct {
+	http, udp, admin, keyFile string
+	datagram                  int
+	policy                    string
+	chunk, window             string
+	logFormat, logLevel       string
+	demo                      bool
+	demoRoot                  string
+	demoServers               int
+	drain                     time.Duration
+	version                   bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "httpgw:", err)
+		os.Exit(2)
+	}
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("httpgw", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
+	fs.StringVar(&o.udp, "udp", ":8888", "UDP `address` for the FS Chunk Protocol (servers register here)")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:8081", "admin listen `address` (API, pprof); keep it on loopback; \"\" disables it")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1452 (no fragmentation on Ethernet), 32768 for servers on this host")
+	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
+	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
+	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
+	fs.StringVar(&o.demoRoot, "demo-root", "", "with -demo, serve this `folder` instead of generated samples")
+	fs.IntVar(&o.demoServers, "demo-servers", 3, "with -demo, how many embedded servers")
+	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long running downloads may take to finish")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
+		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
+		"httpgw -key-file fschunk.key -http :80 -udp :8888  # then on each server: fastfilesrv -key-file fschunk.key -root /srv/files GATEWAY 8888")
+	if err := cli.Parse(fs, envPrefix, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (httpgw takes only flags; see -h)", fs.Arg(0))
+	}
+	return o, nil
+}
+
+// parseSize reads "128KiB", "8MiB", "65536".
+func parseSize(flagName, s string) (int, error) {
+	mult := 1
+	for _, u := range []struct {
+		suf string
+		m   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}} {
+		if strings.HasSuffix(s, u.suf) {
+			s, mult = strings.TrimSuffix(s, u.suf), u.m
+			break
+		}
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("invalid -%s %q (want a size like 128KiB)", flagName, s)
+	}
+	return n * mult, nil
+}
+
+// run runs the gateway until ctx is done (SIGINT/SIGTERM in main).
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(os.Stdout, cli.VersionString("httpgw"))
+		return nil
+	}
+	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	policy, err := fetch.PolicyByName(o.policy)
+	if err != nil {
+		return err
+	}
+	chunk, err := parseSize("chunk-size", o.chunk)
+	if err != nil {
+		return err
+	}
+	if chunk > fschunk.MaxReadLength {
+		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk, fschunk.MaxReadLength)
+	}
+	window, err := parseSize("window", o.window)
+	if err != nil {
+		return err
+	}
+	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
+		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
+	}
+	var key *auth.Key
+	switch {
+	case o.demo && o.keyFile == "":
+		b := make([]byte, 32)
+		rand.Read(b)
+		key, err = auth.NewKey(b)
+	default:
+		key, err = auth.LoadKey(o.keyFile)
+	}
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+
+	uc, err := transport.Listen(ctx, o.udp)
+	if err != nil {
+		return err
+	}
+	defer uc.Close()
+	if rcv, snd, err := transport.Buffers(uc); err == nil && rcv < transport.SocketBuffer {
+		log.Warn("small UDP socket buffers: run as root or raise net.core.rmem_max/wmem_max", "rcvbuf", rcv, "sndbuf", snd, "want", transport.SocketBuffer)
+	}
+	m := metrics.New()
+	gw, err := gateway.New(gateway.Config{Conn: uc, Key: key, Logger: log, DatagramSize: o.datagram,
+		Fetch: fetch.Config{Policy: policy, ChunkSize: chunk, Window: window, OnChunk: m.ObserveChunk}})
+	if err != nil {
+		return err
+	}
+	m.Attach(gw)
+	hl, err := net.Listen("tcp", o.http)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", o.http, err)
+	}
+	var al net.Listener
+	if o.admin != "" {
+		if al, err = net.Listen("tcp", o.admin); err != nil {
+			hl.Close()
+			return fmt.Errorf("listen admin %s: %w", o.admin, err)
+		}
+	}
+
+	gwCtx, gwCancel := context.WithCancel(context.Background())
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- gw.Run(gwCtx) }()
+
+	hs := httpfront.NewServer(o.http, httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess}))
+	go func() {
+		if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+			stop()
+		}
+	}()
+	var as *http.Server
+	if al != nil {
+		as = &http.Server{Handler: admin.Handler(gw, m.Handler()), ReadHeaderTimeout: 10 * time.Second}
+		go as.Serve(al)
+	}
+	log.Info("httpgw listening", "http", hl.Addr().String(), "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
+
+	var servers []*demo.Server
+	if o.demo {
+		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), log)
+		if err != nil {
+			gwCancel()
+			<-gwDone
+			return err
+		}
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down: draining responses", "timeout", o.drain)
+	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("drain timed out; closing remaining connections", "err", err)
+		hs.Close()
+	}
+	if as != nil {
+		as.Close()
+	}
+	for _, s := range servers {
+		s.Stop()
+	}
+	gwCancel()
+	if err := <-gwDone; err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	log.Info("bye")
+	return nil
+}
+
+func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, log *slog.Logger) ([]*demo.Server, error) {
+	root := o.demoRoot
+	stateDir, err := os.MkdirTemp("", "httpgw-demo-state-")
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { os.RemoveAll(stateDir) })
+	if root == "" {
+		dir, err := os.MkdirTemp("", "httpgw-demo-files-")
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, func() { os.RemoveAll(dir) })
+		if err := demo.WriteSample(dir); err != nil {
+			return nil, err
+		}
+		root = dir
+	}
+	gwAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.Port))
+	if o.demoServers < 1 {
+		return nil, fmt.Errorf("invalid -demo-servers %d: want at least 1", o.demoServers)
+	}
+	var servers []*demo.Server
+	for i := 1; i <= o.demoServers; i++ {
+		name := fmt.Sprintf("demo-%d", i)
+		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateway: gwAddr, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
+		if err != nil {
+			for _, s := range servers {
+				s.Stop()
+			}
+			return nil, err
+		}
+		servers = append(servers, s)
+	}
+	url := fmt.Sprintf("http://localhost:%d/", web.Port)
+	log.Info("demo running", "servers", len(servers), "root", root, "open", url,
+		"try", fmt.Sprintf("curl -o video.mp4 '%svideos/sample%%20video.mp4'", url),
+		"status", "http://"+o.admin+"/status")
+	return servers, nil
+}

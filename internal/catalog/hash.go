@@ -1,0 +1,167 @@
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// errChanged means the file changed while it was being hashed; the result is
+// discarded and the path re-examined.
+var errChanged = errors.New("catalog: file changed while hashing")
+
+// openFlags opens without blocking on a FIFO that replaced a regular file
+// between stat and open; for regular files O_NONBLOCK has no effect.
+const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
+
+const (
+	hashBufSize = 256 << 10
+	// checkEvery bounds the work wasted on a file that is rewritten while
+	// being hashed.
+	checkEvery = 8 << 20
+)
+
+// hashWorker hashes queued files until ctx is done. Workers are a fixed pool
+// so that memory and open descriptors do not grow with the tree.
+func (c *Catalog) hashWorker(ctx context.Context) {
+	buf := make([]byte, hashBufSize)
+	for {
+		rec, ver, want := c.nextJob()
+		if rec == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.work:
+				continue
+			}
+		}
+		sum, n, err := c.hashFile(ctx, rec, ver, want, buf)
+		c.finishJob(ctx, rec, ver, sum, n, err)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (c *Catalog) nextJob() (*fileRec, uint32, statInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.qhead < len(c.queue) {
+		rec := c.queue[c.qhead]
+		c.queue[c.qhead] = nil
+		c.qhead++
+		if c.qhead == len(c.queue) {
+			c.queue, c.qhead = c.queue[:0], 0
+		} else if c.qhead > 4096 && c.qhead*2 > len(c.queue) {
+			n := copy(c.queue, c.queue[c.qhead:])
+			clear(c.queue[n:])
+			c.queue, c.qhead = c.queue[:n], 0
+		}
+		rec.queued = false
+		if rec.removed || rec.hashed {
+			continue
+		}
+		rec.hashing = true
+		c.inflight++
+		if c.qhead < len(c.queue) {
+			// More work: wake another worker.
+			select {
+			case c.work <- struct{}{}:
+			default:
+			}
+		}
+		return rec, rec.ver, statInfo{size: rec.size, mtime: rec.mtime, ino: rec.ino}
+	}
+	return nil, 0, statInfo{}
+}
+
+// hashFile hashes one file through the root. It succeeds only if the file
+// had the expected size/mtime/inode before and after reading, so that a hash
+// is never attached to a version it was not computed from.
+func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (sum [32]byte, n int64, err error) {
+	f, err := c.root.OpenFile(osPath(rec.path), openFlags, 0)
+	if err != nil {
+		return sum, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return sum, 0, err
+	}
+	before := statOf(fi)
+	if !before.regular {
+		return sum, 0, fmt.Errorf("not a regular file")
+	}
+	if !before.sameVersion(want) {
+		return sum, 0, errChanged
+	}
+	h := sha256.New()
+	next := int64(checkEvery)
+	for {
+		m, rerr := f.Read(buf)
+		h.Write(buf[:m])
+		n += int64(m)
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return sum, n, rerr
+		}
+		if n >= next {
+			next += checkEvery
+			if err := ctx.Err(); err != nil {
+				return sum, n, err
+			}
+			c.mu.RLock()
+			stale := rec.ver != ver || rec.removed
+			c.mu.RUnlock()
+			if stale {
+				return sum, n, errChanged
+			}
+		}
+	}
+	fi, err = f.Stat()
+	if err != nil {
+		return sum, n, err
+	}
+	if after := statOf(fi); !after.sameVersion(before) || n != before.size {
+		return sum, n, errChanged
+	}
+	h.Sum(sum[:0])
+	return sum, n, nil
+}
+
+func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, sum [32]byte, n int64, err error) {
+	c.hashedBytes.Add(uint64(n))
+	c.mu.Lock()
+	c.inflight--
+	rec.hashing = false
+	switch {
+	case rec.removed:
+	case rec.ver != ver:
+		// The Run loop saw a newer version while we were reading.
+		c.enqueueLocked(rec)
+	case err == nil:
+		c.setHashLocked(rec, sum)
+		c.hashedFiles.Add(1)
+		c.log.Debug("catalog: hashed", "path", rec.path, "size", rec.size, "hash", shortHash(sum))
+	case ctx.Err() != nil:
+		// Shutting down; the next run picks it up.
+	case errors.Is(err, errChanged):
+		// Let the Run loop re-stat it rather than spin here on a file that
+		// is being written.
+		c.restat[rec.path] = struct{}{}
+	default:
+		// Unreadable (or replaced by something unreadable): do not retry
+		// until it changes or a full rescan comes by.
+		rec.failed = true
+		c.restat[rec.path] = struct{}{}
+		c.log.Warn("catalog: cannot hash file", "path", rec.path, "size", rec.size, "err", err)
+	}
+	c.mu.Unlock()
+	c.signalWake()
+}

@@ -1,0 +1,103 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/catalog"
+	"github.com/fastfile/fschunk/internal/fileserver"
+	"github.com/fastfile/fschunk/internal/transport"
+)
+
+// ServerConfig describes one embedded FastFileSrv.
+type ServerConfig struct {
+	Gateway  string // the gateway's UDP address, host:port
+	Root     string
+	StateDir string // hash cache directory ("" = none)
+	Key      *auth.Key
+	Logger   *slog.Logger
+	// Wrap, if set, wraps the server's socket (tests inject faults here).
+	Wrap func(net.PacketConn) net.PacketConn
+}
+
+// Server is a running embedded FastFileSrv.
+type Server struct {
+	Catalog *catalog.Catalog
+	Srv     *fileserver.Server
+	Conn    net.PacketConn
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errs    []error
+	mu      sync.Mutex
+}
+
+// StartServer starts a FastFileSrv in this process: a catalog of Root and
+// the protocol side on a fresh loopback UDP socket.
+func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	opt := catalog.Options{Logger: cfg.Logger}
+	if cfg.StateDir != "" {
+		opt.StateFile = filepath.Join(cfg.StateDir, name+".state")
+	}
+	cat, err := catalog.Open(cfg.Root, opt)
+	if err != nil {
+		return nil, fmt.Errorf("server %s: %w", name, err)
+	}
+	uc, err := transport.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		cat.Close()
+		return nil, fmt.Errorf("server %s: %w", name, err)
+	}
+	var conn net.PacketConn = uc
+	if cfg.Wrap != nil {
+		conn = cfg.Wrap(uc)
+	}
+	srv, err := fileserver.New(fileserver.Config{Gateways: []string{cfg.Gateway}, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
+	if err != nil {
+		conn.Close()
+		cat.Close()
+		return nil, fmt.Errorf("server %s: %w", name, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Server{Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.record(cat.Run(ctx)) }()
+	go func() { defer s.wg.Done(); s.record(srv.Run(ctx)) }()
+	return s, nil
+}
+
+func (s *Server) record(err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.mu.Lock()
+		s.errs = append(s.errs, err)
+		s.mu.Unlock()
+	}
+}
+
+// Stop says goodbye to the gateway and stops the server.
+func (s *Server) Stop() error {
+	s.cancel()
+	s.wg.Wait()
+	s.Conn.Close()
+	s.Catalog.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.errs...)
+}
+
+// Kill stops the server without a goodbye, as a crash would: the socket
+// closes first, so nothing more is sent.
+func (s *Server) Kill() {
+	s.Conn.Close()
+	s.cancel()
+	s.wg.Wait()
+	s.Catalog.Close()
+}

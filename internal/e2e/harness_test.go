@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/demo"
+	"github.com/fastfile/fschunk/internal/fetch"
+	"github.com/fastfile/fschunk/internal/gateway"
+	"github.com/fastfile/fschunk/internal/httpfront"
+	"github.com/fastfile/fschunk/internal/transport"
+)
+
+// env is one system under test.
+type env struct {
+	t       *testing.T
+	key     *auth.Key
+	root    string
+	files   map[string][]byte
+	udp     string // gateway UDP address
+	gw      *gateway.Gateway
+	gwStop  func()
+	web     *httptest.Server
+	mu      sync.Mutex
+	servers []*demo.Server
+	log     *slog.Logger
+}
+
+type envOpts struct {
+	gwWrap   func(net.PacketConn) net.PacketConn
+	fetch    fetch.Config
+	datagram int
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("E2E_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newEnv(t *testing.T, files map[string][]byte, o envOpts) *env {
+	t.Helper()
+	k := make([]byte, 32)
+	rand.Read(k)
+	key, err := auth.NewKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for p, b := range files {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &env{t: t, key: key, root: root, files: files, log: testLogger(t)}
+	e.startGateway(o, "127.0.0.1:0")
+	t.Cleanup(e.close)
+	return e
+}
+
+func (e *env) startGateway(o envOpts, addr string) {
+	e.t.Helper()
+	uc, err := transport.Listen(context.Background(), addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var conn net.PacketConn = uc
+	if o.gwWrap != nil {
+		conn = o.gwWrap(uc)
+	}
+	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); gw.Run(ctx) }()
+	e.udp = uc.LocalAddr().String()
+	e.gw = gw
+	e.gwStop = func() { cancel(); <-done; conn.Close() }
+	h := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: e.log})
+	if e.web == nil {
+		e.web = httptest.NewServer(h)
+	} else {
+		e.web.Config.Handler = h
+	}
+}
+
+func (e *env) close() {
+	e.mu.Lock()
+	servers := e.servers
+	e.servers = nil
+	e.mu.Unlock()
+	for _, s := range servers {
+		s.Stop()
+	}
+	if e.web != nil {
+		e.web.Close()
+	}
+	e.gwStop()
+}
+
+// addServer starts a FastFileSrv over the shared root.
+func (e *env) addServer(wrap func(net.PacketConn) net.PacketConn) *demo.Server {
+	e.t.Helper()
+	e.mu.Lock()
+	name := fmt.Sprintf("srv%d", len(e.servers)+1)
+	e.mu.Unlock()
+	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateway: e.udp, Root: e.root, Key: e.key, Logger: e.log.With("side", name), Wrap: wrap}, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.servers = append(e.servers, s)
+	e.mu.Unlock()
+	return s
+}
+
+// waitFor polls cond until true or a generous deadline.
+func (e *env) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitHolders waits until every file is offered by n servers.
+func (e *env) waitHolders(n int) {
+	e.t.Helper()
+	e.waitFor(fmt.Sprintf("%d holders of every file", n), func() bool {
+		for p := range e.files {
+			f, ok := e.gw.Source().Lookup(p)
+			if !ok || f.Holders < n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (e *env) url(p string) string {
+	return e.web.URL + "/" + strings.ReplaceAll(p, " ", "%20")
+}
+
+// get downloads p and compares it with the original.
+func (e *env) get(p string) {
+	e.t.Helper()
+	resp, err := http.Get(e.url(p))
+	if err != nil {
+		e.t.Fatalf("GET %s: %v", p, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("GET %s: body: %v", p, err)
+	}
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("GET %s: %s: %s", p, resp.Status, body)
+	}
+	if !bytes.Equal(body, e.files[p]) {
+		e.t.Fatalf("GET %s: %d bytes differ from the %d-byte original", p, len(body), len(e.files[p]))
+	}
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}

@@ -1,0 +1,155 @@
+// Package metrics exposes the gateway in the Prometheus format on the
+// admin listener. Counters owned by other packages are read at scrape
+// time (a custom collector), so the data path pays nothing for them; only
+// per-response and per-chunk histograms are observed as events.
+package metrics
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fastfile/fschunk/internal/fetch"
+	"github.com/fastfile/fschunk/internal/gateway"
+	"github.com/fastfile/fschunk/internal/httpfront"
+)
+
+// Metrics is the gateway's registry.
+type Metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	bytes    prometheus.Counter
+	duration prometheus.Histogram
+	chunk    prometheus.Histogram
+}
+
+// New makes the registry with the event metrics; Attach adds the
+// gateway's counters once it exists.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "httpgw_http_requests_total", Help: "HTTP requests by method and status code.",
+		}, []string{"method", "code"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "httpgw_http_response_bytes_total", Help: "Response body bytes sent to clients.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "httpgw_http_response_duration_seconds", Help: "Time from request to the end of the response.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}),
+		chunk: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "httpgw_chunk_fetch_seconds", Help: "Time from first asking for a chunk to holding all of it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 3, 12),
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.bytes, m.duration, m.chunk,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Attach registers the gateway's own counters.
+func (m *Metrics) Attach(g *gateway.Gateway) {
+	m.reg.MustRegister(&gatewayCollector{g: g})
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ObserveAccess is an httpfront AccessLog hook.
+func (m *Metrics) ObserveAccess(r httpfront.AccessRecord) {
+	m.requests.WithLabelValues(r.Method, strconv.Itoa(r.Status)).Inc()
+	m.bytes.Add(float64(r.Bytes))
+	m.duration.Observe(r.Duration.Seconds())
+}
+
+// ObserveChunk is a fetch OnChunk hook.
+func (m *Metrics) ObserveChunk(_ fetch.ServerID, took time.Duration) {
+	m.chunk.Observe(took.Seconds())
+}
+
+type gatewayCollector struct{ g *gateway.Gateway }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
+	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
+	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), auth (bad MAC, cookie or tag), replay, unknown_session.", "cause")
+	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
+	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence or goodbye).")
+	dServers    = desc("httpgw_servers", "Servers in the pool.")
+	dFiles      = desc("httpgw_catalog_files", "Distinct paths with a live holder.")
+	dActive     = desc("httpgw_active_downloads", "Responses being fetched now.")
+	dFetched    = desc("httpgw_fetched_bytes_total", "New bytes received from servers.")
+	dDupBytes   = desc("httpgw_duplicate_bytes_total", "Bytes received that were already held (hedged or duplicated datagrams).")
+	dRequests   = desc("httpgw_reads_total", "READ requests sent to servers.")
+	dRetrans    = desc("httpgw_retransmissions_total", "READs re-asking for bytes asked before (loss recovery).")
+	dEndgame    = desc("httpgw_endgame_reads_total", "Duplicate READs of the endgame (tail hedging).")
+	dTimeouts   = desc("httpgw_read_timeouts_total", "READs given up after their RTO.")
+	dUp         = desc("httpgw_server_up", "1 for each server in the pool.", "server", "addr")
+	dRTT        = desc("httpgw_server_rtt_seconds", "Smoothed first-byte latency of a server.", "server")
+	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
+	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
+	dWindow     = desc("httpgw_server_window_bytes", "A server's window of bytes in flight.", "server")
+)
+
+func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dEvictions, dServers, dFiles, dActive,
+		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow} {
+		ch <- d
+	}
+}
+
+func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	u := c.g.Stats()
+	counter(dReceived, u.Received)
+	counter(dSent, u.Sent)
+	counter(dDrops, u.DropGarbage, "garbage")
+	counter(dDrops, u.DropAuth, "auth")
+	counter(dDrops, u.DropReplay, "replay")
+	counter(dDrops, u.DropUnknownSession, "unknown_session")
+	counter(dHandshakes, u.Handshakes)
+	counter(dEvictions, u.Evictions)
+	e := c.g.Engine().Stats()
+	gauge(dActive, float64(e.Active))
+	counter(dFetched, e.BytesDelivered)
+	counter(dDupBytes, e.DuplicateBytes)
+	counter(dRequests, e.Requests)
+	counter(dRetrans, e.Retransmits)
+	counter(dEndgame, e.EndgameRequests)
+	counter(dTimeouts, e.Timeouts)
+	servers := c.g.Pool().Servers()
+	gauge(dServers, float64(len(servers)))
+	gauge(dFiles, float64(c.g.Pool().Files()))
+	live := map[fetch.ServerID]bool{}
+	for _, s := range servers {
+		live[s.ID] = true
+		gauge(dUp, 1, fmt.Sprintf("%016x", uint64(s.ID)), s.Addr)
+	}
+	for _, l := range c.g.Engine().Links() {
+		if !live[l.ID] {
+			continue
+		}
+		id := fmt.Sprintf("%016x", uint64(l.ID))
+		gauge(dRTT, l.SRTT.Seconds(), id)
+		gauge(dRate, l.Rate, id)
+		gauge(dInflight, float64(l.Inflight), id)
+		gauge(dWindow, float64(l.Window), id)
+	}
+}
