@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/gateway"
 )
 
@@ -22,6 +23,8 @@ type ServerView struct {
 	Addr        string    `json:"addr"`
 	Joined      time.Time `json:"joined"`
 	LastHeard   time.Time `json:"last_heard"`
+	HeardAgoMs  int64     `json:"heard_ago_ms"`
+	Health      string    `json:"health"` // up, or silent (missed a heartbeat; evicted after 3 s)
 	Files       int       `json:"files"`
 	CatalogGen  uint64    `json:"catalog_gen"`
 	ReadsActive uint32    `json:"reads_active"`
@@ -77,10 +80,15 @@ func Servers(g *gateway.Gateway) []ServerView {
 	for i, l := range ls {
 		links[uint64(l.ID)] = i
 	}
-	var out []ServerView
+	out := []ServerView{}
+	now := time.Now()
 	for _, s := range g.Pool().Servers() {
 		v := ServerView{ID: fmt.Sprintf("%016x", uint64(s.ID)), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
-			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate}
+			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
+			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up"}
+		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
+			v.Health = "silent"
+		}
 		if i, ok := links[uint64(s.ID)]; ok {
 			l := ls[i]
 			v.SRTTMicros, v.RTOMicros = l.SRTT.Microseconds(), l.RTO.Microseconds()

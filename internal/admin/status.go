@@ -31,6 +31,7 @@ th{background:#eef0f4;font-weight:600} td.n{text-align:right;font-variant-numeri
 function fmtBytes(n){if(n<1024)return n+" B";const u=["KiB","MiB","GiB","TiB"];let i=-1;do{n/=1024;i++}while(n>=1024&&i<u.length-1);return n.toFixed(n<10?1:0)+" "+u[i]}
 function fmtUs(us){return us<1000?us+" µs":(us/1000).toFixed(1)+" ms"}
 function ago(t){const s=(Date.now()-new Date(t))/1000;return s<1?"now":s.toFixed(1)+" s ago"}
+function agoMs(ms){return ms<1000?"now":(ms/1000).toFixed(1)+" s ago"}
 function esc(s){return String(s).replace(/[&<>"']/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]))}
 function row(cells){return "<tr>"+cells.join("")+"</tr>"}
 async function refresh(){
@@ -38,11 +39,11 @@ async function refresh(){
     const [servers,downloads,stats]=await Promise.all(["/api/servers","/api/downloads","/api/stats"].map(u=>fetch(u).then(r=>r.json())));
     document.getElementById("servers").innerHTML=(servers||[]).map(s=>row([
       "<td>"+esc(s.id)+"</td>","<td>"+esc(s.addr)+"</td>",
-      "<td class='"+((Date.now()-new Date(s.last_heard))<3000?"up'>up":"down'>silent")+"</td>",
+      "<td class='"+(s.health=="up"?"up'>up":"down'>silent")+"</td>",
       "<td class=n>"+fmtUs(s.srtt_us)+"</td>","<td class=n>"+fmtBytes(Math.round(s.rate_bytes_per_sec))+"/s</td>",
       "<td class=n>"+fmtBytes(s.inflight_bytes)+"</td>","<td class=n>"+fmtBytes(s.window_bytes)+"</td>",
       "<td class=n>"+s.files+"</td>","<td class=n>"+fmtBytes(s.delivered_bytes)+"</td>","<td class=n>"+s.retransmits+"</td>",
-      "<td>"+ago(s.last_heard)+"</td>"])).join("")||"<tr><td colspan=11 class=empty>no server in the pool</td></tr>";
+      "<td>"+agoMs(s.heard_ago_ms)+"</td>"])).join("")||"<tr><td colspan=11 class=empty>no server in the pool</td></tr>";
     document.getElementById("downloads").innerHTML=(downloads||[]).map(d=>{const p=d.size?d.position/d.size*100:100;return row([
       "<td>"+esc(d.path)+"</td>","<td class=n>"+fmtBytes(d.size)+"</td>",
       "<td><div class=bar><i style='width:"+p.toFixed(1)+"%'></i></div></td>","<td class=n>"+p.toFixed(0)+"%</td>","<td>"+ago(d.started)+"</td>"])}).join("")||"<tr><td colspan=5 class=empty>no download in progress</td></tr>";

@@ -109,6 +109,12 @@ func (in *Initiator) HandleChallenge(pkt, b []byte) ([]byte, error) {
 	if err := in.key.checkMAC(pkt, in.nonce[:]); err != nil {
 		return nil, err
 	}
+	if in.auth != nil {
+		// A second CHALLENGE (answering a retransmitted HELLO) may carry a
+		// newer cookie; keep the first AUTH so the keys the gateway
+		// derives match the ones already derived here.
+		return append(b, in.auth...), nil
+	}
 	s2g, g2s, err := in.key.sessionKeys(in.nonce, c.Cookie, in.sender, in.instance)
 	if err != nil {
 		return nil, err

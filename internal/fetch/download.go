@@ -403,24 +403,57 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 		}
 		out = append(out, e.issue(d, c, l, miss, false, now))
 	}
+	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
+	// Hedge: a chunk whose only READs are on suspect servers (a timeout,
+	// nothing since) is asked of a healthy one too, at once, so a dying
+	// server does not hold up the response for its backed-off RTO.
+	for _, c := range d.chunks {
+		if c.done || c.dupped || len(c.reqs) == 0 || !onlySuspects(c) {
+			continue
+		}
+		miss = c.have.missing(miss[:0], c.n)
+		n := spanBytes(miss)
+		if d.dupBytes+int64(n) > budget {
+			break
+		}
+		l := pick(n, c, false)
+		if l == nil || l.suspect() {
+			break
+		}
+		c.dupped = true
+		d.dupBytes += int64(n)
+		e.stats.EndgameRequests++
+		out = append(out, e.issue(d, c, l, miss, true, now))
+	}
 	if starved {
 		e.starved[d] = struct{}{}
 		return out, next
 	}
-	// Endgame: nothing left to assign and the window cannot grow. A server
-	// with nothing to do takes a copy of the oldest unfinished chunk, so
-	// one slow or dying server does not hold up the whole response.
+	// Endgame: nothing left to assign and the window cannot grow. At the
+	// tail of the response, a server with nothing to do takes a copy of
+	// the oldest unfinished chunk, so one slow server does not hold up the
+	// end. Mid-file (the window is full) only the chunk the client is
+	// waiting for is hedged, and only once it is late.
 	if len(d.chunks) == 0 {
 		return out, next
 	}
 	last := d.chunks[len(d.chunks)-1]
-	if last.off+int64(last.n) < d.size && len(d.chunks) < d.maxWin {
+	tail := last.off+int64(last.n) >= d.size
+	if !tail && len(d.chunks) < d.maxWin {
 		return out, next
 	}
-	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
-	for _, c := range d.chunks {
+	for i, c := range d.chunks {
 		if c.done || c.dupped {
 			continue
+		}
+		if !tail {
+			if i > 0 {
+				break
+			}
+			if at := lateAt(c); now.Before(at) {
+				soon(at)
+				break
+			}
 		}
 		miss = c.have.missing(miss[:0], c.n)
 		n := spanBytes(miss)
@@ -437,6 +470,29 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 		out = append(out, e.issue(d, c, l, miss, true, now))
 	}
 	return out, next
+}
+
+// lateAt is when a chunk's READs have taken twice what they should: the
+// server's latency plus the time to send everything queued on it.
+func lateAt(c *chunk) time.Time {
+	var at time.Time
+	for _, r := range c.reqs {
+		exp := r.l.srtt + r.l.transferTime(r.ahead+r.asked)
+		t := r.sentAt.Add(2*exp + fschunk.MinRTO)
+		if at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	return at
+}
+
+func onlySuspects(c *chunk) bool {
+	for _, r := range c.reqs {
+		if !r.l.suspect() {
+			return false
+		}
+	}
+	return true
 }
 
 func serves(c *chunk, l *link) bool {

@@ -35,6 +35,7 @@ type link struct {
 	rateBytes   int
 	rateStart   time.Time
 	suspendTill time.Time // no new work before this (BUSY, timeouts)
+	lastTimeout time.Time
 
 	// Counters for metrics.
 	delivered   uint64
@@ -150,9 +151,15 @@ func (l *link) grow(n, chunk, maxWindow int) {
 	l.cwnd = min(l.cwnd, maxWindow)
 }
 
-// onTimeout backs off after a request got nothing for its RTO.
+// onTimeout backs off after a request got nothing for its RTO. All the
+// requests outstanding on a server that died time out together: that is
+// one loss event, so the backoff grows at most once per RTO.
 func (l *link) onTimeout(now time.Time, chunk int) {
 	l.timeouts++
+	if !l.lastTimeout.IsZero() && now.Sub(l.lastTimeout) < l.rto() {
+		return
+	}
+	l.lastTimeout = now
 	l.backoff++
 	l.ssthresh = max(l.cwnd/2, minWindowChunks*chunk)
 	l.cwnd = l.ssthresh
@@ -161,10 +168,19 @@ func (l *link) onTimeout(now time.Time, chunk int) {
 }
 
 // room reports whether n more bytes fit in the window; an empty window
-// always takes one request so a small window never stalls.
+// always takes one request so a small window never stalls. A suspect
+// server (its last request timed out) gets one request at a time, a
+// probe, until it delivers again.
 func (l *link) room(n int, now time.Time) bool {
 	if now.Before(l.suspendTill) {
 		return false
 	}
+	if l.suspect() {
+		return l.inflight == 0
+	}
 	return l.inflight == 0 || l.inflight+n <= l.cwnd
 }
+
+// suspect reports whether the server's last request timed out and it
+// has delivered nothing since.
+func (l *link) suspect() bool { return l.backoff > 0 }

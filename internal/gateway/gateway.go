@@ -80,7 +80,12 @@ type Gateway struct {
 	mu       sync.RWMutex
 	sessions map[uint32]*session
 	byNonce  map[[fschunk.NonceSize]byte]*session
-	peers    map[pool.ServerID]*peer
+	// usedNonces remembers the nonce of every session established in the
+	// last cookie lifetime, even after the session is dropped: a replayed
+	// AUTH is then refused rather than re-creating a session whose keys
+	// would seal from counter 0 again.
+	usedNonces map[[fschunk.NonceSize]byte]time.Time
+	peers      map[pool.ServerID]*peer
 }
 
 type session struct {
@@ -135,15 +140,16 @@ func New(cfg Config) (*Gateway, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	g := &Gateway{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		resp:     auth.NewResponder(cfg.Key, cfg.Limits, cfg.Now),
-		boot:     binary.BigEndian.Uint64(b[:]),
-		pool:     pool.New(),
-		sessions: map[uint32]*session{},
-		byNonce:  map[[fschunk.NonceSize]byte]*session{},
-		peers:    map[pool.ServerID]*peer{},
-		start:    cfg.Now(),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		resp:       auth.NewResponder(cfg.Key, cfg.Limits, cfg.Now),
+		boot:       binary.BigEndian.Uint64(b[:]),
+		pool:       pool.New(),
+		sessions:   map[uint32]*session{},
+		byNonce:    map[[fschunk.NonceSize]byte]*session{},
+		usedNonces: map[[fschunk.NonceSize]byte]time.Time{},
+		peers:      map[pool.ServerID]*peer{},
+		start:      cfg.Now(),
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
@@ -259,6 +265,11 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	g.mu.Lock()
 	s := g.byNonce[acc.Nonce]
 	fresh := s == nil
+	if _, used := g.usedNonces[acc.Nonce]; fresh && used {
+		g.mu.Unlock()
+		g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
+		return
+	}
 	if fresh {
 		var idx uint32
 		for idx == 0 || g.sessions[idx] != nil {
@@ -289,6 +300,7 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		p.addr.Store(&from)
 		g.sessions[idx] = s
 		g.byNonce[acc.Nonce] = s
+		g.usedNonces[acc.Nonce] = now
 	}
 	p := s.p
 	g.mu.Unlock()
@@ -414,7 +426,9 @@ func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
 	}
 	g.ctr.pages.Add(1)
 	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
-	if held := g.pool.CatalogGen(p.id); held != m.Gen {
+	// Generations only grow within a server process: a page older than
+	// what is held is a late duplicate, acknowledged and ignored.
+	if held := g.pool.CatalogGen(p.id); held < m.Gen {
 		a := p.asm
 		if a == nil || a.delta || a.gen != m.Gen || len(a.pages) != int(m.Pages) {
 			a = &assembly{gen: m.Gen, pages: make([][]fschunk.Entry, m.Pages)}
@@ -449,7 +463,7 @@ func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
 	g.ctr.pages.Add(1)
 	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
 	switch held := g.pool.CatalogGen(p.id); {
-	case held == m.Gen:
+	case held >= m.Gen:
 	case held != m.Base:
 		ack.Status = fschunk.CatalogResync
 	default:
@@ -544,6 +558,11 @@ func (g *Gateway) maintain(ctx context.Context) {
 			}
 			if cur := p.cur.Load(); cur != nil && cur.s.Expired(now) {
 				g.dropSessionLocked(cur)
+			}
+		}
+		for n, t := range g.usedNonces {
+			if now.Sub(t) > fschunk.CookieLifetime+2*time.Second {
+				delete(g.usedNonces, n)
 			}
 		}
 		g.mu.Unlock()

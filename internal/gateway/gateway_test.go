@@ -244,3 +244,42 @@ func TestCatalogAssembly(t *testing.T) {
 		t.Fatalf("after delta: gen %d files %d", g.Pool().CatalogGen(42), g.Pool().Files())
 	}
 }
+
+// TestAuthReplayAfterSessionEnds: an AUTH replayed within the cookie's
+// lifetime after its session ended must not re-create the session (its
+// keys would seal from counter 0 again).
+func TestAuthReplayAfterSessionEnds(t *testing.T) {
+	key := newKey(t)
+	g, addr := startGW(t, key)
+	c := newClient(t, addr)
+	in := auth.NewInitiator(key, 7, auth.DefaultLimits)
+	c.send(in.Hello(nil))
+	a, err := in.HandleChallenge(c.recv(2*time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(a)
+	s, _, err := in.HandleWelcome(c.recv(2*time.Second), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(a) // a retransmitted AUTH while the session lives: WELCOME again
+	if c.recv(time.Second) == nil {
+		t.Fatal("no WELCOME for a retransmitted AUTH")
+	}
+	c.send(seal(t, s, fschunk.TypeGoodbye, (&fschunk.Goodbye{}).Append(nil)))
+	deadline := time.Now().Add(2 * time.Second)
+	for len(g.Pool().Servers()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not evicted after goodbye")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.send(a)
+	if b := c.recv(300 * time.Millisecond); b != nil {
+		t.Fatalf("replayed AUTH after the session ended got %d bytes", len(b))
+	}
+	if g.Stats().Handshakes != 1 {
+		t.Fatalf("handshakes %d, want 1", g.Stats().Handshakes)
+	}
+}
