@@ -178,7 +178,7 @@ func (e *env) get(p string) {
 		e.t.Fatalf("GET %s: body: %v", p, err)
 	}
 	if resp.StatusCode != 200 {
-		e.t.Fatalf("GET %s: %s: %s", p, resp.Status, body)
+		e.t.Fatalf("GET %s: %s: %s\n%s", p, resp.Status, body, e.diagnose())
 	}
 	if !bytes.Equal(body, e.files[p]) {
 		e.t.Fatalf("GET %s: %d bytes differ from the %d-byte original", p, len(body), len(e.files[p]))
@@ -189,4 +189,22 @@ func randBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// diagnose describes the gateway's state for a failure message.
+func (e *env) diagnose() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "udp: %+v\nengine: %+v\n", e.gw.Stats(), e.gw.Engine().Stats())
+	for _, l := range e.gw.Engine().Links() {
+		fmt.Fprintf(&b, "link %016x: %+v\n", uint64(l.ID), l)
+	}
+	for _, s := range e.gw.Pool().Servers() {
+		fmt.Fprintf(&b, "server %016x: %+v\n", uint64(s.ID), s)
+	}
+	e.mu.Lock()
+	for i, s := range e.servers {
+		fmt.Fprintf(&b, "fileserver %d: %+v\n", i, s.Srv.Stats())
+	}
+	e.mu.Unlock()
+	return b.String()
 }

@@ -366,6 +366,9 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 	var candLinks [16]*link
 	pick := func(n int, exclude *chunk, idleOnly bool) *link {
 		cs, ls := cands[:0], candLinks[:0]
+		if !e.room(n) {
+			return nil
+		}
 		for _, l := range links {
 			if !l.room(n, now) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
 				if now.Before(l.suspendTill) {
@@ -531,6 +534,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 		l.onIdle()
 	}
 	l.inflight += r.asked
+	e.inflight += r.asked
 	e.reqs[r.id] = r
 	c.reqs = append(c.reqs, r)
 	if !dup {

@@ -44,14 +44,18 @@ type Config struct {
 	DatagramSize func(ServerID) int
 	Policy       Policy
 
-	ChunkSize     int           // bytes per chunk and per READ; default 128 KiB
-	Window        int           // bytes buffered ahead per response; default 8 MiB
-	MaxLinkWindow int           // bytes in flight per server; default 4 MiB
-	HolderWait    time.Duration // wait for a holder to (re)appear; default 3 s
-	StallTimeout  time.Duration // no progress at all for this long fails; default 10 s
-	DupBudget     float64       // endgame duplicates, fraction of a response; default 0.1
-	Now           func() time.Time
-	Logger        *slog.Logger
+	ChunkSize     int // bytes per chunk and per READ; default 128 KiB
+	Window        int // bytes buffered ahead per response; default 8 MiB
+	MaxLinkWindow int // bytes in flight per server; default 4 MiB
+	// MaxInflight bounds the bytes in flight to all servers together, so
+	// that bursts from every server at once fit in the gateway's socket
+	// receive buffer instead of being dropped by the kernel; 0: no bound.
+	MaxInflight  int
+	HolderWait   time.Duration // wait for a holder to (re)appear; default 3 s
+	StallTimeout time.Duration // no progress at all for this long fails; default 10 s
+	DupBudget    float64       // endgame duplicates, fraction of a response; default 0.1
+	Now          func() time.Time
+	Logger       *slog.Logger
 	// OnChunk, if set, observes every chunk completed: which server
 	// delivered its last byte and how long it took since first asked. It
 	// is called under the engine's lock and must be quick (a histogram).
@@ -127,13 +131,14 @@ type Engine struct {
 	cfg  Config
 	bufs sync.Pool // chunk buffers, *[]byte of ChunkSize
 
-	mu      sync.Mutex
-	links   map[ServerID]*link
-	reqs    map[uint32]*request
-	nextID  uint32
-	starved map[*download]struct{} // downloads waiting for window room
-	readers map[*download]struct{}
-	stats   Stats
+	mu       sync.Mutex
+	links    map[ServerID]*link
+	reqs     map[uint32]*request
+	nextID   uint32
+	inflight int                    // sum of the links' inflight
+	starved  map[*download]struct{} // downloads waiting for window room
+	readers  map[*download]struct{}
+	stats    Stats
 }
 
 // New makes an engine.
@@ -180,6 +185,11 @@ func (e *Engine) link(id ServerID) *link {
 	return l
 }
 
+// room reports whether n more bytes may be put in flight in total.
+func (e *Engine) room(n int) bool {
+	return e.cfg.MaxInflight <= 0 || e.inflight == 0 || e.inflight+n <= e.cfg.MaxInflight
+}
+
 // HandleData takes a DATA datagram from server id. The payload is copied;
 // the caller may reuse its buffer.
 func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
@@ -211,6 +221,7 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 	credit := min(n, r.asked-r.released)
 	r.released += credit
 	l.inflight -= credit
+	e.inflight -= credit
 	if added := c.have.add(rel, rel+n); added > 0 {
 		copy((*c.buf)[rel:rel+n], m.Payload)
 		l.onDelivered(added, now)
@@ -306,6 +317,7 @@ func (e *Engine) finish(r *request, ok bool, now time.Time) {
 		l.onRequestDone(r.asked, r.released, e.cfg.ChunkSize, e.cfg.MaxLinkWindow)
 	}
 	l.inflight -= r.asked - r.released
+	e.inflight -= r.asked - r.released
 	r.released = r.asked
 	if l.inflight == 0 {
 		l.onIdle()

@@ -115,7 +115,7 @@ type gateway struct {
 	kick   chan struct{} // the catalog changed
 
 	cur  atomic.Pointer[session] // nil until registered, and after GOODBYE
-	addr atomic.Pointer[peer]    // source of the latest authenticated datagram
+	addr atomic.Pointer[peer]    // the gateway's address as last resolved
 
 	// Owned by run.
 	prev    *session // the session before a rekey: receives until it expires, sends nothing
@@ -167,9 +167,10 @@ func (g *gateway) poke() {
 	}
 }
 
-// setAddr records where the latest authenticated datagram came from: that
-// is where everything goes next (NAT rebinding, a gateway answering from
-// another address).
+// setAddr records where everything for this gateway goes: the address its
+// name resolved to for the latest HELLO. It is never taken from a
+// datagram's source: an on-path attacker rewriting the source of a READ
+// would otherwise aim its DATA (a thousand times larger) at a victim.
 func (g *gateway) setAddr(p peer) {
 	if old := g.addr.Load(); old != nil && old.same(p) {
 		return
@@ -346,6 +347,7 @@ func (g *gateway) sendHello(ctx context.Context) {
 		}
 	}
 	s.st.hellos.Add(1)
+	g.setAddr(dst)
 	if err := s.writeTo(pkt, &dst); err != nil {
 		g.log.Warn("fileserver: cannot send HELLO", "addr", dst.String(), "err", err)
 	}
@@ -367,7 +369,6 @@ func (g *gateway) onChallenge(ev gwEvent, now time.Time) {
 		s.dropFor(err)
 		return
 	}
-	g.setAddr(ev.from)
 	g.hs.phase, g.hs.authAt, g.hs.backoff = hsAuth, now, 0
 	_ = s.writeTo(pkt, g.addr.Load())
 	g.hs.schedule(now)
@@ -388,7 +389,6 @@ func (g *gateway) onWelcome(ev gwEvent, now time.Time) {
 	s.reg.promote(g.hs.index, ns)
 	reason := g.hs.reason
 	g.hs = handshake{}
-	g.setAddr(ev.from)
 	old := g.cur.Swap(ns)
 	if g.prev != nil {
 		s.reg.remove(g.prev)

@@ -224,7 +224,6 @@ func (s *Server) handle(pkt []byte, from peer) {
 		return
 	}
 	g = sess.gw
-	g.setAddr(from)
 	switch h.Type {
 	case fschunk.TypeRead:
 		s.onRead(g, body)

@@ -157,6 +157,13 @@ func New(cfg Config) (*Gateway, error) {
 	fc.Holders = g.pool.Holders
 	fc.Dropped = func(id pool.ServerID, h [fschunk.HashSize]byte) { g.pool.DropVersion(id, h, g.cfg.Now()) }
 	fc.DatagramSize = g.datagramSize
+	if uc, ok := cfg.Conn.(*net.UDPConn); ok && fc.MaxInflight == 0 {
+		// Linux reports twice the buffer asked for (the rest is its
+		// bookkeeping); half of what it reports is what data may use.
+		if rcv, _, err := transport.Buffers(uc); err == nil {
+			fc.MaxInflight = rcv / 2
+		}
+	}
 	if fc.Logger == nil {
 		fc.Logger = cfg.Logger
 	}

@@ -18,7 +18,7 @@ import (
 // SocketBuffer is the kernel buffer asked for in each direction. Above
 // net.core.rmem_max only root gets it (SO_RCVBUFFORCE); others get the
 // maximum the system allows, which Listen reports.
-const SocketBuffer = 8 << 20
+const SocketBuffer = 16 << 20
 
 // Listen opens a UDP socket on addr ("host:port", ":0" for any port).
 func Listen(ctx context.Context, addr string) (*net.UDPConn, error) {
