@@ -85,6 +85,8 @@ type download struct {
 	bad          map[ServerID]bool // servers that no longer have this version
 	err          error
 	dupBytes     int64
+	used         map[ServerID]bool // servers that delivered bytes
+	retrans      int
 	noHolder     time.Time
 	lastProgress time.Time
 	counted      bool
@@ -180,6 +182,15 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, d.ctx.Err()
 		}
 	}
+}
+
+// FetchReport says how many servers delivered bytes to this reader and
+// how many of its READs were retransmissions (for the access log).
+func (r *Reader) FetchReport() (servers, retransmits int) {
+	e := r.d.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(r.d.used), r.d.retrans
 }
 
 // Close stops fetching and frees the window.
@@ -544,6 +555,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 	if c.asked && !dup {
 		e.stats.Retransmits++
 		l.retransmits++
+		d.retrans++
 	}
 	if !c.asked {
 		c.firstAsked = now

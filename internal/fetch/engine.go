@@ -226,6 +226,7 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 		copy((*c.buf)[rel:rel+n], m.Payload)
 		l.onDelivered(added, now)
 		d.lastProgress = now
+		d.used[id] = true
 		e.stats.BytesDelivered += uint64(added)
 	} else {
 		e.stats.DuplicateBytes += uint64(n)
@@ -366,6 +367,7 @@ func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int
 	d := &download{
 		e: e, hash: hash, size: size, ctx: ctx, label: label, opened: e.cfg.Now(),
 		bad:      map[ServerID]bool{},
+		used:     map[ServerID]bool{},
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}, 1),
 		done:     make(chan struct{}),

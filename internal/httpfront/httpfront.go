@@ -100,6 +100,17 @@ type AccessRecord struct {
 	Remote   string
 	// Err is why the request failed or was refused, nil on success.
 	Err error
+	// Servers and Retransmits say how the body was fetched, when the
+	// Content implements Reporter (0 otherwise).
+	Servers     int
+	Retransmits int
+}
+
+// Reporter may be implemented by a Content to tell the access log how it
+// was fetched: how many servers delivered bytes, how many reads were
+// retransmissions.
+type Reporter interface {
+	FetchReport() (servers, retransmits int)
 }
 
 // Options configures NewHandler.
@@ -158,13 +169,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		bytes = 0 // net/http discards HEAD bodies; don't count them
 	}
 	h.logAccess(r.Context(), AccessRecord{
-		Method:   r.Method,
-		Path:     r.URL.EscapedPath(),
-		Status:   d.status,
-		Bytes:    bytes,
-		Duration: time.Since(start),
-		Remote:   r.RemoteAddr,
-		Err:      err,
+		Method:      r.Method,
+		Path:        r.URL.EscapedPath(),
+		Status:      d.status,
+		Bytes:       bytes,
+		Duration:    time.Since(start),
+		Remote:      r.RemoteAddr,
+		Err:         err,
+		Servers:     d.servers,
+		Retransmits: d.retrans,
 	})
 	if abort {
 		// Closes the connection without completing the response; net/http
@@ -223,6 +236,7 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	}
 	up := newUpstream(r.Context(), h.src, f)
 	defer func() {
+		d.servers, d.retrans = up.report()
 		if cerr := up.close(); cerr != nil {
 			h.log.DebugContext(r.Context(), "closing content", "path", name, "err", cerr)
 		}
@@ -333,6 +347,9 @@ func (h *handler) logAccess(ctx context.Context, rec AccessRecord) {
 		slog.Int64("bytes", rec.Bytes),
 		slog.Duration("dur", rec.Duration),
 		slog.String("remote", rec.Remote),
+	}
+	if rec.Servers > 0 {
+		attrs = append(attrs, slog.Int("servers", rec.Servers), slog.Int("retransmits", rec.Retransmits))
 	}
 	if rec.Err != nil {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))

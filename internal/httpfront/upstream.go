@@ -174,3 +174,13 @@ func (u *upstream) close() error {
 	}
 	return u.c.Close()
 }
+
+// report returns the content's fetch report, if it gives one.
+func (u *upstream) report() (servers, retransmits int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if r, ok := u.c.(Reporter); ok {
+		return r.FetchReport()
+	}
+	return 0, 0
+}

@@ -28,6 +28,8 @@ type deferredWriter struct {
 	committed bool  // status line handed to rw
 	bytes     int64 // body bytes accepted by rw
 	writeErr  error // first error from rw.Write: the client went away
+
+	servers, retrans int // the content's fetch report, for the access log
 }
 
 // Header implements http.ResponseWriter.
