@@ -58,8 +58,9 @@ type DirEntry struct {
 const ForgetAfter = 10 * time.Minute
 
 type server struct {
-	info  ServerInfo
-	files map[string]Version // path → version this server holds
+	info   ServerInfo
+	files  map[string]Version             // path → version this server holds
+	hashes map[[fschunk.HashSize]byte]int // content hash → paths with it
 }
 
 type versionEntry struct {
@@ -79,6 +80,7 @@ type Pool struct {
 	servers map[ServerID]*server
 	paths   map[string]*pathEntry
 	byHash  map[[fschunk.HashSize]byte]map[ServerID]struct{}
+	orphans map[string]time.Time // paths with no holder left, and since when
 }
 
 // New returns an empty pool.
@@ -87,6 +89,7 @@ func New() *Pool {
 		servers: map[ServerID]*server{},
 		paths:   map[string]*pathEntry{},
 		byHash:  map[[fschunk.HashSize]byte]map[ServerID]struct{}{},
+		orphans: map[string]time.Time{},
 	}
 }
 
@@ -99,8 +102,9 @@ func (p *Pool) Join(id ServerID, addr string, now time.Time) {
 		return
 	}
 	p.servers[id] = &server{
-		info:  ServerInfo{ID: id, Addr: addr, Joined: now, LastHeard: now},
-		files: map[string]Version{},
+		info:   ServerInfo{ID: id, Addr: addr, Joined: now, LastHeard: now},
+		files:  map[string]Version{},
+		hashes: map[[fschunk.HashSize]byte]int{},
 	}
 }
 
@@ -251,28 +255,26 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 	}
 	ve.holders[id] = struct{}{}
 	pe.orphaned = time.Time{}
+	delete(p.orphans, name)
 	hs := p.byHash[v.Hash]
 	if hs == nil {
 		hs = map[ServerID]struct{}{}
 		p.byHash[v.Hash] = hs
 	}
 	hs[id] = struct{}{}
+	p.servers[id].hashes[v.Hash]++
 }
 
 func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
-	if hs := p.byHash[v.Hash]; hs != nil {
-		delete(hs, id)
-		// Another path may have the same content from this server.
-		if s := p.servers[id]; s != nil {
-			for n, ov := range s.files {
-				if n != name && ov.Hash == v.Hash {
-					hs[id] = struct{}{}
-					break
-				}
+	// The server still holds the content if another of its paths has it.
+	s := p.servers[id]
+	if s.hashes[v.Hash]--; s.hashes[v.Hash] <= 0 {
+		delete(s.hashes, v.Hash)
+		if hs := p.byHash[v.Hash]; hs != nil {
+			delete(hs, id)
+			if len(hs) == 0 {
+				delete(p.byHash, v.Hash)
 			}
-		}
-		if len(hs) == 0 {
-			delete(p.byHash, v.Hash)
 		}
 	}
 	pe := p.paths[name]
@@ -290,6 +292,7 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 	}
 	if len(pe.versions) == 0 {
 		pe.orphaned = now
+		p.orphans[name] = now
 	}
 }
 
@@ -436,13 +439,15 @@ func (p *Pool) Files() int {
 	return n
 }
 
-// Prune forgets paths orphaned longer than ForgetAfter.
+// Prune forgets paths orphaned longer than ForgetAfter. It visits only
+// orphans, so an idle gateway with a large pool does no work here.
 func (p *Pool) Prune(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for name, pe := range p.paths {
-		if len(pe.versions) == 0 && now.Sub(pe.orphaned) > ForgetAfter {
+	for name, since := range p.orphans {
+		if now.Sub(since) > ForgetAfter {
 			delete(p.paths, name)
+			delete(p.orphans, name)
 		}
 	}
 }

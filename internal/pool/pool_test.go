@@ -2,6 +2,7 @@ package pool
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"testing"
 	"time"
 
@@ -45,6 +46,10 @@ func TestNewestVersionWins(t *testing.T) {
 	if _, _, ok := p.Lookup("f", t0.Add(ForgetAfter+time.Second)); ok {
 		t.Fatal("orphan not forgotten")
 	}
+	p.Prune(t0.Add(ForgetAfter + time.Second))
+	if len(p.paths) != 0 || len(p.orphans) != 0 {
+		t.Fatalf("after Prune: %d paths, %d orphans", len(p.paths), len(p.orphans))
+	}
 }
 
 func TestDeltaAndDrop(t *testing.T) {
@@ -86,5 +91,38 @@ func TestExpired(t *testing.T) {
 	ids := p.Expired(t0.Add(time.Second))
 	if len(ids) != 1 || ids[0] != 1 {
 		t.Fatalf("expired %v", ids)
+	}
+}
+
+// TestSameContentTwoPaths: a server holding one content under two paths
+// still holds it when one path goes.
+func TestSameContentTwoPaths(t *testing.T) {
+	p := New()
+	p.Join(1, "a", t0)
+	p.SetCatalog(1, 1, []fschunk.Entry{ent("x", "same", 1), ent("y", "same", 1)}, t0)
+	h := sha256.Sum256([]byte("same"))
+	p.ApplyDelta(1, 2, []fschunk.Entry{{Path: "x"}}, []bool{true}, t0)
+	if hs := p.Holders(h); len(hs) != 1 {
+		t.Fatalf("holders after removing one path: %v", hs)
+	}
+	p.ApplyDelta(1, 3, []fschunk.Entry{{Path: "y"}}, []bool{true}, t0)
+	if hs := p.Holders(h); len(hs) != 0 {
+		t.Fatalf("holders after removing both: %v", hs)
+	}
+}
+
+// BenchmarkRemoveLargeServer: evicting a server with 100,000 files is
+// linear (it once was quadratic and stalled the receive loop for minutes).
+func BenchmarkRemoveLargeServer(b *testing.B) {
+	es := make([]fschunk.Entry, 100_000)
+	for i := range es {
+		es[i] = ent(fmt.Sprintf("d%d/f%d", i/100, i), fmt.Sprint(i), 1)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p := New()
+		p.Join(1, "a", t0)
+		p.SetCatalog(1, 1, es, t0)
+		p.Remove(1, t0)
 	}
 }
