@@ -18,7 +18,6 @@ type chunk struct {
 	buf        *[]byte
 	have       spanSet
 	reqs       []*request // outstanding READs for it
-	pending    int        // outstanding non-duplicate READs
 	asked      bool       // asked for before: later READs are retransmissions
 	dupped     bool       // an endgame duplicate was sent
 	done       bool
@@ -41,6 +40,25 @@ type request struct {
 	first    bool
 	retrans  bool
 	dup      bool
+	tailAt   time.Time // when the request's last datagram arrived with holes left
+}
+
+// complete reports whether every byte the request asked for is held
+// (from it or from any other request for the chunk).
+func (r *request) complete() bool {
+	for _, s := range r.ranges {
+		if !r.c.have.coversRange(s.lo, s.hi) {
+			return false
+		}
+	}
+	return true
+}
+
+// lossAt is when the holes of a request whose tail arrived are declared
+// lost: after a reordering allowance of a quarter of the server's RTT
+// (at least 1 ms), like RFC 9002's time threshold.
+func (r *request) lossAt() time.Time {
+	return r.tailAt.Add(max(r.l.srtt/4, time.Millisecond))
 }
 
 // position maps a chunk-relative datagram to its place in the request's
@@ -326,7 +344,21 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 	for _, c := range d.chunks {
 		for i := 0; i < len(c.reqs); {
 			r := c.reqs[i]
+			if !r.tailAt.IsZero() {
+				if at := r.lossAt(); !now.Before(at) {
+					e.finish(r, true, now) // a loss, not a timeout: ask again below
+					continue
+				} else {
+					soon(at)
+				}
+			}
 			if dl := r.deadline(); !now.Before(dl) {
+				if r.first && r.l.lastData.After(r.lastAct) {
+					// The server kept delivering other reads after this one
+					// went quiet: its tail was lost, the server is fine.
+					e.finish(r, true, now)
+					continue
+				}
 				r.l.onTimeout(now, e.cfg.ChunkSize)
 				e.stats.Timeouts++
 				e.finish(r, false, now)
@@ -406,7 +438,7 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 	var miss []span
 	starved := false
 	for _, c := range d.chunks {
-		if c.done || c.pending > 0 {
+		if c.done || c.assigned() {
 			continue
 		}
 		miss = c.have.missing(miss[:0], c.n)
@@ -500,6 +532,17 @@ func lateAt(c *chunk) time.Time {
 	return at
 }
 
+// assigned reports whether a primary (non-duplicate) READ is outstanding
+// for c. It is derived from c.reqs, not counted, so that it cannot drift.
+func (c *chunk) assigned() bool {
+	for _, r := range c.reqs {
+		if !r.dup {
+			return true
+		}
+	}
+	return false
+}
+
 func onlySuspects(c *chunk) bool {
 	for _, r := range c.reqs {
 		if !r.l.suspect() {
@@ -548,9 +591,6 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 	e.inflight += r.asked
 	e.reqs[r.id] = r
 	c.reqs = append(c.reqs, r)
-	if !dup {
-		c.pending++
-	}
 	e.stats.Requests++
 	if c.asked && !dup {
 		e.stats.Retransmits++

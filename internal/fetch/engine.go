@@ -243,9 +243,15 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 		notify(d.progress)
 		notify(d.wake)
 	case r.expect >= r.asked:
-		// The server sent the last byte asked: whatever is still missing
-		// was lost. Ask again now rather than waiting for a timer.
-		e.finish(r, true, now)
+		// The server sent the last byte asked. Whatever is still missing
+		// was lost or is overtaken: once every range is in, the request is
+		// done; otherwise the pump waits a reordering allowance (RFC 9002's
+		// time threshold, scaled to our first-byte RTT) and asks again.
+		if r.complete() {
+			e.finish(r, true, now)
+		} else if r.tailAt.IsZero() {
+			r.tailAt = now
+		}
 		notify(d.wake)
 	}
 	if credit > 0 {
@@ -310,9 +316,6 @@ func (e *Engine) finish(r *request, ok bool, now time.Time) {
 			c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
 			break
 		}
-	}
-	if !r.dup {
-		c.pending--
 	}
 	if ok && !r.dup {
 		l.onRequestDone(r.asked, r.released, e.cfg.ChunkSize, e.cfg.MaxLinkWindow)

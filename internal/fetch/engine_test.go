@@ -28,6 +28,7 @@ type fakeNet struct {
 	served  map[ServerID]int
 	wg      sync.WaitGroup
 	holders []ServerID
+	jitter  time.Duration // each datagram delivered after a random delay up to this
 }
 
 func (f *fakeNet) SendRead(id ServerID, r *fschunk.Read) error {
@@ -53,7 +54,16 @@ func (f *fakeNet) SendRead(id ServerID, r *fschunk.Read) error {
 				if drop {
 					continue
 				}
-				f.e.HandleData(id, &fschunk.Data{ID: msg.ID, Offset: off, Payload: f.content[off:end]})
+				d := &fschunk.Data{ID: msg.ID, Offset: off, Payload: f.content[off:end]}
+				if f.jitter > 0 {
+					f.mu.Lock()
+					wait := time.Duration(f.rnd.Int64N(int64(f.jitter)))
+					f.mu.Unlock()
+					f.wg.Add(1)
+					time.AfterFunc(wait, func() { defer f.wg.Done(); f.e.HandleData(id, d) })
+					continue
+				}
+				f.e.HandleData(id, d)
 			}
 		}
 	}()
@@ -232,5 +242,24 @@ func TestSpanSet(t *testing.T) {
 	}
 	if !s.covers(1000) {
 		t.Fatal("not covered after 3000 random spans")
+	}
+}
+
+// TestReorderingAndLoss: heavy reordering (every datagram delayed at
+// random) with loss never stalls a download.
+func TestReorderingAndLoss(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for i := 0; i < 5; i++ {
+		f, e := newFake(t, 3<<20+11, 3, 0.02)
+		f.jitter = 4 * time.Millisecond
+		if got := readAll(t, e, f, 0); !bytes.Equal(got, f.content) {
+			t.Fatal("content differs")
+		}
+		f.wg.Wait()
+		e.mu.Lock()
+		if e.inflight != 0 || len(e.reqs) != 0 {
+			t.Fatalf("after the download: %d bytes in flight, %d requests", e.inflight, len(e.reqs))
+		}
+		e.mu.Unlock()
 	}
 }

@@ -36,6 +36,7 @@ type link struct {
 	rateStart   time.Time
 	suspendTill time.Time // no new work before this (BUSY, timeouts)
 	lastTimeout time.Time
+	lastData    time.Time // when the server last delivered new bytes
 
 	// Counters for metrics.
 	delivered   uint64
@@ -98,6 +99,7 @@ func (l *link) transferTime(n int) time.Duration {
 // onDelivered accounts n new bytes received from this server.
 func (l *link) onDelivered(n int, now time.Time) {
 	l.delivered += uint64(n)
+	l.lastData = now
 	l.roundDelivered += n
 	l.backoff = 0
 	if l.rateStart.IsZero() {

@@ -61,3 +61,16 @@ func (s spanSet) missing(dst []span, n int) []span {
 func (s spanSet) covers(n int) bool {
 	return n == 0 || len(s) == 1 && s[0].lo == 0 && s[0].hi >= n
 }
+
+// coversRange reports whether [lo, hi) is entirely present.
+func (s spanSet) coversRange(lo, hi int) bool {
+	for _, sp := range s {
+		if sp.lo <= lo && hi <= sp.hi {
+			return true
+		}
+		if sp.lo > lo {
+			return false
+		}
+	}
+	return lo >= hi
+}
