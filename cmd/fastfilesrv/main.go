@@ -13,11 +13,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
@@ -36,18 +34,7 @@ type options struct {
 	version                      bool
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "fastfilesrv:", err)
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("fastfilesrv", run) }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}

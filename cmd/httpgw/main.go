@@ -15,10 +15,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fastfile/fschunk/internal/admin"
@@ -48,18 +46,7 @@ type options struct {
 	version                   bool
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "httpgw:", err)
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("httpgw", run) }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}

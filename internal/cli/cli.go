@@ -4,14 +4,17 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 )
 
 // Version is set at build time with -ldflags "-X .../cli.Version=v1.2.3";
@@ -96,5 +99,20 @@ func Usage(fs *flag.FlagSet, prefix, synopsis string, examples ...string) func()
 				fmt.Fprintf(w, "  %s\n", e)
 			}
 		}
+	}
+}
+
+// Main runs a command's run function with a context cancelled on SIGINT
+// or SIGTERM, and exits: 0 on success or -h, 2 with a one-line error.
+func Main(prog string, run func(ctx context.Context, args []string, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+		os.Exit(2)
 	}
 }

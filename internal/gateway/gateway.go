@@ -432,32 +432,15 @@ func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
 		return
 	}
 	g.ctr.pages.Add(1)
-	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
 	// Generations only grow within a server process: a page older than
 	// what is held is a late duplicate, acknowledged and ignored.
 	if held := g.pool.CatalogGen(p.id); held < m.Gen {
-		a := p.asm
-		if a == nil || a.delta || a.gen != m.Gen || len(a.pages) != int(m.Pages) {
-			a = &assembly{gen: m.Gen, pages: make([][]fschunk.Entry, m.Pages)}
-			p.asm = a
-		}
-		if a.pages[m.Page] == nil {
-			a.pages[m.Page] = m.Entries
-			if a.pages[m.Page] == nil {
-				a.pages[m.Page] = []fschunk.Entry{}
-			}
-			a.got++
-		}
-		if a.got == len(a.pages) {
-			var all []fschunk.Entry
-			for _, pg := range a.pages {
-				all = append(all, pg...)
-			}
-			g.pool.SetCatalog(p.id, a.gen, all, now)
-			p.asm = nil
-			g.log.Info("catalog", "server", fmt.Sprintf("%016x", uint64(p.id)), "gen", a.gen, "files", len(all), "pages", len(a.pages))
+		if all, _, done := p.addPage(false, 0, m.Gen, m.Page, m.Pages, m.Entries, nil); done {
+			g.pool.SetCatalog(p.id, m.Gen, all, now)
+			g.log.Info("catalog", "server", fmt.Sprintf("%016x", uint64(p.id)), "gen", m.Gen, "files", len(all), "pages", m.Pages)
 		}
 	}
+	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
 	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
 }
 
@@ -474,31 +457,42 @@ func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
 	case held != m.Base:
 		ack.Status = fschunk.CatalogResync
 	default:
-		a := p.asm
-		if a == nil || !a.delta || a.gen != m.Gen || a.base != m.Base || len(a.pages) != int(m.Pages) {
-			a = &assembly{delta: true, base: m.Base, gen: m.Gen, pages: make([][]fschunk.Entry, m.Pages), removed: make([][]bool, m.Pages)}
-			p.asm = a
-		}
-		if a.pages[m.Page] == nil {
-			a.pages[m.Page], a.removed[m.Page] = m.Entries, m.Removed
-			if a.pages[m.Page] == nil {
-				a.pages[m.Page] = []fschunk.Entry{}
-			}
-			a.got++
-		}
-		if a.got == len(a.pages) {
-			var all []fschunk.Entry
-			var rm []bool
-			for i := range a.pages {
-				all = append(all, a.pages[i]...)
-				rm = append(rm, a.removed[i]...)
-			}
-			g.pool.ApplyDelta(p.id, a.gen, all, rm, now)
-			p.asm = nil
-			g.log.Info("catalog delta", "server", fmt.Sprintf("%016x", uint64(p.id)), "base", a.base, "gen", a.gen, "changes", len(all))
+		if all, rm, done := p.addPage(true, m.Base, m.Gen, m.Page, m.Pages, m.Entries, m.Removed); done {
+			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
+			g.log.Info("catalog delta", "server", fmt.Sprintf("%016x", uint64(p.id)), "base", m.Base, "gen", m.Gen, "changes", len(all))
 		}
 	}
 	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
+}
+
+// addPage stores one page of a catalog (or delta) being assembled and,
+// once every page is held, returns the whole of it in page order. A page
+// of another catalog than the one being assembled starts over: only the
+// latest catalog a server sends matters.
+func (p *peer) addPage(delta bool, base, gen uint64, page, pages uint32, entries []fschunk.Entry, removed []bool) ([]fschunk.Entry, []bool, bool) {
+	a := p.asm
+	if a == nil || a.delta != delta || a.base != base || a.gen != gen || len(a.pages) != int(pages) {
+		a = &assembly{delta: delta, base: base, gen: gen, pages: make([][]fschunk.Entry, pages), removed: make([][]bool, pages)}
+		p.asm = a
+	}
+	if a.pages[page] == nil {
+		a.pages[page], a.removed[page] = entries, removed
+		if a.pages[page] == nil {
+			a.pages[page] = []fschunk.Entry{} // received, and empty
+		}
+		a.got++
+	}
+	if a.got < len(a.pages) {
+		return nil, nil, false
+	}
+	p.asm = nil
+	var all []fschunk.Entry
+	var rm []bool
+	for i := range a.pages {
+		all = append(all, a.pages[i]...)
+		rm = append(rm, a.removed[i]...)
+	}
+	return all, rm, true
 }
 
 // SendRead implements fetch.Sender.

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestGatewayArgs(t *testing.T) {
+	cases := []struct {
+		flag string
+		args []string
+		want []string
+		err  string
+	}{
+		{"", []string{"10.1.1.1", "8888"}, []string{"10.1.1.1:8888"}, ""},
+		{"", []string{"gw.example:8888"}, []string{"gw.example:8888"}, ""},
+		{"", []string{"::1", "8888"}, []string{"[::1]:8888"}, ""},
+		{"a:1,b:2", nil, []string{"a:1", "b:2"}, ""},
+		{"", []string{"a:1", "b:2"}, []string{"a:1", "b:2"}, ""},
+		{"", nil, nil, "no gateway given"},
+		{"", []string{"nohostport"}, nil, "invalid gateway address"},
+		{"", []string{"host", "port"}, nil, "invalid gateway"},
+	}
+	for _, c := range cases {
+		got, err := gatewayArgs(c.flag, c.args)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q %v: err %v, want %q", c.flag, c.args, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%q %v = %v, %v; want %v", c.flag, c.args, got, err, c.want)
+		}
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	os.WriteFile(key, bytes.Repeat([]byte{1}, 32), 0o600)
+	file := filepath.Join(dir, "f")
+	os.WriteFile(file, nil, 0o600)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"127.0.0.1", "8888"}, "head -c 32 /dev/urandom"},
+		{[]string{"-key-file", key, "-root", filepath.Join(dir, "missing"), "127.0.0.1", "8888"}, "root"},
+		{[]string{"-key-file", key, "-root", file, "127.0.0.1", "8888"}, "not a directory"},
+		{[]string{"-key-file", key, "-root", dir, "-state", filepath.Join(dir, "in-root.state"), "127.0.0.1", "8888"}, "state"},
+		{[]string{"-key-file", key, "-root", dir, "-listen", "bad::addr", "127.0.0.1", "8888"}, "listen udp"},
+		{[]string{"-key-file", key, "-max-reads", "0", "127.0.0.1", "8888"}, "invalid -max-reads"},
+		{[]string{"-key-file", key, "-log-level", "loud", "127.0.0.1", "8888"}, "invalid -log-level"},
+		{[]string{"-key-file", key}, "no gateway given"},
+	}
+	for _, c := range cases {
+		err := run(context.Background(), c.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err %v, want it to mention %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: not one line: %q", c.args, err)
+		}
+	}
+}
