@@ -449,7 +449,25 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 		}
 		out = append(out, e.issue(d, c, l, miss, false, now))
 	}
+	// copyChunk asks a second server for c's missing bytes, within the
+	// response's duplicate budget; false when it could not.
 	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
+	copyChunk := func(c *chunk, idleOnly bool) bool {
+		miss = c.have.missing(miss[:0], c.n)
+		n := spanBytes(miss)
+		if d.dupBytes+int64(n) > budget {
+			return false
+		}
+		l := pick(n, c, idleOnly)
+		if l == nil || l.suspect() {
+			return false
+		}
+		c.dupped = true
+		d.dupBytes += int64(n)
+		e.stats.EndgameRequests++
+		out = append(out, e.issue(d, c, l, miss, true, now))
+		return true
+	}
 	// Hedge: a chunk whose only READs are on suspect servers (a timeout,
 	// nothing since) is asked of a healthy one too, at once, so a dying
 	// server does not hold up the response for its backed-off RTO.
@@ -457,19 +475,9 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 		if c.done || c.dupped || len(c.reqs) == 0 || !onlySuspects(c) {
 			continue
 		}
-		miss = c.have.missing(miss[:0], c.n)
-		n := spanBytes(miss)
-		if d.dupBytes+int64(n) > budget {
+		if !copyChunk(c, false) {
 			break
 		}
-		l := pick(n, c, false)
-		if l == nil || l.suspect() {
-			break
-		}
-		c.dupped = true
-		d.dupBytes += int64(n)
-		e.stats.EndgameRequests++
-		out = append(out, e.issue(d, c, l, miss, true, now))
 	}
 	if starved {
 		e.starved[d] = struct{}{}
@@ -501,19 +509,9 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 				break
 			}
 		}
-		miss = c.have.missing(miss[:0], c.n)
-		n := spanBytes(miss)
-		if d.dupBytes+int64(n) > budget {
+		if !copyChunk(c, true) {
 			break
 		}
-		l := pick(n, c, true)
-		if l == nil {
-			break
-		}
-		c.dupped = true
-		d.dupBytes += int64(n)
-		e.stats.EndgameRequests++
-		out = append(out, e.issue(d, c, l, miss, true, now))
 	}
 	return out, next
 }
