@@ -353,9 +353,10 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 				}
 			}
 			if dl := r.deadline(); !now.Before(dl) {
-				if r.first && r.l.lastData.After(r.lastAct) {
+				if r.l.lastData.After(r.lastAct) {
 					// The server kept delivering other reads after this one
-					// went quiet: its tail was lost, the server is fine.
+					// went quiet: the READ or its tail was lost, the server
+					// is fine. Ask again without backing off.
 					e.finish(r, true, now)
 					continue
 				}

@@ -211,7 +211,7 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 	if !r.first {
 		r.first = true
 		if !r.retrans {
-			l.sampleRTT(now.Sub(r.sentAt))
+			l.sampleRTT(now.Sub(r.sentAt), now)
 		}
 	}
 	r.lastAct = now

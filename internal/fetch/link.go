@@ -16,7 +16,12 @@ type link struct {
 	// DATA, never from re-requests (Karn's rule).
 	srtt, rttvar time.Duration
 	hasRTT       bool
-	backoff      uint // consecutive timeouts: the RTO doubles with each
+	// Queueing shows as first-byte latency above the path's minimum: the
+	// window stops growing, and loss then counts as congestion.
+	latest          time.Duration // latest RTT sample
+	minRTT, nextMin time.Duration // windowed minimum (two overlapping windows)
+	minAt           time.Time
+	backoff         uint // consecutive timeouts: the RTO doubles with each
 
 	// Window of bytes in flight: asked for and neither received nor
 	// given up. Grows like TCP (slow start, then one chunk per window),
@@ -58,7 +63,17 @@ const (
 	rateInterval  = 10 * time.Millisecond
 	// busyPause is how long a server that answered BUSY gets no new reads.
 	busyPause = 20 * time.Millisecond
+	// queueDelay is how much first-byte latency above the minimum means
+	// a queue is building (at least; a fast path also tolerates its own
+	// minimum again).
+	queueDelay   = 10 * time.Millisecond
+	minRTTWindow = 10 * time.Second
 )
+
+// queueing reports whether the latest latency shows a standing queue.
+func (l *link) queueing() bool {
+	return l.minRTT > 0 && l.latest > 2*l.minRTT+queueDelay
+}
 
 func newLink(id ServerID, chunk, maxWindow int) *link {
 	return &link{id: id, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow}
@@ -75,7 +90,19 @@ func (l *link) rto() time.Duration {
 	return min(r, fschunk.MaxRTO)
 }
 
-func (l *link) sampleRTT(rtt time.Duration) {
+func (l *link) sampleRTT(rtt time.Duration, now time.Time) {
+	l.latest = rtt
+	if l.minRTT == 0 || rtt < l.minRTT {
+		l.minRTT = rtt
+	}
+	if l.nextMin == 0 || rtt < l.nextMin {
+		l.nextMin = rtt
+	}
+	if now.Sub(l.minAt) >= minRTTWindow {
+		// Forget minima older than two windows, so a path that got
+		// slower for good is not judged against its old best.
+		l.minRTT, l.nextMin, l.minAt = l.nextMin, rtt, now
+	}
 	if !l.hasRTT {
 		l.srtt, l.rttvar, l.hasRTT = rtt, rtt/2, true
 		return
@@ -135,7 +162,7 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 	}
 	// End of a round (a window's worth of bytes accounted).
 	total := l.roundDelivered + l.roundLost
-	if float64(l.roundLost) > lossTolerance*float64(total) {
+	if float64(l.roundLost) > lossTolerance*float64(total) || l.roundLost > 0 && l.queueing() {
 		l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
 		l.ssthresh = l.cwnd
 	} else if got == asked {
@@ -145,6 +172,9 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 }
 
 func (l *link) grow(n, chunk, maxWindow int) {
+	if l.queueing() {
+		return // more in flight would only lengthen the queue
+	}
 	if l.cwnd < l.ssthresh {
 		l.cwnd += n
 	} else {
