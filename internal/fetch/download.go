@@ -330,8 +330,27 @@ func (d *download) pump() {
 }
 
 // schedule decides what to ask of whom, under the engine lock, and
-// returns the READs to send and when to look again.
+// returns the READs to send and when to look again: at the latest when
+// the first outstanding READ, including those just decided, is due. (A
+// READ whose answer is lost entirely wakes nobody else.)
 func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time) {
+	out, next := d.assign(out, now)
+	for _, c := range d.chunks {
+		for _, r := range c.reqs {
+			t := r.deadline()
+			if !r.tailAt.IsZero() && r.lossAt().Before(t) {
+				t = r.lossAt()
+			}
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
+	}
+	return out, next
+}
+
+// assign times out READs, assigns chunks and copies them; see schedule.
+func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	e := d.e
 	var next time.Time
 	soon := func(t time.Time) {
@@ -353,13 +372,17 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 				}
 			}
 			if dl := r.deadline(); !now.Before(dl) {
-				if r.l.lastData.After(r.lastAct) {
+				if r.first && r.l.lastData.After(r.lastAct) {
 					// The server kept delivering other reads after this one
-					// went quiet: the READ or its tail was lost, the server
-					// is fine. Ask again without backing off.
+					// went quiet: its tail was lost, the server is fine. Ask
+					// again without backing off. (A READ that got nothing
+					// at all backs off: the server may be drowning in
+					// earlier answers, and asking again would feed that.)
 					e.finish(r, true, now)
 					continue
 				}
+				e.cfg.Logger.Debug("read timed out", "server", fmt.Sprintf("%016x", uint64(r.l.id)), "id", r.id, "offset", r.c.off,
+					"asked", r.asked, "released", r.released, "first", r.first, "age", now.Sub(r.sentAt), "quiet", now.Sub(r.lastAct), "rto", r.l.rto())
 				r.l.onTimeout(now, e.cfg.ChunkSize)
 				e.stats.Timeouts++
 				e.finish(r, false, now)
@@ -380,6 +403,7 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 		d.lastProgress = now
 	} else if now.Sub(d.lastProgress) > e.cfg.StallTimeout {
 		d.fail(fmt.Errorf("%w: no data for %v", ErrTimeout, e.cfg.StallTimeout))
+		d.logStall(now)
 		return out, next
 	} else {
 		soon(d.lastProgress.Add(e.cfg.StallTimeout + time.Millisecond))
@@ -406,6 +430,10 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 	}
 	d.noHolder = time.Time{}
 
+	allSuspect := true
+	for _, l := range links {
+		allSuspect = allSuspect && l.suspect()
+	}
 	var cands [16]Candidate
 	var candLinks [16]*link
 	pick := func(n int, exclude *chunk, idleOnly bool) *link {
@@ -414,7 +442,7 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 			return nil
 		}
 		for _, l := range links {
-			if !l.room(n, now) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
+			if !l.room(n, now, allSuspect) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
 				if now.Before(l.suspendTill) {
 					soon(l.suspendTill)
 				}
@@ -606,4 +634,24 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 		msg.Ranges[i] = fschunk.Range{Offset: c.off + int64(s.lo), Length: uint32(s.hi - s.lo)}
 	}
 	return outRead{id: l.id, msg: msg}
+}
+
+// logStall describes a stalled response for the operator (and for us).
+func (d *download) logStall(now time.Time) {
+	for _, c := range d.chunks {
+		if c.done {
+			continue
+		}
+		reqs := make([]string, 0, len(c.reqs))
+		for _, r := range c.reqs {
+			reqs = append(reqs, fmt.Sprintf("id=%d server=%016x asked=%d released=%d expect=%d first=%v dup=%v sent=%v ago last=%v ago deadline in %v tail=%v",
+				r.id, uint64(r.l.id), r.asked, r.released, r.expect, r.first, r.dup, now.Sub(r.sentAt), now.Sub(r.lastAct), r.deadline().Sub(now), !r.tailAt.IsZero()))
+		}
+		d.e.cfg.Logger.Warn("stalled chunk", "path", d.label, "offset", c.off, "missing", c.have.missing(nil, c.n), "reqs", reqs)
+	}
+	for _, l := range d.e.links {
+		d.e.cfg.Logger.Warn("stalled link", "server", fmt.Sprintf("%016x", uint64(l.id)), "inflight", l.inflight, "cwnd", l.cwnd,
+			"suspect", l.suspect(), "suspended_for", l.suspendTill.Sub(now), "total_inflight", d.e.inflight, "max_inflight", d.e.cfg.MaxInflight,
+			"holders", len(d.e.cfg.Holders(d.hash)), "bad", len(d.bad), "reqs", len(d.e.reqs))
+	}
 }

@@ -195,12 +195,12 @@ func (e *Engine) room(n int) bool {
 func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := e.cfg.Now()
 	r := e.reqs[m.ID]
 	if r == nil || r.l.id != id {
 		e.stats.Late++
 		return
 	}
-	now := e.cfg.Now()
 	c, d, l := r.c, r.d, r.l
 	rel, n := int(m.Offset-c.off), len(m.Payload)
 	pos, ok := r.position(rel, n)

@@ -52,7 +52,7 @@ type link struct {
 // Window tuning. A chunk is the unit of work; the window is in bytes.
 const (
 	initialWindowChunks = 4
-	minWindowChunks     = 1
+	minWindowChunks     = 2 // one chunk arriving while the next is asked for: the pipe never drains
 	// lossTolerance is the fraction of a round's bytes that may be lost
 	// before the window shrinks: random loss of a few percent (a noisy
 	// path) leaves the rate alone, tail-drop of an overflowing queue
@@ -68,11 +68,14 @@ const (
 	// minimum again).
 	queueDelay   = 10 * time.Millisecond
 	minRTTWindow = 10 * time.Second
+	minRate      = 1e6 // bytes/s assumed at least, for deadlines
 )
 
-// queueing reports whether the latest latency shows a standing queue.
-func (l *link) queueing() bool {
-	return l.minRTT > 0 && l.latest > 2*l.minRTT+queueDelay
+// queueing reports whether the latest latency shows a standing queue:
+// more than the path's minimum twice, plus a few chunks' transfer time
+// (a queue of that much keeps a slow link busy; more only adds delay).
+func (l *link) queueing(chunk int) bool {
+	return l.minRTT > 0 && l.latest > 2*l.minRTT+max(queueDelay, 3*l.transferTime(chunk))
 }
 
 func newLink(id ServerID, chunk, maxWindow int) *link {
@@ -115,12 +118,12 @@ func (l *link) sampleRTT(rtt time.Duration, now time.Time) {
 	l.srtt = (7*l.srtt + rtt) / 8
 }
 
-// transferTime is how long n bytes take at the measured rate.
+// transferTime is how long n bytes take at the measured rate, assuming
+// at least minRate and at most MaxRTO: a rate measured over a few sparse
+// datagrams must not push a deadline minutes away.
 func (l *link) transferTime(n int) time.Duration {
-	if l.rate <= 0 {
-		return 0
-	}
-	return time.Duration(float64(n) / l.rate * float64(time.Second))
+	t := float64(n) / max(l.rate, minRate) * float64(time.Second)
+	return min(time.Duration(t), fschunk.MaxRTO)
 }
 
 // onDelivered accounts n new bytes received from this server.
@@ -162,7 +165,7 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 	}
 	// End of a round (a window's worth of bytes accounted).
 	total := l.roundDelivered + l.roundLost
-	if float64(l.roundLost) > lossTolerance*float64(total) || l.roundLost > 0 && l.queueing() {
+	if float64(l.roundLost) > lossTolerance*float64(total) {
 		l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
 		l.ssthresh = l.cwnd
 	} else if got == asked {
@@ -172,7 +175,7 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 }
 
 func (l *link) grow(n, chunk, maxWindow int) {
-	if l.queueing() {
+	if l.queueing(chunk) {
 		return // more in flight would only lengthen the queue
 	}
 	if l.cwnd < l.ssthresh {
@@ -202,12 +205,13 @@ func (l *link) onTimeout(now time.Time, chunk int) {
 // room reports whether n more bytes fit in the window; an empty window
 // always takes one request so a small window never stalls. A suspect
 // server (its last request timed out) gets one request at a time, a
-// probe, until it delivers again.
-func (l *link) room(n int, now time.Time) bool {
+// probe, until it delivers again, unless every holder is suspect
+// (onlyChoice): then throttling it would only slow the response.
+func (l *link) room(n int, now time.Time, onlyChoice bool) bool {
 	if now.Before(l.suspendTill) {
 		return false
 	}
-	if l.suspect() {
+	if l.suspect() && !onlyChoice {
 		return l.inflight == 0
 	}
 	return l.inflight == 0 || l.inflight+n <= l.cwnd
