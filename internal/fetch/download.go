@@ -372,12 +372,12 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 				}
 			}
 			if dl := r.deadline(); !now.Before(dl) {
-				if r.first && r.l.lastData.After(r.lastAct) {
+				if r.l.lastData.After(r.lastAct) {
 					// The server kept delivering other reads after this one
-					// went quiet: its tail was lost, the server is fine. Ask
-					// again without backing off. (A READ that got nothing
-					// at all backs off: the server may be drowning in
-					// earlier answers, and asking again would feed that.)
+					// went quiet: the READ or its tail was lost, the server
+					// is fine. Ask again without backing off. (Late answers
+					// to READs given up on do not count: a server drowning
+					// in them must see the gateway back off.)
 					e.finish(r, true, now)
 					continue
 				}

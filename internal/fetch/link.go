@@ -157,10 +157,10 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 	if lost := asked - got; lost > 0 {
 		l.roundLost += lost
 	}
+	// Growth counts what was delivered, lossy requests included: random
+	// loss must not freeze the window; heavy loss shrinks it below.
 	if l.roundDelivered+l.roundLost < l.cwnd {
-		if got == asked {
-			l.grow(got, chunk, maxWindow)
-		}
+		l.grow(got, chunk, maxWindow)
 		return
 	}
 	// End of a round (a window's worth of bytes accounted).
@@ -168,7 +168,7 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 	if float64(l.roundLost) > lossTolerance*float64(total) {
 		l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
 		l.ssthresh = l.cwnd
-	} else if got == asked {
+	} else {
 		l.grow(got, chunk, maxWindow)
 	}
 	l.roundDelivered, l.roundLost = 0, 0
