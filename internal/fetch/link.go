@@ -217,6 +217,7 @@ func (l *link) room(n int, now time.Time, onlyChoice bool) bool {
 	return l.inflight == 0 || l.inflight+n <= l.cwnd
 }
 
-// suspect reports whether the server's last request timed out and it
-// has delivered nothing since.
-func (l *link) suspect() bool { return l.backoff > 0 }
+// suspect reports whether the server's requests timed out in two
+// successive RTOs with nothing delivered since: one timeout is a lost
+// READ on a lossy path, two in a row look like a dead server.
+func (l *link) suspect() bool { return l.backoff >= 2 }
