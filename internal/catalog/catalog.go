@@ -90,9 +90,12 @@ const (
 	maxHistory = 64
 	// defaultMaxHandles bounds idle cached file descriptors.
 	defaultMaxHandles = 256
-	// defaultCheckTTL lets a burst of ReadAt calls on one version share one
-	// fstat; a few ms of staleness is invisible next to the debounce delay.
-	defaultCheckTTL = 2 * time.Millisecond
+	// defaultCheckTTL is 0: every ReadAt is followed by an fstat, so a
+	// modification made before the read returned is always caught (one
+	// cheap syscall beside a pread and a sendmsg). A positive value would
+	// let reads within it share one check, at the price of a window in
+	// which bytes of a new version could be served under the old hash.
+	defaultCheckTTL = time.Duration(0)
 	// defaultSaveDelay rate-limits state file writes during bursts of changes:
 	// the file holds one record per file, so it is not written per batch.
 	defaultSaveDelay = 5 * time.Second
