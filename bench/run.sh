@@ -102,7 +102,13 @@ human_size() { # bytes -> "1 GiB" / "200 MiB" / "4 KiB"
 calc() { awk "BEGIN{ printf \"%s\", $* }"; }
 # fmt_rate BYTES_PER_S -> "1234 MB/s" (decimal MB)
 fmt_rate() { awk -v r="$1" 'BEGIN{ if (r >= 100e6) printf "%.0f MB/s", r/1e6; else printf "%.1f MB/s", r/1e6 }'; }
-fmt_x() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f×", a/b; else printf "n/a" }'; }
+# fmt_x A B -> "1.23×"; 3 decimals near a one-decimal value (every goal is
+# one), so that "1.00×" never stands for 0.996 next to NOT MET.
+fmt_x() {
+	awk -v a="$1" -v b="$2" 'BEGIN{ if (b <= 0) { printf "n/a"; exit }
+		r = a / b; d = r * 10 - int(r * 10 + 0.5); if (d < 0) d = -d
+		if (d < 0.05) printf "%.3f×", r; else printf "%.2f×", r }'
+}
 ge() { awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a >= b) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a <= b) }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN{ print (a > b) ? a : b }'; }

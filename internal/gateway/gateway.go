@@ -24,6 +24,9 @@ import (
 	"github.com/fastfile/fschunk/internal/transport"
 )
 
+// heardEvery is how often a busy server's liveness is refreshed in the pool.
+const heardEvery = 100 * time.Millisecond
+
 // MaxCatalogPages bounds one catalog or delta, so even a server holding
 // the key cannot make the gateway reserve unbounded memory.
 const MaxCatalogPages = 1 << 16
@@ -102,8 +105,9 @@ type peer struct {
 	prev     *session // guarded by Gateway.mu
 	datagram int
 
-	// Catalog assembly; touched only by the receive loop.
-	asm *assembly
+	// Touched only by the receive loop.
+	asm     *assembly // catalog being assembled
+	heardAt time.Time // last refresh of the pool's liveness
 }
 
 type assembly struct {
@@ -375,29 +379,34 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	p := s.p
+	moved := false
 	if a := p.addr.Load(); a == nil || *a != from {
 		p.addr.Store(&from)
+		moved = true
 	}
-	g.pool.Heard(p.id, from.String(), now)
+	// Liveness is coarse (eviction after seconds): refresh the pool, which
+	// takes its lock and formats the address, at most every heardEvery,
+	// not for every DATA datagram.
+	if moved || now.Sub(p.heardAt) >= heardEvery {
+		p.heardAt = now
+		g.pool.Heard(p.id, from.String(), now)
+	}
 	switch h.Type {
 	case fschunk.TypeData:
 		var d fschunk.Data
-		if d.Decode(body) != nil {
-			g.ctr.garbage.Add(1)
+		if !g.decode(&d, body) {
 			return
 		}
 		g.eng.HandleData(p.id, &d)
 	case fschunk.TypeError:
 		var e fschunk.Error
-		if e.Decode(body) != nil {
-			g.ctr.garbage.Add(1)
+		if !g.decode(&e, body) {
 			return
 		}
 		g.eng.HandleError(p.id, &e)
 	case fschunk.TypeHeartbeat:
 		var hb fschunk.Heartbeat
-		if hb.Decode(body) != nil {
-			g.ctr.garbage.Add(1)
+		if !g.decode(&hb, body) {
 			return
 		}
 		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
@@ -405,8 +414,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)
 	case fschunk.TypeGoodbye:
 		var gb fschunk.Goodbye
-		if gb.Decode(body) != nil {
-			g.ctr.garbage.Add(1)
+		if !g.decode(&gb, body) {
 			return
 		}
 		g.ctr.goodbyes.Add(1)
@@ -423,6 +431,16 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		e := fschunk.Error{Code: fschunk.CodeUnsupported, Message: "unsupported message type " + h.Type.String()}
 		g.sendTo(p, fschunk.TypeError, e.Append)
 	}
+}
+
+// decode parses a message body; a body that does not parse is counted as
+// garbage (it authenticated, so a buggy or newer peer, not an attacker).
+func (g *Gateway) decode(m interface{ Decode([]byte) error }, body []byte) bool {
+	if m.Decode(body) != nil {
+		g.ctr.garbage.Add(1)
+		return false
+	}
+	return true
 }
 
 func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
