@@ -99,10 +99,14 @@ type session struct {
 
 // peer is one server process (one Instance) and its sessions.
 type peer struct {
-	id       pool.ServerID
-	addr     atomic.Pointer[netip.AddrPort]
-	cur      atomic.Pointer[session]
-	prev     *session // guarded by Gateway.mu
+	id   pool.ServerID
+	addr atomic.Pointer[netip.AddrPort]
+	cur  atomic.Pointer[session]
+	prev *session // guarded by Gateway.mu
+	// next is a newer session (rekey, re-registration) that the server
+	// has not used yet: the gateway keeps sending on cur until the server
+	// shows it holds next (its WELCOME may be lost), then promotes it.
+	next     *session // guarded by Gateway.mu
 	datagram int
 
 	// Touched only by the receive loop.
@@ -301,14 +305,15 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 			g.peers[id] = p
 		}
 		s = &session{s: as, p: p, nonce: acc.Nonce}
-		if old := p.cur.Load(); old != nil {
-			if p.prev != nil {
-				g.dropSessionLocked(p.prev)
+		if p.cur.Load() == nil {
+			p.cur.Store(s)
+			p.addr.Store(&from)
+		} else {
+			if p.next != nil {
+				g.dropSessionLocked(p.next)
 			}
-			p.prev = old
+			p.next = s
 		}
-		p.cur.Store(s)
-		p.addr.Store(&from)
 		g.sessions[idx] = s
 		g.byNonce[acc.Nonce] = s
 		g.usedNonces[acc.Nonce] = now
@@ -379,6 +384,9 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	p := s.p
+	if s != p.cur.Load() {
+		g.promote(s)
+	}
 	moved := false
 	if a := p.addr.Load(); a == nil || *a != from {
 		p.addr.Store(&from)
@@ -578,6 +586,12 @@ func (g *Gateway) maintain(ctx context.Context) {
 			if cur := p.cur.Load(); cur != nil && cur.s.Expired(now) {
 				g.dropSessionLocked(cur)
 			}
+			if p.next != nil && now.Sub(p.next.s.Created) > fschunk.CookieLifetime {
+				// Never used by the server: its WELCOME never arrived and
+				// it has moved on to another handshake.
+				g.dropSessionLocked(p.next)
+				p.next = nil
+			}
 		}
 		for n, t := range g.usedNonces {
 			if now.Sub(t) > fschunk.CookieLifetime+2*time.Second {
@@ -587,6 +601,22 @@ func (g *Gateway) maintain(ctx context.Context) {
 		g.mu.Unlock()
 		g.pool.Prune(now)
 	}
+}
+
+// promote makes s its peer's current session once the server has used
+// it; the session it replaces stays, for receiving, as prev.
+func (g *Gateway) promote(s *session) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := s.p
+	if p.next != s {
+		return // a datagram on prev: nothing to do
+	}
+	if p.prev != nil {
+		g.dropSessionLocked(p.prev)
+	}
+	p.prev, p.next = p.cur.Load(), nil
+	p.cur.Store(s)
 }
 
 func (g *Gateway) dropSessionLocked(s *session) {
@@ -606,6 +636,9 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 		}
 		if p.prev != nil {
 			g.dropSessionLocked(p.prev)
+		}
+		if p.next != nil {
+			g.dropSessionLocked(p.next)
 		}
 		delete(g.peers, id)
 	}

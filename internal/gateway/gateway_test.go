@@ -283,3 +283,33 @@ func TestAuthReplayAfterSessionEnds(t *testing.T) {
 		t.Fatalf("handshakes %d, want 1", g.Stats().Handshakes)
 	}
 }
+
+// TestNewSessionUsedOnceConfirmed: after a second handshake of the same
+// server (rekey or re-registration) the gateway keeps sending on the old
+// session until the server uses the new one, so a lost WELCOME does not
+// black-hole the gateway's READs.
+func TestNewSessionUsedOnceConfirmed(t *testing.T) {
+	key := newKey(t)
+	g, addr := startGW(t, key)
+	c := newClient(t, addr)
+	a := register(t, c, key)
+	b := register(t, c, key) // same instance (42): a rekey
+	read := func() *fschunk.Read { return &fschunk.Read{ID: 1, MaxDatagram: 1452, Ranges: []fschunk.Range{{Offset: 0, Length: 10}}} }
+	opens := func(s *auth.Session) bool {
+		t.Helper()
+		if err := g.SendRead(42, read()); err != nil {
+			t.Fatal(err)
+		}
+		pkt := c.recv(time.Second)
+		_, _, err := s.Open(pkt, time.Now())
+		return err == nil
+	}
+	if !opens(a) {
+		t.Fatal("READ not sealed on the old session before the new one was used")
+	}
+	c.send(seal(t, b, fschunk.TypeHeartbeat, (&fschunk.Heartbeat{Seq: 1}).Append(nil)))
+	c.recv(time.Second) // the ack
+	if !opens(b) {
+		t.Fatal("READ not sealed on the new session after the server used it")
+	}
+}
