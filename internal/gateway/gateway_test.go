@@ -294,7 +294,9 @@ func TestNewSessionUsedOnceConfirmed(t *testing.T) {
 	c := newClient(t, addr)
 	a := register(t, c, key)
 	b := register(t, c, key) // same instance (42): a rekey
-	read := func() *fschunk.Read { return &fschunk.Read{ID: 1, MaxDatagram: 1452, Ranges: []fschunk.Range{{Offset: 0, Length: 10}}} }
+	read := func() *fschunk.Read {
+		return &fschunk.Read{ID: 1, MaxDatagram: 1452, Ranges: []fschunk.Range{{Offset: 0, Length: 10}}}
+	}
 	opens := func(s *auth.Session) bool {
 		t.Helper()
 		if err := g.SendRead(42, read()); err != nil {
