@@ -282,3 +282,54 @@ func TestClientDisconnects(t *testing.T) {
 }
 
 func smallWindow() fetch.Config { return fetch.Config{Window: 2 << 20} }
+
+// TestManyClients: 200 clients at once over a mix of sizes, the same
+// files fetched by many clients (no state keyed by file name); every body
+// is compared.
+func TestManyClients(t *testing.T) {
+	files := map[string][]byte{}
+	for i, n := range []int{0, 100, 4 << 10, 70 << 10, 300 << 10, 2 << 20} {
+		files[fmt.Sprintf("mix/%d.bin", i)] = randBytes(n)
+	}
+	e := newEnv(t, files, envOpts{fetch: fetch.Config{Window: 1 << 20}})
+	for s := 0; s < 3; s++ {
+		e.addServer(nil)
+	}
+	e.waitHolders(3)
+	names := make([]string, 0, len(files))
+	for p := range files {
+		names = append(names, p)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 200}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	const clients = 200
+	var wg sync.WaitGroup
+	errs := make(chan string, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 3; j++ {
+				p := names[(i+j)%len(names)]
+				resp, err := client.Get(e.url(p))
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || string(b) != string(files[p]) {
+					errs <- fmt.Sprintf("%s: %v %d, %d bytes", p, err, resp.StatusCode, len(b))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Error(s)
+	}
+	e.waitFor("readers to close", func() bool { return e.gw.Engine().Stats().Active == 0 })
+}
