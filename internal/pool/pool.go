@@ -65,13 +65,13 @@ type server struct {
 
 type versionEntry struct {
 	v       Version
-	holders map[ServerID]struct{}
+	holders ids
 }
 
 type pathEntry struct {
-	versions map[[fschunk.HashSize]byte]*versionEntry
-	orphaned time.Time // when the last holder left; zero while held
-	last     Version   // newest version seen, for 503 answers
+	versions []*versionEntry // usually one
+	orphaned time.Time       // when the last holder left; zero while held
+	last     Version         // newest version seen, for 503 answers
 }
 
 // Pool is safe for concurrent use.
@@ -79,7 +79,7 @@ type Pool struct {
 	mu      sync.RWMutex
 	servers map[ServerID]*server
 	paths   map[string]*pathEntry
-	byHash  map[[fschunk.HashSize]byte]map[ServerID]struct{}
+	byHash  map[[fschunk.HashSize]byte]ids
 	orphans map[string]time.Time // paths with no holder left, and since when
 }
 
@@ -88,7 +88,7 @@ func New() *Pool {
 	return &Pool{
 		servers: map[ServerID]*server{},
 		paths:   map[string]*pathEntry{},
-		byHash:  map[[fschunk.HashSize]byte]map[ServerID]struct{}{},
+		byHash:  map[[fschunk.HashSize]byte]ids{},
 		orphans: map[string]time.Time{},
 	}
 }
@@ -245,23 +245,18 @@ func (p *Pool) DropVersion(id ServerID, hash [fschunk.HashSize]byte, now time.Ti
 func (p *Pool) hold(id ServerID, name string, v Version) {
 	pe := p.paths[name]
 	if pe == nil {
-		pe = &pathEntry{versions: map[[fschunk.HashSize]byte]*versionEntry{}}
+		pe = &pathEntry{}
 		p.paths[name] = pe
 	}
-	ve := pe.versions[v.Hash]
+	ve := pe.version(v.Hash)
 	if ve == nil {
-		ve = &versionEntry{v: v, holders: map[ServerID]struct{}{}}
-		pe.versions[v.Hash] = ve
+		ve = &versionEntry{v: v}
+		pe.versions = append(pe.versions, ve)
 	}
-	ve.holders[id] = struct{}{}
+	ve.holders = ve.holders.add(id)
 	pe.orphaned = time.Time{}
 	delete(p.orphans, name)
-	hs := p.byHash[v.Hash]
-	if hs == nil {
-		hs = map[ServerID]struct{}{}
-		p.byHash[v.Hash] = hs
-	}
-	hs[id] = struct{}{}
+	p.byHash[v.Hash] = p.byHash[v.Hash].add(id)
 	p.servers[id].hashes[v.Hash]++
 }
 
@@ -270,30 +265,61 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 	s := p.servers[id]
 	if s.hashes[v.Hash]--; s.hashes[v.Hash] <= 0 {
 		delete(s.hashes, v.Hash)
-		if hs := p.byHash[v.Hash]; hs != nil {
-			delete(hs, id)
-			if len(hs) == 0 {
-				delete(p.byHash, v.Hash)
-			}
+		if hs := p.byHash[v.Hash].remove(id); len(hs) == 0 {
+			delete(p.byHash, v.Hash)
+		} else {
+			p.byHash[v.Hash] = hs
 		}
 	}
 	pe := p.paths[name]
 	if pe == nil {
 		return
 	}
-	if ve := pe.versions[v.Hash]; ve != nil {
-		delete(ve.holders, id)
-		if len(ve.holders) == 0 {
-			delete(pe.versions, v.Hash)
+	for i, ve := range pe.versions {
+		if ve.v.Hash != v.Hash {
+			continue
+		}
+		if ve.holders = ve.holders.remove(id); len(ve.holders) == 0 {
+			pe.versions = append(pe.versions[:i], pe.versions[i+1:]...)
 			if pe.last.ModTime.IsZero() || !v.ModTime.Before(pe.last.ModTime) {
 				pe.last = v
 			}
 		}
+		break
 	}
 	if len(pe.versions) == 0 {
 		pe.orphaned = now
 		p.orphans[name] = now
 	}
+}
+
+func (pe *pathEntry) version(h [fschunk.HashSize]byte) *versionEntry {
+	for _, ve := range pe.versions {
+		if ve.v.Hash == h {
+			return ve
+		}
+	}
+	return nil
+}
+
+// ids is a small set of servers, kept sorted. A file has a handful of
+// holders: a slice costs a fraction of a map per file, which matters at
+// hundreds of thousands of files.
+type ids []ServerID
+
+func (s ids) add(id ServerID) ids {
+	i, found := slices.BinarySearch(s, id)
+	if found {
+		return s
+	}
+	return slices.Insert(s, i, id)
+}
+
+func (s ids) remove(id ServerID) ids {
+	if i, found := slices.BinarySearch(s, id); found {
+		return slices.Delete(s, i, i+1)
+	}
+	return s
 }
 
 // Lookup resolves a path to the version to serve: the newest (by mtime,
@@ -327,13 +353,7 @@ func (p *Pool) Lookup(name string, now time.Time) (v Version, holders int, ok bo
 func (p *Pool) Holders(hash [fschunk.HashSize]byte) []ServerID {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	hs := p.byHash[hash]
-	out := make([]ServerID, 0, len(hs))
-	for id := range hs {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Clone(p.byHash[hash])
 }
 
 // List returns the entries of directory dir ("" is the root), or false if
