@@ -97,6 +97,28 @@ func (s *Server) sealSend(sess *session, pkt []byte) bool {
 	return s.writeTo(out, sess.gw.addr.Load()) == nil
 }
 
+// errNoSession: nothing can be sent to a gateway now.
+var errNoSession = errors.New("fileserver: no session with the gateway")
+
+// maxSendFailures is how many datagrams of one read in a row the socket
+// may refuse before the read is abandoned.
+const maxSendFailures = 32
+
+// sendData seals and sends one DATA datagram on the gateway's current
+// session, telling a missing session (stop) from a refused write (this
+// datagram is lost, the next may pass).
+func (s *Server) sendData(g *gateway, pkt []byte) error {
+	cur := g.cur.Load()
+	if cur == nil {
+		return errNoSession
+	}
+	out, err := cur.auth.Seal(pkt, s.now())
+	if err != nil {
+		return errNoSession
+	}
+	return s.writeTo(out, g.addr.Load())
+}
+
 // sendCurrent seals pkt with the gateway's current session: whatever
 // session a request came in on, answers go out on the newest one, so that
 // nothing more is sent on a session being retired.

@@ -93,6 +93,7 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 	bp := s.getBuf()
 	defer s.putBuf(bp)
 	var sent int64
+	failed := 0 // consecutive datagrams the socket refused
 	for _, rg := range r.Ranges {
 		end := rg.Offset + int64(rg.Length)
 		for off := rg.Offset; off < end; {
@@ -115,10 +116,22 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 				s.refuse(g, r, code, err)
 				return
 			}
-			if !s.sendCurrent(g, pkt) {
+			switch err := s.sendData(g, pkt); {
+			case errors.Is(err, errNoSession):
 				// No session to send on (the gateway said GOODBYE or
 				// the session expired): nobody is listening.
 				return
+			case err != nil:
+				// The socket refused this datagram (a local firewall
+				// drop, a full device queue, an ICMP error): it is lost
+				// like a datagram lost on the wire, and the gateway asks
+				// again. Carry on with the rest of the read, unless the
+				// path is plainly down.
+				if failed++; failed >= maxSendFailures {
+					return
+				}
+			default:
+				failed = 0
 			}
 			s.st.dataSent.Add(1)
 			sent += int64(n)
