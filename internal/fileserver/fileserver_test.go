@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,6 +86,8 @@ type fixtureOpts struct {
 	limits   auth.Limits
 	wrap     bool // wrap the server's socket with faultconn
 	out, in  faultconn.Config
+	// connWrap, if set, wraps the server's socket (after faultconn).
+	connWrap func(net.PacketConn) net.PacketConn
 	// extra are more test gateways (f.more); their names are given as
 	// "localhost:port" so that name resolution is exercised too.
 	extra int
@@ -158,6 +162,9 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	if o.wrap {
 		f.fc = faultconn.Wrap(udp, o.out, o.in)
 		f.conn = f.fc
+	}
+	if o.connWrap != nil {
+		f.conn = o.connWrap(f.conn)
 	}
 	f.srv, err = New(Config{
 		Gateways: names,
@@ -804,5 +811,55 @@ func TestUnsupportedType(t *testing.T) {
 	case m := <-ch:
 		t.Errorf("the server answered a DATA: %+v", m)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// refusingConn refuses one large write (a DATA datagram) the way a local
+// firewall drop does: sendto fails with EPERM.
+type refusingConn struct {
+	net.PacketConn
+	n      atomic.Int32
+	refuse int32
+}
+
+func (c *refusingConn) WriteTo(p []byte, a net.Addr) (int, error) {
+	if len(p) > 1000 && c.n.Add(1) == c.refuse {
+		return 0, &net.OpError{Op: "write", Net: "udp", Err: syscall.EPERM}
+	}
+	return c.PacketConn.WriteTo(p, a)
+}
+
+// TestReadSurvivesRefusedWrite: a datagram the socket refuses is lost like
+// one lost on the wire; the rest of the read is still sent (it used to
+// abandon the read, which turned 2 % loss into a third of the throughput).
+func TestReadSurvivesRefusedWrite(t *testing.T) {
+	const size = 100_000
+	rc := &refusingConn{refuse: 3}
+	f := newFixture(t, fixtureOpts{
+		files:    map[string][]byte{"big.bin": randomBytes(size, 3)},
+		connWrap: func(pc net.PacketConn) net.PacketConn { rc.PacketConn = pc; return rc },
+	})
+	f.waitSynced(f.gw)
+	id, ch := f.gw.register()
+	defer f.gw.unregister(id)
+	f.gw.mu.Lock()
+	f.gw.sendLocked(fschunk.TypeRead, &fschunk.Read{ID: id, Hash: f.hashOf("big.bin"), MaxDatagram: fschunk.DefaultDatagramSize,
+		Ranges: []fschunk.Range{{Offset: 0, Length: size}}})
+	f.gw.mu.Unlock()
+	seg := fschunk.DefaultDatagramSize - fschunk.DataOverhead
+	want := (size+seg-1)/seg - 1 // all but the refused one
+	deadline := time.After(waitTimeout)
+	for got := 0; got < want; {
+		select {
+		case m := <-ch:
+			if m.typ == fschunk.TypeData {
+				got++
+			}
+		case <-deadline:
+			t.Fatalf("got %d DATA of %d after a refused write", got, want)
+		}
+	}
+	if st := f.srv.Stats(); st.SendErrors != 1 {
+		t.Errorf("send errors %d, want 1", st.SendErrors)
 	}
 }
