@@ -56,7 +56,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.udp, "udp", ":8888", "UDP `address` for the FS Chunk Protocol (servers register here)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:8081", "admin listen `address` (API, pprof); keep it on loopback; \"\" disables it")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
-	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1452 (no fragmentation on Ethernet), 32768 for servers on this host")
+	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
 	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")

@@ -102,6 +102,9 @@ const (
 	// DefaultDatagramSize fits one IPv6 packet on a 1500-byte Ethernet MTU
 	// (1500 − 40 IPv6 − 8 UDP), so by default nothing is ever fragmented.
 	DefaultDatagramSize = 1452
+	// IPv4DatagramSize is the same for an IPv4 path (1500 − 20 − 8), which
+	// the gateway uses for servers it hears over IPv4.
+	IPv4DatagramSize = 1472
 	// MinDatagramSize is the smallest datagram size a peer may ask for: the
 	// IPv6 minimum MTU less headers.
 	MinDatagramSize = 1232

@@ -341,8 +341,11 @@ func (g *Gateway) pickDatagram(from netip.AddrPort) int {
 	if g.cfg.DatagramSize != 0 {
 		return g.cfg.DatagramSize
 	}
-	if from.Addr().IsLoopback() {
+	switch a := from.Addr(); {
+	case a.IsLoopback():
 		return fschunk.LoopbackDatagramSize
+	case a.Is4() || a.Is4In6():
+		return fschunk.IPv4DatagramSize
 	}
 	return fschunk.DefaultDatagramSize
 }
