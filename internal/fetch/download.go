@@ -124,9 +124,6 @@ type download struct {
 // the window there. Not safe for concurrent use (one response, one reader).
 type Reader struct{ d *download }
 
-// Size is the version's size.
-func (r *Reader) Size() int64 { return r.d.size }
-
 // Seek sets the position of the next Read.
 func (r *Reader) Seek(off int64, whence int) (int64, error) {
 	d := r.d
@@ -381,7 +378,7 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 					e.finish(r, true, now)
 					continue
 				}
-				e.cfg.Logger.Debug("read timed out", "server", fmt.Sprintf("%016x", uint64(r.l.id)), "id", r.id, "offset", r.c.off,
+				e.cfg.Logger.Debug("read timed out", "server", uint64(r.l.id), "id", r.id, "offset", r.c.off,
 					"asked", r.asked, "released", r.released, "first", r.first, "age", now.Sub(r.sentAt), "quiet", now.Sub(r.lastAct), "rto", r.l.rto())
 				r.l.onTimeout(now, e.cfg.ChunkSize)
 				e.stats.Timeouts++

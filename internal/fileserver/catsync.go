@@ -165,7 +165,7 @@ func (g *gateway) sendPage(cur *session, sy *catalogSync, i int, now time.Time) 
 	pkt := fschunk.AppendHeader(g.buf[:0], fschunk.Header{Type: t})
 	pkt = append(pkt, sy.pages[i]...)
 	sy.sentAt[i] = now
-	if g.s.sealSend(cur, pkt) {
+	if g.s.sealSend(cur, pkt) == nil {
 		g.s.st.pagesSent.Add(1)
 	}
 }

@@ -281,7 +281,7 @@ func (s *Server) sayGoodbye() {
 			pkt := fschunk.AppendHeader(buf[:0], fschunk.Header{Type: fschunk.TypeGoodbye})
 			bye := fschunk.Goodbye{Reason: fschunk.GoodbyeShutdown}
 			pkt = bye.Append(pkt)
-			if s.sealSend(cur, pkt) {
+			if s.sealSend(cur, pkt) == nil {
 				sent++
 			}
 		}

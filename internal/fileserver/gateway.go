@@ -474,7 +474,7 @@ func (g *gateway) sendHeartbeat(cur *session, now time.Time) {
 	}
 	pkt := fschunk.AppendHeader(g.buf[:0], fschunk.Header{Type: fschunk.TypeHeartbeat})
 	pkt = hb.Append(pkt)
-	if s.sealSend(cur, pkt) {
+	if s.sealSend(cur, pkt) == nil {
 		s.st.heartbeats.Add(1)
 	}
 	g.nextHB = now.Add(cur.welcome.HeartbeatInterval)

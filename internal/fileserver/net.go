@@ -86,17 +86,6 @@ func (s *Server) writeTo(pkt []byte, p *peer) error {
 	return nil
 }
 
-// sealSend seals pkt (a transport header and body, with fschunk.TagSize
-// spare capacity) in place with sess and sends it to the gateway's current
-// address.
-func (s *Server) sealSend(sess *session, pkt []byte) bool {
-	out, err := sess.auth.Seal(pkt, s.now())
-	if err != nil {
-		return false
-	}
-	return s.writeTo(out, sess.gw.addr.Load()) == nil
-}
-
 // errNoSession: nothing can be sent to a gateway now.
 var errNoSession = errors.New("fileserver: no session with the gateway")
 
@@ -104,28 +93,26 @@ var errNoSession = errors.New("fileserver: no session with the gateway")
 // may refuse before the read is abandoned.
 const maxSendFailures = 32
 
-// sendData seals and sends one DATA datagram on the gateway's current
-// session, telling a missing session (stop) from a refused write (this
-// datagram is lost, the next may pass).
-func (s *Server) sendData(g *gateway, pkt []byte) error {
-	cur := g.cur.Load()
-	if cur == nil {
-		return errNoSession
-	}
-	out, err := cur.auth.Seal(pkt, s.now())
+// sealSend seals pkt (a transport header and body, with fschunk.TagSize
+// spare capacity) in place with sess and sends it to the gateway's
+// address. errNoSession means the session can no longer seal (stop); any
+// other error is the socket refusing this one datagram (it is lost, the
+// next may pass).
+func (s *Server) sealSend(sess *session, pkt []byte) error {
+	out, err := sess.auth.Seal(pkt, s.now())
 	if err != nil {
 		return errNoSession
 	}
-	return s.writeTo(out, g.addr.Load())
+	return s.writeTo(out, sess.gw.addr.Load())
 }
 
 // sendCurrent seals pkt with the gateway's current session: whatever
 // session a request came in on, answers go out on the newest one, so that
 // nothing more is sent on a session being retired.
-func (s *Server) sendCurrent(g *gateway, pkt []byte) bool {
+func (s *Server) sendCurrent(g *gateway, pkt []byte) error {
 	cur := g.cur.Load()
 	if cur == nil {
-		return false
+		return errNoSession
 	}
 	return s.sealSend(cur, pkt)
 }

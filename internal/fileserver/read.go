@@ -116,7 +116,7 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 				s.refuse(g, r, code, err)
 				return
 			}
-			switch err := s.sendData(g, pkt); {
+			switch err := s.sendCurrent(g, pkt); {
 			case errors.Is(err, errNoSession):
 				// No session to send on (the gateway said GOODBYE or
 				// the session expired): nobody is listening.
@@ -187,7 +187,7 @@ func (s *Server) sendError(g *gateway, id uint32, code fschunk.Code, msg string)
 	pkt := fschunk.AppendHeader((*bp)[:0], fschunk.Header{Type: fschunk.TypeError})
 	e := fschunk.Error{ID: id, Code: code, Message: msg}
 	pkt = e.Append(pkt)
-	if s.sendCurrent(g, pkt) && int(code) < len(s.st.errorsSent) {
+	if s.sendCurrent(g, pkt) == nil && int(code) < len(s.st.errorsSent) {
 		s.st.errorsSent[code].Add(1)
 	}
 }
@@ -210,7 +210,7 @@ func (s *Server) onMeta(g *gateway, body []byte) {
 	pkt := fschunk.AppendHeader((*bp)[:0], fschunk.Header{Type: fschunk.TypeMeta})
 	meta := fschunk.Meta{ID: m.ID, Entry: v.entries[i]}
 	pkt = meta.Append(pkt)
-	if s.sendCurrent(g, pkt) {
+	if s.sendCurrent(g, pkt) == nil {
 		s.st.metaServed.Add(1)
 	}
 }

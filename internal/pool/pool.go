@@ -5,7 +5,6 @@
 package pool
 
 import (
-	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -411,22 +410,6 @@ func (p *Pool) List(dir string, now time.Time) ([]DirEntry, bool) {
 		return out[i].Name < out[j].Name
 	})
 	return out, true
-}
-
-// IsDir reports whether some known file lies under dir.
-func (p *Pool) IsDir(dir string) bool {
-	if dir == "" {
-		return true
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	prefix := path.Clean(dir) + "/"
-	for name := range p.paths {
-		if strings.HasPrefix(name, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // Servers returns a snapshot of the live servers, by join time.
