@@ -28,6 +28,7 @@ import (
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/transport"
 )
 
 // DefaultMaxReads is the default number of READs served at once. Beyond it
@@ -120,7 +121,8 @@ type Server struct {
 	maxReads int
 	maxDG    int
 	instance uint64
-	udp      *net.UDPConn // cfg.Conn if it is one: allocation-free reads and writes
+	udp      *net.UDPConn       // cfg.Conn if it is one: allocation-free reads and writes
+	off      *transport.Offload // GSO on udp; nil on other PacketConns
 
 	gateways []*gateway
 	reg      registry
@@ -130,6 +132,8 @@ type Server struct {
 	active  atomic.Int64 // READs admitted and not finished
 	jobPool sync.Pool    // *readJob
 	bufPool sync.Pool    // *[]byte of maxDG bytes
+	// batchPool holds *batchBuf sized for the largest batch.
+	batchPool sync.Pool
 
 	viewMu sync.Mutex // serialises rebuilding view
 	view   atomic.Pointer[catView]
@@ -205,11 +209,18 @@ func New(cfg Config) (*Server, error) {
 		jobs:     make(chan *readJob, cfg.MaxReads),
 	}
 	s.udp, _ = cfg.Conn.(*net.UDPConn)
+	if s.udp != nil {
+		s.off, _ = transport.NewOffload(s.udp, false)
+	}
 	s.reg.init()
 	s.jobPool.New = func() any { return new(readJob) }
 	s.bufPool.New = func() any {
 		b := make([]byte, 0, s.maxDG)
 		return &b
+	}
+	s.batchPool.New = func() any {
+		n := max(transport.MaxSegmentBytes, s.maxDG)
+		return &batchBuf{data: make([]byte, n), out: make([]byte, 0, n)}
 	}
 	for _, name := range cfg.Gateways {
 		s.gateways = append(s.gateways, newGateway(s, name))

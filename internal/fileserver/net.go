@@ -86,6 +86,32 @@ func (s *Server) writeTo(pkt []byte, p *peer) error {
 	return nil
 }
 
+// sendBatch sends datagrams of dg bytes each (the last may be shorter),
+// sealed on sess, to the gateway: one GSO write where the socket has it.
+// It reports whether any of them left.
+func (s *Server) sendBatch(sess *session, b []byte, dg int) bool {
+	p := sess.gw.addr.Load()
+	if p == nil {
+		return false
+	}
+	if s.off != nil && p.ap.IsValid() {
+		sent, err := s.off.WriteBatch(b, dg, p.ap)
+		if err != nil {
+			s.st.sendErrors.Add(1)
+			s.log.Debug("fileserver: send failed", "addr", p.String(), "err", err)
+		}
+		s.st.bytesSent.Add(uint64(sent))
+		return sent > 0
+	}
+	ok := false
+	for off := 0; off < len(b); off += dg {
+		if s.writeTo(b[off:min(off+dg, len(b))], p) == nil {
+			ok = true
+		}
+	}
+	return ok
+}
+
 // errNoSession: nothing can be sent to a gateway now.
 var errNoSession = errors.New("fileserver: no session with the gateway")
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fastfile/fschunk/internal/catalog"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/transport"
 )
 
 // readJob is one admitted READ, pooled so that steady-state serving
@@ -22,6 +23,13 @@ func (s *Server) putJob(j *readJob) {
 	j.gw = nil
 	s.jobPool.Put(j)
 }
+
+// batchBuf holds one batch of DATA datagrams: the file bytes, and the
+// sealed datagrams back to back.
+type batchBuf struct{ data, out []byte }
+
+func (s *Server) getBatch() *batchBuf  { return s.batchPool.Get().(*batchBuf) }
+func (s *Server) putBatch(b *batchBuf) { s.batchPool.Put(b) }
 
 func (s *Server) getBuf() *[]byte { return s.bufPool.Get().(*[]byte) }
 
@@ -89,23 +97,25 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 			return
 		}
 	}
-	chunk := min(int(r.MaxDatagram), s.maxDG) - fschunk.DataOverhead
-	bp := s.getBuf()
-	defer s.putBuf(bp)
+	dg := min(int(r.MaxDatagram), s.maxDG)
+	chunk := dg - fschunk.DataOverhead
+	// A batch is as many datagrams as one GSO write carries: one read of
+	// the file and one system call to send them (one per datagram where
+	// the socket has no GSO).
+	segs := max(1, min(transport.MaxSegments, transport.MaxSegmentBytes/dg))
+	bb := s.getBatch()
+	defer s.putBatch(bb)
 	var sent int64
-	failed := 0 // consecutive datagrams the socket refused
+	failed := 0 // consecutive batches the socket refused
 	for _, rg := range r.Ranges {
 		end := rg.Offset + int64(rg.Length)
 		for off := rg.Offset; off < end; {
 			if ctx.Err() != nil {
 				return
 			}
-			n := int(min(int64(chunk), end-off))
-			pkt := fschunk.AppendHeader((*bp)[:0], fschunk.Header{Type: fschunk.TypeData})
-			pkt = fschunk.AppendDataHeader(pkt, r.ID, off)
-			hl := len(pkt)
-			pkt = pkt[:hl+n]
-			got, err := f.ReadAt(pkt[hl:], off)
+			n := int(min(int64(segs*chunk), end-off))
+			data := bb.data[:n]
+			got, err := f.ReadAt(data, off)
 			if got < n || (err != nil && !errors.Is(err, io.EOF)) {
 				code := fschunk.CodeInternal
 				// A short read means the file is no longer the version
@@ -116,24 +126,37 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 				s.refuse(g, r, code, err)
 				return
 			}
-			switch err := s.sendCurrent(g, pkt); {
-			case errors.Is(err, errNoSession):
-				// No session to send on (the gateway said GOODBYE or
-				// the session expired): nobody is listening.
-				return
-			case err != nil:
-				// The socket refused this datagram (a local firewall
-				// drop, a full device queue, an ICMP error): it is lost
-				// like a datagram lost on the wire, and the gateway asks
-				// again. Carry on with the rest of the read, unless the
-				// path is plainly down.
-				if failed++; failed >= maxSendFailures {
-					return
-				}
-			default:
-				failed = 0
+			// Answers go out on the gateway's newest session, whatever
+			// session the READ came in on.
+			cur := g.cur.Load()
+			if cur == nil {
+				return // no session: nobody is listening
 			}
-			s.st.dataSent.Add(1)
+			out, now := bb.out[:0], s.now()
+			for p := 0; p < n; p += chunk {
+				m := min(chunk, n-p)
+				at := len(out)
+				pkt := fschunk.AppendHeader(out, fschunk.Header{Type: fschunk.TypeData})
+				pkt = fschunk.AppendDataHeader(pkt, r.ID, off+int64(p))
+				pkt = append(pkt, data[p:p+m]...)
+				// Sealed in place: the tag goes into the spare capacity.
+				sealed, err := cur.auth.Seal(pkt[at:], now)
+				if err != nil {
+					return // the session can no longer seal
+				}
+				out = pkt[:at+len(sealed)]
+			}
+			if s.sendBatch(cur, out, dg) {
+				failed = 0
+			} else if failed++; failed >= maxSendFailures {
+				// The socket refused everything (a local firewall
+				// drop, a full device queue, an ICMP error) for a
+				// while: the path is plainly down. Isolated refusals
+				// are losses like on the wire, and the gateway asks
+				// again.
+				return
+			}
+			s.st.dataSent.Add(uint64((n + chunk - 1) / chunk))
 			sent += int64(n)
 			off += int64(n)
 		}
