@@ -37,7 +37,7 @@ type options struct {
 	http, udp, admin, keyFile string
 	datagram                  int
 	policy                    string
-	chunk, window             string
+	chunk, window, budget     string
 	logFormat, logLevel       string
 	demo                      bool
 	demoRoot                  string
@@ -60,6 +60,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
 	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
+	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share, at least two chunks (memory bound)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
@@ -123,9 +124,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if chunk > fschunk.MaxReadLength {
 		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk, fschunk.MaxReadLength)
 	}
+	budget, err := parseSize("window-total", o.budget)
+	if err != nil {
+		return err
+	}
 	window, err := parseSize("window", o.window)
 	if err != nil {
 		return err
+	}
+	if budget < window {
+		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget, o.window)
 	}
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
@@ -156,7 +164,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	m := metrics.New()
 	gw, err := gateway.New(gateway.Config{Conn: uc, Key: key, Logger: log, DatagramSize: o.datagram,
-		Fetch: fetch.Config{Policy: policy, ChunkSize: chunk, Window: window, OnChunk: m.ObserveChunk}})
+		Fetch: fetch.Config{Policy: policy, ChunkSize: chunk, Window: window, Budget: budget, OnChunk: m.ObserveChunk}})
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,8 @@ type download struct {
 	ctx    context.Context
 	label  string
 	opened time.Time
+	// streaming: counted in e.streaming (see setStreaming).
+	streaming bool
 
 	streamPos    int64    // next byte the reader gets
 	base         int64    // chunk index of chunks[0]
@@ -180,11 +182,14 @@ func (r *Reader) Read(p []byte) (int, error) {
 			d.streamPos += int64(n)
 			d.pos = d.streamPos
 			if rel+n == c.n {
-				e.bufs.Put(c.buf)
+				e.putBuf(c.buf)
 				c.buf = nil
 				d.chunks = d.chunks[1:]
 				d.base++
 				d.win = min(d.win+2, d.maxWin)
+				if d.streamPos >= d.size {
+					d.setStreaming(false) // at the end: no share needed
+				}
 				notify(d.wake)
 			}
 			e.mu.Unlock()
@@ -225,15 +230,30 @@ func (r *Reader) Close() error {
 	}
 	e.mu.Lock()
 	d.drop()
+	d.setStreaming(false)
 	delete(e.readers, d)
 	delete(e.starved, d)
 	e.mu.Unlock()
 	return nil
 }
 
+// setStreaming says whether d counts among the downloads that share the
+// budget: from its first read until its end or its close. Under e.mu.
+func (d *download) setStreaming(on bool) {
+	if on != d.streaming {
+		d.streaming = on
+		if on {
+			d.e.streaming++
+		} else {
+			d.e.streaming--
+		}
+	}
+}
+
 // restart empties the window and starts it again at pos.
 func (d *download) restart(pos int64) {
 	d.drop()
+	d.setStreaming(true)
 	cs := int64(d.e.cfg.ChunkSize)
 	d.streamPos, d.base = pos, pos/cs
 	d.win = min(2, d.maxWin)
@@ -254,23 +274,30 @@ func (d *download) drop() {
 			d.e.finish(c.reqs[0], false, now)
 		}
 		if c.buf != nil {
-			d.e.bufs.Put(c.buf)
+			d.e.putBuf(c.buf)
 			c.buf = nil
 		}
 	}
 	d.chunks = d.chunks[:0]
 }
 
-// fill adds chunks up to the window.
+// minStreamChunks is the least window of a response, whatever the budget:
+// one chunk being sent to the client while the next is fetched.
+const minStreamChunks = 2
+
+// fill adds chunks up to the window, within the download's share of the
+// engine's budget.
 func (d *download) fill() {
-	cs := int64(d.e.cfg.ChunkSize)
-	for len(d.chunks) < d.win {
+	e := d.e
+	cs := int64(e.cfg.ChunkSize)
+	limit := min(d.win, e.share())
+	for len(d.chunks) < limit && (len(d.chunks) < minStreamChunks || e.held < e.budget) {
 		k := d.base + int64(len(d.chunks))
 		lo, hi := max(k*cs, d.streamPos), min((k+1)*cs, d.size)
 		if lo >= hi {
 			return
 		}
-		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: d.e.bufs.Get().(*[]byte)})
+		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
 	}
 }
 

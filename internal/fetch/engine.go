@@ -44,8 +44,12 @@ type Config struct {
 	DatagramSize func(ServerID) int
 	Policy       Policy
 
-	ChunkSize     int // bytes per chunk and per READ; default 128 KiB
-	Window        int // bytes buffered ahead per response; default 8 MiB
+	ChunkSize int // bytes per chunk and per READ; default 128 KiB
+	Window    int // bytes buffered ahead per response; default 8 MiB
+	// Budget bounds the bytes buffered ahead by all responses together
+	// (default 4 × Window): with many clients each gets an equal share,
+	// never less than two chunks, so memory stays flat as clients come.
+	Budget        int
 	MaxLinkWindow int // bytes in flight per server; default 4 MiB
 	// MaxInflight bounds the bytes in flight to all servers together, so
 	// that bursts from every server at once fit in the gateway's socket
@@ -71,6 +75,10 @@ func (c *Config) defaults() {
 		c.Window = 8 << 20
 	}
 	c.Window = max(c.Window, 2*c.ChunkSize)
+	if c.Budget <= 0 {
+		c.Budget = 4 * c.Window
+	}
+	c.Budget = max(c.Budget, c.Window)
 	if c.MaxLinkWindow <= 0 {
 		c.MaxLinkWindow = 4 << 20
 	}
@@ -105,6 +113,7 @@ func (c *Config) defaults() {
 type Stats struct {
 	Downloads       uint64 // readers that fetched anything
 	Active          int    // readers open now
+	Buffered        int    // bytes of chunk buffers held now (see Config.Budget)
 	BytesDelivered  uint64 // new bytes received
 	DuplicateBytes  uint64 // bytes received that were already held
 	Requests        uint64 // READs sent
@@ -139,6 +148,10 @@ type Engine struct {
 	starved  map[*download]struct{} // downloads waiting for window room
 	readers  map[*download]struct{}
 	stats    Stats
+
+	budget    int // Config.Budget in chunks
+	held      int // chunk buffers held by all downloads
+	streaming int // downloads with a window (started, not closed)
 }
 
 // New makes an engine.
@@ -152,7 +165,26 @@ func New(cfg Config) *Engine {
 		readers: map[*download]struct{}{},
 	}
 	e.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
+	e.budget = cfg.Budget / cfg.ChunkSize
 	return e
+}
+
+// getBuf and putBuf hand out chunk buffers, counting them against the
+// budget. Under e.mu.
+func (e *Engine) getBuf() *[]byte {
+	e.held++
+	return e.bufs.Get().(*[]byte)
+}
+
+func (e *Engine) putBuf(b *[]byte) {
+	e.held--
+	e.bufs.Put(b)
+}
+
+// share is the most chunks one download may buffer ahead now: an equal
+// part of the budget. Under e.mu.
+func (e *Engine) share() int {
+	return max(minStreamChunks, e.budget/max(1, e.streaming))
 }
 
 // Stats returns a snapshot of the counters.
@@ -161,6 +193,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := e.stats
 	s.Active = len(e.readers)
+	s.Buffered = e.held * e.cfg.ChunkSize
 	return s
 }
 

@@ -263,3 +263,61 @@ func TestReorderingAndLoss(t *testing.T) {
 		e.mu.Unlock()
 	}
 }
+
+// TestBudgetShared: several responses together never buffer more than the
+// engine's budget, though each alone may use its whole window, and every
+// byte still arrives.
+func TestBudgetShared(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, _ := newFake(t, 4<<20, 3, 0)
+	const chunk, window, budget = 64 << 10, 1 << 20, 1 << 20
+	e := New(Config{Sender: f, Holders: f.e.cfg.Holders, ChunkSize: chunk, Window: window, Budget: budget, HolderWait: 200 * time.Millisecond})
+	f.e = e
+	const n = 4
+	var rs [n]*Reader
+	var got [n][]byte
+	for i := range rs {
+		rs[i] = e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
+		defer rs[i].Close()
+	}
+	maxHeld, buf := 0, make([]byte, 32<<10)
+	for done := 0; done < n; {
+		done = 0
+		for i, r := range rs {
+			k, err := r.Read(buf)
+			got[i] = append(got[i], buf[:k]...)
+			if err == io.EOF {
+				done++
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			maxHeld = max(maxHeld, e.Stats().Buffered)
+		}
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], f.content) {
+			t.Fatalf("reader %d: content differs", i)
+		}
+	}
+	if maxHeld > budget {
+		t.Fatalf("%d readers held %d bytes at most; budget %d", n, maxHeld, budget)
+	}
+	together := maxHeld
+	// Alone, one reader grows past a quarter of the budget.
+	alone := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "alone")
+	defer alone.Close()
+	maxHeld = 0
+	for {
+		_, err := alone.Read(buf)
+		maxHeld = max(maxHeld, e.Stats().Buffered)
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d readers: at most %d bytes buffered; one alone: %d", n, together, maxHeld)
+	if maxHeld <= budget/n {
+		t.Fatalf("a reader alone held at most %d bytes: the share did not grow back", maxHeld)
+	}
+}
