@@ -21,6 +21,7 @@ import (
 
 	"github.com/fastfile/fschunk/internal/admin"
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/cache"
 	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/demo"
 	"github.com/fastfile/fschunk/internal/fetch"
@@ -38,6 +39,7 @@ type options struct {
 	datagram                  int
 	policy                    string
 	chunk, window, budget     string
+	cacheSize, cacheMaxFile   string
 	logFormat, logLevel       string
 	demo                      bool
 	demoRoot                  string
@@ -61,6 +63,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
 	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
 	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share, at least two chunks (memory bound)")
+	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
+	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
@@ -135,6 +139,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if budget < window {
 		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget, o.window)
 	}
+	var fileCache *cache.Cache
+	if o.cacheSize != "0" {
+		size, err := parseSize("cache-size", o.cacheSize)
+		if err != nil {
+			return err
+		}
+		maxFile, err := parseSize("cache-max-file", o.cacheMaxFile)
+		if err != nil {
+			return err
+		}
+		fileCache = cache.New(int64(size), int64(maxFile))
+	}
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
@@ -163,7 +179,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("small UDP socket buffers: run as root or raise net.core.rmem_max/wmem_max", "rcvbuf", rcv, "sndbuf", snd, "want", transport.SocketBuffer)
 	}
 	m := metrics.New()
-	gw, err := gateway.New(gateway.Config{Conn: uc, Key: key, Logger: log, DatagramSize: o.datagram,
+	gw, err := gateway.New(gateway.Config{Conn: uc, Key: key, Logger: log, DatagramSize: o.datagram, Cache: fileCache,
 		Fetch: fetch.Config{Policy: policy, ChunkSize: chunk, Window: window, Budget: budget, OnChunk: m.ObserveChunk}})
 	if err != nil {
 		return err

@@ -60,7 +60,11 @@ func Handler(g *gateway.Gateway, metrics http.Handler) http.Handler {
 		writeJSON(w, files(g))
 	})
 	mux.HandleFunc("GET /api/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, map[string]any{"udp": g.Stats(), "engine": g.Engine().Stats()})
+		st := map[string]any{"udp": g.Stats(), "engine": g.Engine().Stats()}
+		if c := g.Cache(); c != nil {
+			st["cache"] = c.Stats()
+		}
+		writeJSON(w, st)
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/cache"
 	"github.com/fastfile/fschunk/internal/demo"
 	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/gateway"
@@ -44,6 +45,7 @@ type envOpts struct {
 	gwWrap   func(net.PacketConn) net.PacketConn
 	fetch    fetch.Config
 	datagram int
+	cache    *cache.Cache
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -87,7 +89,7 @@ func (e *env) startGateway(o envOpts, addr string) {
 	if o.gwWrap != nil {
 		conn = o.gwWrap(uc)
 	}
-	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch})
+	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch, Cache: o.cache})
 	if err != nil {
 		e.t.Fatal(err)
 	}

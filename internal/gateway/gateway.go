@@ -17,7 +17,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/cache"
 	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/pool"
@@ -47,6 +50,8 @@ type Config struct {
 	EvictAfter        time.Duration // default fschunk.EvictAfter
 
 	Fetch fetch.Config // the engine's tuning; Sender, Holders and Dropped are set here
+	// Cache, if set, holds small files whole, keyed by content hash.
+	Cache *cache.Cache
 	Now   func() time.Time
 }
 
@@ -78,6 +83,7 @@ type Gateway struct {
 	eng   *fetch.Engine
 	ctr   counters
 	bufs  sync.Pool
+	fills singleflight.Group // whole-file fetches for the cache, by hash
 	start time.Time
 
 	mu       sync.RWMutex
@@ -181,6 +187,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.eng = fetch.New(fc)
 	return g, nil
 }
+
+// Cache returns the small-file cache, nil if there is none.
+func (g *Gateway) Cache() *cache.Cache { return g.cfg.Cache }
 
 // Pool is the gateway's view of its servers and files.
 func (g *Gateway) Pool() *pool.Pool { return g.pool }

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/httpfront"
@@ -37,10 +40,56 @@ func (s Source) List(dir string) ([]httpfront.DirEntry, bool) {
 	return out, true
 }
 
-// Open implements httpfront.Source.
+// Open implements httpfront.Source. Files small enough for the cache are
+// fetched whole (once, however many clients ask at the same time) and
+// served from memory; others stream through the engine.
 func (s Source) Open(ctx context.Context, f httpfront.File) (httpfront.Content, error) {
-	return content{s.g.eng.Open(ctx, f.Hash, f.Size, f.Path)}, nil
+	c := s.g.cfg.Cache
+	if c == nil || !c.Admits(f.Size) {
+		return content{s.g.eng.Open(ctx, f.Hash, f.Size, f.Path)}, nil
+	}
+	if b, ok := c.Get(f.Hash); ok {
+		return memContent{bytes.NewReader(b)}, nil
+	}
+	// The fetch outlives the client that started it: others may be
+	// waiting for the same file. The engine's stall timeout bounds it.
+	ch := s.g.fills.DoChan(string(f.Hash[:]), func() (any, error) {
+		return s.fetchWhole(context.WithoutCancel(ctx), f)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return memContent{bytes.NewReader(res.Val.([]byte))}, nil
+	}
 }
+
+// fetchWhole reads the whole of f through the engine, checks it against
+// its content hash and adds it to the cache.
+func (s Source) fetchWhole(ctx context.Context, f httpfront.File) ([]byte, error) {
+	r := s.g.eng.Open(ctx, f.Hash, f.Size, f.Path)
+	defer r.Close()
+	b := make([]byte, f.Size)
+	if _, err := io.ReadFull(content{r}, b); err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", f.Path, err)
+	}
+	if sha256.Sum256(b) != f.Hash {
+		// An authenticated server sent other bytes than its catalog
+		// promised (a bug or a compromised server): never cache or serve
+		// them.
+		return nil, fmt.Errorf("fetch %s: content does not match its SHA-256", f.Path)
+	}
+	s.g.cfg.Cache.Add(f.Hash, b)
+	return b, nil
+}
+
+// memContent serves a cached file.
+type memContent struct{ *bytes.Reader }
+
+func (memContent) Close() error { return nil }
 
 // content translates the engine's errors into the front end's.
 type content struct{ *fetch.Reader }

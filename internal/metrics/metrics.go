@@ -101,11 +101,15 @@ var (
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
 	dWindow     = desc("httpgw_server_window_bytes", "A server's window of bytes in flight.", "server")
+	dBuffered   = desc("httpgw_buffered_bytes", "Chunk buffers held by all responses (bounded by -window-total).")
+	dCacheHits  = desc("httpgw_cache_hits_total", "Small files served from the gateway's cache.")
+	dCacheMiss  = desc("httpgw_cache_misses_total", "Small files not in the cache when asked.")
+	dCacheBytes = desc("httpgw_cache_bytes", "Bytes held by the cache.")
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dEvictions, dServers, dFiles, dActive,
-		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow} {
+		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
 }
@@ -134,6 +138,13 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dRetrans, e.Retransmits)
 	counter(dEndgame, e.EndgameRequests)
 	counter(dTimeouts, e.Timeouts)
+	gauge(dBuffered, float64(e.Buffered))
+	if fc := c.g.Cache(); fc != nil {
+		cs := fc.Stats()
+		counter(dCacheHits, cs.Hits)
+		counter(dCacheMiss, cs.Misses)
+		gauge(dCacheBytes, float64(cs.Bytes))
+	}
 	servers := c.g.Pool().Servers()
 	gauge(dServers, float64(len(servers)))
 	gauge(dFiles, float64(c.g.Pool().Files()))
