@@ -429,7 +429,8 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 	}
 	moved := false
 	if a := p.addr.Load(); a == nil || *a != from {
-		p.addr.Store(&from)
+		to := from // a copy, so that from stays on the stack
+		p.addr.Store(&to)
 		moved = true
 	}
 	// Liveness is coarse (eviction after seconds): refresh the pool, which
@@ -442,7 +443,10 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 	switch h.Type {
 	case fschunk.TypeData:
 		var d fschunk.Data
-		if !g.decode(&d, body) {
+		// Decoded directly, not through decode's interface, so that d
+		// stays on the stack: this is the per-datagram path.
+		if d.Decode(body) != nil {
+			g.ctr.garbage.Add(1)
 			return
 		}
 		g.eng.HandleData(p.id, &d)
@@ -592,7 +596,13 @@ func (g *Gateway) sendTo(p *peer, t fschunk.Type, body func([]byte) []byte) erro
 }
 
 func (g *Gateway) write(pkt []byte, to netip.AddrPort) error {
-	if _, err := g.cfg.Conn.WriteTo(pkt, net.UDPAddrFromAddrPort(to)); err != nil {
+	var err error
+	if uc, ok := g.cfg.Conn.(*net.UDPConn); ok {
+		_, err = uc.WriteToUDPAddrPort(pkt, to) // no allocation
+	} else {
+		_, err = g.cfg.Conn.WriteTo(pkt, net.UDPAddrFromAddrPort(to))
+	}
+	if err != nil {
 		g.ctr.sendErr.Add(1)
 		return fmt.Errorf("send to %v: %w", to, err)
 	}
