@@ -40,12 +40,12 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("fastfilesrv", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var gw string
+	var gw gatewayList
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address` (default: any port)")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
-	fs.StringVar(&gw, "gateway", "", "gateway `list`, comma-separated host:port (alternative to the positional arguments)")
+	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
 	fs.IntVar(&o.maxReads, "max-reads", 64, "reads served at once; more are answered BUSY")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -70,15 +70,25 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// gatewayArgs accepts "HOST PORT" (the assignment's form), "HOST:PORT ...",
-// or -gateway a,b.
-func gatewayArgs(flagList string, args []string) ([]string, error) {
-	var out []string
-	for _, g := range strings.Split(flagList, ",") {
+// gatewayList is the -gateway flag: each use adds its comma-separated
+// entries, so "-gateway a,b" and "-gateway a -gateway b" mean the same.
+type gatewayList []string
+
+func (l *gatewayList) String() string { return strings.Join(*l, ",") }
+
+func (l *gatewayList) Set(v string) error {
+	for _, g := range strings.Split(v, ",") {
 		if g = strings.TrimSpace(g); g != "" {
-			out = append(out, g)
+			*l = append(*l, g)
 		}
 	}
+	return nil
+}
+
+// gatewayArgs accepts "HOST PORT" (the assignment's form), "HOST:PORT ...",
+// or -gateway a,b (repeatable), after the flag's gateways.
+func gatewayArgs(fromFlag []string, args []string) ([]string, error) {
+	out := append([]string(nil), fromFlag...)
 	if len(args) == 2 {
 		if _, err := strconv.Atoi(args[1]); err == nil {
 			if _, _, err := net.SplitHostPort(args[0]); err != nil {
@@ -91,7 +101,14 @@ func gatewayArgs(flagList string, args []string) ([]string, error) {
 	if len(out) == 0 {
 		return nil, errors.New("no gateway given: usage fastfilesrv [flags] GATEWAY_HOST GATEWAY_PORT (see -h)")
 	}
+	seen := map[string]bool{}
 	for _, g := range out {
+		// Two sessions with one gateway would be two servers to it, each
+		// re-registering over the other.
+		if seen[g] {
+			return nil, fmt.Errorf("gateway %s given twice", g)
+		}
+		seen[g] = true
 		host, port, err := net.SplitHostPort(g)
 		if err != nil || host == "" {
 			return nil, fmt.Errorf("invalid gateway address %q: want HOST PORT or HOST:PORT", g)

@@ -21,13 +21,19 @@ func TestGatewayArgs(t *testing.T) {
 		{"", []string{"gw.example:8888"}, []string{"gw.example:8888"}, ""},
 		{"", []string{"::1", "8888"}, []string{"[::1]:8888"}, ""},
 		{"a:1,b:2", nil, []string{"a:1", "b:2"}, ""},
+		{" a:1 , ,b:2,", nil, []string{"a:1", "b:2"}, ""},
+		{"a:1", []string{"b:2"}, []string{"a:1", "b:2"}, ""},
+		{"a:1,a:1", nil, nil, "given twice"},
+		{"a:1", []string{"a:1"}, nil, "given twice"},
 		{"", []string{"a:1", "b:2"}, []string{"a:1", "b:2"}, ""},
 		{"", nil, nil, "no gateway given"},
 		{"", []string{"nohostport"}, nil, "invalid gateway address"},
 		{"", []string{"host", "port"}, nil, "invalid gateway"},
 	}
 	for _, c := range cases {
-		got, err := gatewayArgs(c.flag, c.args)
+		var fl gatewayList
+		fl.Set(c.flag)
+		got, err := gatewayArgs(fl, c.args)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%q %v: err %v, want %q", c.flag, c.args, err, c.err)
@@ -37,6 +43,29 @@ func TestGatewayArgs(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%q %v = %v, %v; want %v", c.flag, c.args, got, err, c.want)
 		}
+	}
+}
+
+// TestGatewayFlagRepeatable: -gateway may be repeated, each a comma list,
+// and the environment variable takes the same comma list.
+func TestGatewayFlagRepeatable(t *testing.T) {
+	o, err := parse([]string{"-gateway", "gw1:8888", "-gateway", "gw2:8888,gw3:9999", "gw4:1"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"gw1:8888", "gw2:8888", "gw3:9999", "gw4:1"}; !reflect.DeepEqual(o.gateways, want) {
+		t.Fatalf("gateways %v, want %v", o.gateways, want)
+	}
+	t.Setenv("FASTFILESRV_GATEWAY", "e1:1,e2:2")
+	o, err = parse(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"e1:1", "e2:2"}; !reflect.DeepEqual(o.gateways, want) {
+		t.Fatalf("from the environment: gateways %v, want %v", o.gateways, want)
+	}
+	if _, err := parse([]string{"-gateway", "a:1", "-gateway", "a:1"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Fatalf("a gateway given twice: err %v", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-// Command httpgw is HttpGw: an HTTP/1.1 gateway that holds no files and
+// Command httpgw is HttpGw: an HTTP gateway that holds no files and
 // fetches each one in chunks, in parallel, from every FastFileSrv holding
 // it, over the FS Chunk Protocol. This file only parses flags and wires
 // packages together.
@@ -7,18 +7,22 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/access"
 	"github.com/fastfile/fschunk/internal/admin"
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/cache"
@@ -29,6 +33,7 @@ import (
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
 	"github.com/fastfile/fschunk/internal/metrics"
+	"github.com/fastfile/fschunk/internal/tlscert"
 	"github.com/fastfile/fschunk/internal/transport"
 )
 
@@ -46,6 +51,14 @@ type options struct {
 	demoServers               int
 	drain                     time.Duration
 	version                   bool
+
+	tlsCert, tlsKey string
+	tlsSelfSigned   bool
+	allow, deny     string
+	rateLimit       float64
+	rateBurst       int
+	maxConnsPerIP   int
+	maxConns        int
 }
 
 func main() { cli.Main("httpgw", run) }
@@ -72,9 +85,20 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.demoServers, "demo-servers", 3, "with -demo, how many embedded servers")
 	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long running downloads may take to finish")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain `file`; needs -tls-key")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` for -tls-cert")
+	fs.BoolVar(&o.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS (and HTTP/2) with a certificate generated at start for localhost and this host; its SHA-256 fingerprint is logged")
+	fs.StringVar(&o.allow, "allow", "", "if set, only clients in these comma-separated `CIDRs` or addresses may connect (e.g. 10.0.0.0/8,2001:db8::/32)")
+	fs.StringVar(&o.deny, "deny", "", "clients in these comma-separated `CIDRs` or addresses are refused (403 over plain HTTP, closed over TLS), even if -allow admits them")
+	fs.Float64Var(&o.rateLimit, "rate-limit", 100, "sustained HTTP `requests/s` per client IP (IPv6: per /64), HTTP/2 streams included; more get 429 + Retry-After; 0: no limit")
+	fs.IntVar(&o.rateBurst, "rate-burst", 200, "`requests` a client may make at once above -rate-limit")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 128, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
+	fs.IntVar(&o.maxConns, "max-conns", 4096, "open client connections in total; more are answered 503 and closed; 0: no limit")
 	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
 		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
-		"httpgw -key-file fschunk.key -http :80 -udp :8888  # then on each server: fastfilesrv -key-file fschunk.key -root /srv/files GATEWAY 8888")
+		"httpgw -key-file fschunk.key -http :80 -udp :8888  # then on each server: fastfilesrv -key-file fschunk.key -root /srv/files GATEWAY 8888",
+		"httpgw -key-file fschunk.key -http :443 -tls-cert fullchain.pem -tls-key privkey.pem -deny 203.0.113.0/24",
+		"httpgw -demo -tls-self-signed                  # HTTPS and HTTP/2 on https://localhost:8080/")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
 	}
@@ -154,6 +178,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
+	guard, err := newGuard(o, log)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := newTLS(o, log)
+	if err != nil {
+		return err
+	}
 	var key *auth.Key
 	switch {
 	case o.demo && o.keyFile == "":
@@ -185,6 +217,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	m.Attach(gw)
+	m.AttachAccess(guard)
 	hl, err := net.Listen("tcp", o.http)
 	if err != nil {
 		return fmt.Errorf("listen http %s: %w", o.http, err)
@@ -201,23 +234,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Run(gwCtx) }()
 
-	hs := httpfront.NewServer(o.http, httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess}))
+	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess})
+	hs := httpfront.NewServer(o.http, guard.Handler(front), httpfront.ServerOptions{TLS: tlsConf, Logger: log})
 	go func() {
-		if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Plain HTTP refusals at accept get a short HTTP answer; over TLS
+		// they are closed before any handshake.
+		if err := httpfront.Serve(hs, guard.Listener(hl, tlsConf == nil)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 			stop()
 		}
 	}()
 	var as *http.Server
 	if al != nil {
-		as = &http.Server{Handler: admin.Handler(gw, m.Handler()), ReadHeaderTimeout: 10 * time.Second}
+		as = &http.Server{Handler: admin.Handler(gw, m.Handler(), guard), ReadHeaderTimeout: 10 * time.Second}
 		go as.Serve(al)
 	}
-	log.Info("httpgw listening", "http", hl.Addr().String(), "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
+	log.Info("httpgw listening", "http", hl.Addr().String(), "tls", tlsConf != nil, "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
 
 	var servers []*demo.Server
 	if o.demo {
-		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), log)
+		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
 		if err != nil {
 			gwCancel()
 			<-gwDone
@@ -247,7 +283,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, log *slog.Logger) ([]*demo.Server, error) {
+func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) ([]*demo.Server, error) {
 	root := o.demoRoot
 	stateDir, err := os.MkdirTemp("", "httpgw-demo-state-")
 	if err != nil {
@@ -281,9 +317,91 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 		}
 		servers = append(servers, s)
 	}
-	url := fmt.Sprintf("http://localhost:%d/", web.Port)
+	url, curl := fmt.Sprintf("http://localhost:%d/", web.Port), "curl"
+	if tlsConf != nil {
+		url = fmt.Sprintf("https://localhost:%d/", web.Port)
+		if o.tlsSelfSigned {
+			// -k skips the CA check; curl still checks the pin.
+			pin, _ := tlscert.PublicKeyPin(tlsConf.Certificates[0])
+			curl = "curl -k --pinnedpubkey '" + pin + "'"
+		}
+	}
 	log.Info("demo running", "servers", len(servers), "root", root, "open", url,
-		"try", fmt.Sprintf("curl -o video.mp4 '%svideos/sample%%20video.mp4'", url),
+		"try", fmt.Sprintf("%s -o video.mp4 '%svideos/sample%%20video.mp4'", curl, url),
 		"status", "http://"+o.admin+"/status")
 	return servers, nil
+}
+
+// newGuard makes the client access control from -allow, -deny, -rate-limit,
+// -rate-burst, -max-conns-per-ip and -max-conns.
+func newGuard(o *options, log *slog.Logger) (*access.Guard, error) {
+	allow, err := access.ParsePrefixes(o.allow)
+	if err != nil {
+		return nil, fmt.Errorf("invalid -allow: %w", err)
+	}
+	deny, err := access.ParsePrefixes(o.deny)
+	if err != nil {
+		return nil, fmt.Errorf("invalid -deny: %w", err)
+	}
+	switch {
+	case o.rateLimit < 0 || math.IsNaN(o.rateLimit) || math.IsInf(o.rateLimit, 0):
+		return nil, fmt.Errorf("invalid -rate-limit %v: want requests per second ≥ 0 (0: no limit)", o.rateLimit)
+	case o.rateLimit > 0 && o.rateBurst < 1:
+		return nil, fmt.Errorf("invalid -rate-burst %d: want at least 1 with -rate-limit", o.rateBurst)
+	case o.maxConnsPerIP < 0:
+		return nil, fmt.Errorf("invalid -max-conns-per-ip %d: want ≥ 0 (0: no limit)", o.maxConnsPerIP)
+	case o.maxConns < 0:
+		return nil, fmt.Errorf("invalid -max-conns %d: want ≥ 0 (0: no limit)", o.maxConns)
+	}
+	g, err := access.New(access.Config{Allow: allow, Deny: deny, Rate: o.rateLimit, Burst: o.rateBurst,
+		MaxConnsPerClient: o.maxConnsPerIP, MaxConns: o.maxConns, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("access control: %w", err)
+	}
+	log.Info("client access control", "allow", o.allow, "deny", o.deny, "rate_limit", o.rateLimit,
+		"rate_burst", o.rateBurst, "max_conns_per_ip", o.maxConnsPerIP, "max_conns", o.maxConns)
+	return g, nil
+}
+
+// newTLS makes the HTTPS configuration from -tls-cert/-tls-key or
+// -tls-self-signed; nil means plain HTTP.
+func newTLS(o *options, log *slog.Logger) (*tls.Config, error) {
+	var cert tls.Certificate
+	switch {
+	case o.tlsSelfSigned && (o.tlsCert != "" || o.tlsKey != ""):
+		return nil, errors.New("-tls-self-signed and -tls-cert/-tls-key exclude each other: pick one")
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return nil, errors.New("-tls-cert and -tls-key go together: give both PEM files")
+	case o.tlsSelfSigned:
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if h, err := os.Hostname(); err == nil && h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+		if h, _, err := net.SplitHostPort(o.http); err == nil && h != "" && !slices.Contains(hosts, h) {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				hosts = append(hosts, h) // the address it was asked to listen on
+			}
+		}
+		c, err := tlscert.SelfSigned(hosts, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		pin, err := tlscert.PublicKeyPin(c)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("self-signed TLS certificate (new at every start; pin it or use -tls-cert)", "hosts", strings.Join(hosts, ","),
+			"sha256_fingerprint", tlscert.Fingerprint(c), "curl_pin", pin)
+		cert = c
+	case o.tlsCert != "":
+		c, err := tlscert.Load(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("TLS certificate", "file", o.tlsCert, "sha256_fingerprint", tlscert.Fingerprint(c))
+		cert = c
+	default:
+		return nil, nil
+	}
+	return tlscert.ServerConfig(cert), nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +19,12 @@ import (
 )
 
 func TestFlagErrors(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "k")
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "k")
 	os.WriteFile(keyFile, bytes.Repeat([]byte{1}, 32), 0o600)
+	pem := filepath.Join(dir, "not-a-cert.pem")
+	os.WriteFile(pem, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600)
+	missing := filepath.Join(dir, "missing.pem")
 	cases := []struct {
 		args []string
 		want string
@@ -30,12 +36,25 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", keyFile, "-datagram-size", "100"}, "invalid -datagram-size"},
 		{[]string{"-key-file", keyFile, "-log-format", "xml"}, "invalid -log-format"},
 		{[]string{"-key-file", keyFile, "-http", "nonsense:addr:1"}, "listen http"},
+		{[]string{"-key-file", keyFile, "-tls-cert", pem}, "-tls-cert and -tls-key go together"},
+		{[]string{"-key-file", keyFile, "-tls-key", pem}, "-tls-cert and -tls-key go together"},
+		{[]string{"-key-file", keyFile, "-tls-cert", missing, "-tls-key", missing}, "no such file"},
+		{[]string{"-key-file", keyFile, "-tls-cert", pem, "-tls-key", pem}, "load TLS certificate"},
+		{[]string{"-key-file", keyFile, "-tls-self-signed", "-tls-cert", pem, "-tls-key", pem}, "exclude each other"},
+		{[]string{"-key-file", keyFile, "-tls-self-signed", "-tls-key", pem}, "exclude each other"},
+		{[]string{"-key-file", keyFile, "-allow", "10.0.0.0/8,intranet"}, `invalid -allow: invalid address "intranet"`},
+		{[]string{"-key-file", keyFile, "-deny", "10.0.0.0/33"}, `invalid -deny: invalid CIDR "10.0.0.0/33"`},
+		{[]string{"-key-file", keyFile, "-rate-limit", "-1"}, "invalid -rate-limit"},
+		{[]string{"-key-file", keyFile, "-rate-limit", "NaN"}, "invalid -rate-limit"},
+		{[]string{"-key-file", keyFile, "-rate-burst", "0"}, "invalid -rate-burst"},
+		{[]string{"-key-file", keyFile, "-max-conns-per-ip", "-1"}, "invalid -max-conns-per-ip"},
+		{[]string{"-key-file", keyFile, "-max-conns", "-2"}, "invalid -max-conns -2"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
 		{[]string{"stray"}, "unexpected argument"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
-		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", ""}, c.args...), &stderr)
+		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, c.args...), &stderr)
 		if err == nil || !strings.Contains(err.Error()+stderr.String(), c.want) {
 			t.Errorf("%v: err %v, want it to mention %q", c.args, err, c.want)
 		}
@@ -50,6 +69,37 @@ func TestEnvFlags(t *testing.T) {
 	err := run(context.Background(), []string{"-demo", "-udp", "127.0.0.1:0", "-admin", ""}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("HTTPGW_POLICY not read: %v", err)
+	}
+	t.Setenv("HTTPGW_POLICY", "least-time")
+	for env, want := range map[string]string{
+		"HTTPGW_MAX_CONNS_PER_IP": "invalid -max-conns-per-ip -7",
+		"HTTPGW_RATE_LIMIT":       "invalid -rate-limit -7",
+		"HTTPGW_DENY":             `invalid -deny: invalid address "-7"`,
+		"HTTPGW_TLS_CERT":         "-tls-cert and -tls-key go together",
+	} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "-7")
+			err := run(context.Background(), []string{"-demo", "-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%s not read: %v, want %q", env, err, want)
+			}
+		})
+	}
+}
+
+// TestUsageListsNewFlags: -h documents the HTTPS and access flags with
+// their defaults and variables.
+func TestUsageListsNewFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"-tls-cert file", "-tls-key file", "-tls-self-signed", "$HTTPGW_TLS_SELF_SIGNED",
+		"-allow CIDRs", "-deny CIDRs", "-rate-limit requests/s", `(default "100")`, "-rate-burst requests", `(default "200")`,
+		"-max-conns-per-ip", `(default "128")`, "-max-conns int", `(default "4096")`, "$HTTPGW_MAX_CONNS]", "httpgw -demo -tls-self-signed"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("usage lacks %q", want)
+		}
 	}
 }
 
@@ -70,18 +120,45 @@ func TestDemo(t *testing.T) {
 		t.Skip("-short")
 	}
 	web, adm := freeAddr(t), freeAddr(t)
+	runGateway(t, io.Discard, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm, "-log-level", "warn")
+	waitDemo(t, adm)
+	for _, p := range []string{"/", "/README.txt", "/images/gradient.png", "/docs/report.pdf", "/videos/sample%20video.mp4", "/data/empty.txt", "/nested/a/b/c/deep%20file.txt"} {
+		resp, err := http.Get("http://" + web + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s, %d bytes, %v", p, resp.Status, n, err)
+		}
+	}
+	for _, p := range []string{"/metrics", "/status", "/api/files"} {
+		resp, err := http.Get("http://" + adm + p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("admin %s: %v %v", p, err, resp)
+		}
+		resp.Body.Close()
+	}
+	screenshot(t, "http://"+adm+"/status")
+}
+
+// runGateway runs the gateway with args until the test ends.
+func runGateway(t *testing.T, stderr io.Writer, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm, "-log-level", "warn"}, io.Discard)
-	}()
-	defer func() {
+	go func() { done <- run(ctx, args, stderr) }()
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
-	}()
-	// Wait for three servers with their catalogs.
+	})
+}
+
+// waitDemo waits for three servers with their catalogs.
+func waitDemo(t *testing.T, adm string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var servers []struct{ Files int }
@@ -103,25 +180,6 @@ func TestDemo(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, p := range []string{"/", "/README.txt", "/images/gradient.png", "/docs/report.pdf", "/videos/sample%20video.mp4", "/data/empty.txt", "/nested/a/b/c/deep%20file.txt"} {
-		resp, err := http.Get("http://" + web + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %s, %d bytes, %v", p, resp.Status, n, err)
-		}
-	}
-	for _, p := range []string{"/metrics", "/status", "/api/files"} {
-		resp, err := http.Get("http://" + adm + p)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("admin %s: %v %v", p, err, resp)
-		}
-		resp.Body.Close()
-	}
-	screenshot(t, "http://"+adm+"/status")
 }
 
 // screenshot opens the status page in headless Chromium, checks that the

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/access"
 	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/gateway"
 )
@@ -39,8 +40,9 @@ type ServerView struct {
 	Timeouts    uint64    `json:"timeouts"`
 }
 
-// Handler returns the admin mux for g; metrics serves /metrics (nil: none).
-func Handler(g *gateway.Gateway, metrics http.Handler) http.Handler {
+// Handler returns the admin mux for g; metrics serves /metrics (nil: none);
+// acc's counters are added to /api/stats (nil: none).
+func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -63,6 +65,9 @@ func Handler(g *gateway.Gateway, metrics http.Handler) http.Handler {
 		st := map[string]any{"udp": g.Stats(), "engine": g.Engine().Stats()}
 		if c := g.Cache(); c != nil {
 			st["cache"] = c.Stats()
+		}
+		if acc != nil {
+			st["access"] = acc.Stats()
 		}
 		writeJSON(w, st)
 	})

@@ -212,7 +212,7 @@ func newTestServer(t *testing.T, src *fakeSource) *testServer {
 		ts.records = append(ts.records, r)
 	}})
 	ts.Server = httptest.NewUnstartedServer(h)
-	ts.Config = NewServer("", h)
+	ts.Config = NewServer("", h, ServerOptions{})
 	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			ts.newConn.Add(1)

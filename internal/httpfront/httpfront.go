@@ -1,4 +1,5 @@
-// Package httpfront is the HTTP/1.1 front end of HttpGw.
+// Package httpfront is the HTTP front end of HttpGw (HTTP/1.1, and HTTP/2
+// over TLS).
 //
 // HttpGw holds no files. It fetches each file in chunks, in parallel, from
 // several UDP backends holding identical content, and streams the result.

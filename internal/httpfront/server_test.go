@@ -2,6 +2,7 @@ package httpfront
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strings"
@@ -176,14 +177,22 @@ func TestHeaderLimit(t *testing.T) {
 
 func TestNewServerConfig(t *testing.T) {
 	h := NewHandler(newFakeSource(), Options{Logger: discardLogger()})
-	s := NewServer(":8080", h)
+	s := NewServer(":8080", h, ServerOptions{})
 	if s.Addr != ":8080" || s.Handler != h || s.ReadHeaderTimeout != 10*time.Second ||
 		s.ReadTimeout != 0 || s.WriteTimeout != 0 || s.IdleTimeout != 120*time.Second ||
-		s.MaxHeaderBytes+headerSlop != 16<<10 || s.ErrorLog == nil {
+		s.MaxHeaderBytes+headerSlop != 16<<10 || s.ErrorLog == nil || s.TLSConfig != nil {
 		t.Fatalf("unexpected config: %+v", s)
 	}
 	if s.Protocols == nil || !s.Protocols.HTTP1() || s.Protocols.HTTP2() || s.Protocols.UnencryptedHTTP2() {
-		t.Fatalf("protocols %v, want HTTP/1 only", s.Protocols)
+		t.Fatalf("protocols %v, want HTTP/1 only without TLS", s.Protocols)
+	}
+	tc := &tls.Config{}
+	s = NewServer(":8443", h, ServerOptions{TLS: tc})
+	if s.TLSConfig != tc || !s.Protocols.HTTP1() || !s.Protocols.HTTP2() || s.Protocols.UnencryptedHTTP2() {
+		t.Fatalf("TLS: config %p, protocols %v; want HTTP/1 and HTTP/2", s.TLSConfig, s.Protocols)
+	}
+	if s.HTTP2 == nil || s.HTTP2.MaxConcurrentStreams != 32 || s.HTTP2.MaxReceiveBufferPerStream != 64<<10 {
+		t.Fatalf("HTTP/2 config %+v", s.HTTP2)
 	}
 }
 

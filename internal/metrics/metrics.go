@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/fastfile/fschunk/internal/access"
 	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
@@ -56,6 +57,12 @@ func New() *Metrics {
 // Attach registers the gateway's own counters.
 func (m *Metrics) Attach(g *gateway.Gateway) {
 	m.reg.MustRegister(&gatewayCollector{g: g})
+}
+
+// AttachAccess registers the client access counters (refusals by reason,
+// open HTTP connections, clients tracked by the rate limiter).
+func (m *Metrics) AttachAccess(g *access.Guard) {
+	m.reg.MustRegister(&accessCollector{g: g})
 }
 
 // Handler serves /metrics.
@@ -163,4 +170,33 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dInflight, float64(l.Inflight), id)
 		gauge(dWindow, float64(l.Window), id)
 	}
+}
+
+var (
+	dRefused     = desc("httpgw_access_refused_total", "Clients refused, by reason: deny (-allow/-deny), rate (request rate, 429), conns_per_ip (429 at accept), conns_total (503 at accept).", "reason")
+	dOpenConns   = desc("httpgw_http_connections", "Open client connections on the HTTP port.")
+	dRateClients = desc("httpgw_access_rate_clients", "Clients (IPv4 addresses, IPv6 /64s) with a live rate-limit bucket.")
+	dRateEvicted = desc("httpgw_access_rate_evictions_total", "Live rate-limit buckets dropped because the table was full.")
+)
+
+type accessCollector struct{ g *access.Guard }
+
+func (c *accessCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dRefused, dOpenConns, dRateClients, dRateEvicted} {
+		ch <- d
+	}
+}
+
+func (c *accessCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.g.Stats()
+	for _, r := range []struct {
+		reason string
+		n      uint64
+	}{{access.ReasonDeny, s.Denied}, {access.ReasonRate, s.RateLimited},
+		{access.ReasonConnsPerIP, s.ConnsPerIP}, {access.ReasonConnsTotal, s.ConnsTotal}} {
+		ch <- prometheus.MustNewConstMetric(dRefused, prometheus.CounterValue, float64(r.n), r.reason)
+	}
+	ch <- prometheus.MustNewConstMetric(dOpenConns, prometheus.GaugeValue, float64(s.OpenConns))
+	ch <- prometheus.MustNewConstMetric(dRateClients, prometheus.GaugeValue, float64(s.RateClients))
+	ch <- prometheus.MustNewConstMetric(dRateEvicted, prometheus.CounterValue, float64(s.RateEvictions))
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/access"
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
@@ -29,6 +31,18 @@ func TestExposition(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Attach(g)
+	guard, err := access.New(access.Config{Rate: 1, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.AttachAccess(guard)
+	// Two requests from one client within a second: the second is refused.
+	h := guard.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	for range 2 {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = "192.0.2.1:1234"
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
 	m.ObserveAccess(httpfront.AccessRecord{Method: "GET", Status: 206, Bytes: 1234, Duration: 3 * time.Millisecond})
 	m.ObserveChunk(1, 2*time.Millisecond)
 	rec := httptest.NewRecorder()
@@ -47,6 +61,13 @@ func TestExposition(t *testing.T) {
 		`httpgw_evictions_total 0`,
 		`httpgw_servers 0`,
 		`httpgw_catalog_files 0`,
+		`httpgw_access_refused_total{reason="rate"} 1`,
+		`httpgw_access_refused_total{reason="deny"} 0`,
+		`httpgw_access_refused_total{reason="conns_per_ip"} 0`,
+		`httpgw_access_refused_total{reason="conns_total"} 0`,
+		`httpgw_http_connections 0`,
+		`httpgw_access_rate_clients 1`,
+		`httpgw_access_rate_evictions_total 0`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(text, want) {
