@@ -461,6 +461,7 @@ type Stats struct {
 	Connected         int    // gateways with a current session
 
 	HeartbeatsSent   uint64
+	Authenticated    uint64 // transport datagrams on an established session whose tag verified
 	ReadsActive      int    // READs admitted and not finished
 	ReadsServed      uint64 // READs answered with all their DATA
 	DataSent         uint64 // DATA datagrams
@@ -493,7 +494,7 @@ type counters struct {
 	pagesSent, syncs, goodbyes                   atomic.Uint64
 	errorsSent                                   [16]atomic.Uint64 // by fschunk.Code
 	garbage, authFail, replay, unknown           atomic.Uint64
-	unexpected, queueFull                        atomic.Uint64
+	unexpected, queueFull, authenticated         atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters; fields are read one by one.
@@ -508,6 +509,7 @@ func (s *Server) Stats() Stats {
 		Sessions:          s.reg.count(),
 		Connected:         s.Connected(),
 		HeartbeatsSent:    c.heartbeats.Load(),
+		Authenticated:     c.authenticated.Load(),
 		ReadsActive:       int(s.active.Load()),
 		ReadsServed:       c.readsServed.Load(),
 		DataSent:          c.dataSent.Load(),

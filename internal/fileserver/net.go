@@ -258,6 +258,7 @@ func (s *Server) handle(pkt []byte, from peer) {
 		s.dropFor(err)
 		return
 	}
+	s.st.authenticated.Add(1)
 	g = sess.gw
 	switch h.Type {
 	case fschunk.TypeRead:

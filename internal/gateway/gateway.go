@@ -58,6 +58,7 @@ type Config struct {
 // Stats are the endpoint's counters.
 type Stats struct {
 	Received, Sent     uint64
+	Authenticated      uint64 // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
 	Handshakes         uint64 // sessions established
 	Evictions          uint64
 	DropGarbage        uint64 // did not parse
@@ -70,7 +71,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, sent, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr atomic.Uint64
 }
 
 // Gateway is the UDP side of HttpGw.
@@ -200,7 +201,7 @@ func (g *Gateway) Engine() *fetch.Engine { return g.eng }
 // Stats returns the endpoint's counters.
 func (g *Gateway) Stats() Stats {
 	c := &g.ctr
-	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
+	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
 		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load()}
 }
@@ -423,6 +424,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		g.ctr.garbage.Add(1)
 		return
 	}
+	g.ctr.authenticated.Add(1)
 	p := s.p
 	if s != p.cur.Load() {
 		g.promote(s)
