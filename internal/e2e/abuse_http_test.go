@@ -58,7 +58,7 @@ func httpAbuseStartFront(t *testing.T, e *env, tune func(*http.Server)) *httpAbu
 	h := httpfront.NewHandler(e.gw.Source(), httpfront.Options{Logger: e.log})
 	f := &httpAbuseFront{states: map[net.Conn]http.ConnState{}}
 	f.Server = httptest.NewUnstartedServer(h)
-	f.Config = httpfront.NewServer("", h)
+	f.Config = httpfront.NewServer("", h, httpfront.ServerOptions{Logger: e.log})
 	f.Config.ConnState = func(c net.Conn, s http.ConnState) {
 		f.mu.Lock()
 		defer f.mu.Unlock()

@@ -95,7 +95,7 @@ func TestSoak(t *testing.T) {
 	// The front end as cmd/httpgw configures it.
 	h := httpfront.NewHandler(e.gw.Source(), httpfront.Options{Logger: e.log})
 	web := httptest.NewUnstartedServer(h)
-	web.Config = httpfront.NewServer("", h)
+	web.Config = httpfront.NewServer("", h, httpfront.ServerOptions{Logger: e.log})
 	web.Start()
 	defer web.Close()
 	for _, f := range soakMix {
