@@ -97,17 +97,20 @@ type download struct {
 	// streaming: counted in e.streaming (see setStreaming).
 	streaming bool
 
-	streamPos    int64    // next byte the reader gets
-	base         int64    // chunk index of chunks[0]
-	chunks       []*chunk // the window
-	win          int      // current window, chunks (grows as the reader consumes)
-	maxWin       int
-	bad          map[ServerID]bool // servers that no longer have this version
-	err          error
-	dupBytes     int64
-	used         map[ServerID]bool // servers that delivered bytes
-	retrans      int
-	noHolder     time.Time
+	streamPos int64    // next byte the reader gets
+	base      int64    // chunk index of chunks[0]
+	chunks    []*chunk // the window
+	win       int      // current window, chunks (grows as the reader consumes)
+	maxWin    int
+	bad       map[ServerID]bool // servers that no longer have this version
+	err       error
+	dupBytes  int64
+	used      map[ServerID]bool // servers that delivered bytes
+	retrans   int
+	noHolder  time.Time
+	// queued: the last round found no room for the download's missing
+	// chunks and it had no READ of its own outstanding.
+	queued       bool
 	lastProgress time.Time
 	counted      bool
 	closed       bool
@@ -282,8 +285,10 @@ func (d *download) drop() {
 }
 
 // minStreamChunks is the least window of a response, whatever the budget:
-// one chunk being sent to the client while the next is fetched.
-const minStreamChunks = 2
+// the chunk the client is being sent. Beyond the budget each response
+// fetches its next chunk only once the client has taken the last, so that
+// memory grows by one chunk per response, not by a window.
+const minStreamChunks = 1
 
 // fill adds chunks up to the window, within the download's share of the
 // engine's budget.
@@ -423,13 +428,21 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	for _, c := range d.chunks {
 		waiting = waiting || !c.done
 	}
-	if !waiting {
+	switch {
+	case !waiting:
 		d.lastProgress = now
-	} else if now.Sub(d.lastProgress) > e.cfg.StallTimeout {
+	case d.queued && now.Sub(e.lastDelivery) <= e.cfg.StallTimeout:
+		// Under overload most responses wait for room in the gateway's
+		// own windows while others are being served: that is a queue,
+		// not a stall, and failing it would turn load into 504s. If
+		// nothing at all is delivered for StallTimeout, it is a stall.
+		d.lastProgress = now
+		soon(now.Add(e.cfg.StallTimeout))
+	case now.Sub(d.lastProgress) > e.cfg.StallTimeout:
 		d.fail(fmt.Errorf("%w: no data for %v", ErrTimeout, e.cfg.StallTimeout))
 		d.logStall(now)
 		return out, next
-	} else {
+	default:
 		soon(d.lastProgress.Add(e.cfg.StallTimeout + time.Millisecond))
 	}
 
@@ -532,8 +545,16 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 			break
 		}
 	}
+	d.queued = false
 	if starved {
 		e.starved[d] = struct{}{}
+		d.queued = true
+		for _, c := range d.chunks {
+			if len(c.reqs) > 0 {
+				d.queued = false // its own READs decide whether it stalls
+				break
+			}
+		}
 		return out, next
 	}
 	// Endgame: nothing left to assign and the window cannot grow. At the

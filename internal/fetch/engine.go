@@ -152,6 +152,10 @@ type Engine struct {
 	budget    int // Config.Budget in chunks
 	held      int // chunk buffers held by all downloads
 	streaming int // downloads with a window (started, not closed)
+	// lastDelivery is when any download last received new bytes: while
+	// it is recent, a download queued for room is waiting its turn, not
+	// stalled.
+	lastDelivery time.Time
 }
 
 // New makes an engine.
@@ -259,7 +263,10 @@ func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
 		copy((*c.buf)[rel:rel+n], m.Payload)
 		l.onDelivered(added, now)
 		d.lastProgress = now
-		d.used[id] = true
+		e.lastDelivery = now
+		if !d.used[id] {
+			d.used[id] = true
+		}
 		e.stats.BytesDelivered += uint64(added)
 	} else {
 		e.stats.DuplicateBytes += uint64(n)

@@ -321,3 +321,39 @@ func TestBudgetShared(t *testing.T) {
 		t.Fatalf("a reader alone held at most %d bytes: the share did not grow back", maxHeld)
 	}
 }
+
+// TestOverloadQueuesNotStalls: when the gateway's own in-flight bound
+// makes responses wait their turn far longer than StallTimeout, they
+// queue and complete; only a response that gets nothing while nothing at
+// all is delivered may fail.
+func TestOverloadQueuesNotStalls(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, _ := newFake(t, 256<<10, 3, 0)
+	f.jitter = 20 * time.Millisecond
+	e := New(Config{Sender: f, Holders: f.e.cfg.Holders, ChunkSize: 64 << 10, Window: 1 << 20,
+		MaxInflight: 64 << 10, StallTimeout: 300 * time.Millisecond, HolderWait: 200 * time.Millisecond})
+	f.e = e
+	const readers = 10
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Go(func() {
+			r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "queued")
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if err == nil && !bytes.Equal(got, f.content) {
+				err = errors.New("content differs")
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("reader: %v", err)
+		}
+	}
+	t.Logf("%d readers of %d chunks through one chunk in flight: %v (stall timeout 300ms)", readers, 4, time.Since(start))
+}

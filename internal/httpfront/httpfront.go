@@ -27,7 +27,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -132,14 +131,7 @@ type handler struct {
 	log    *slog.Logger
 	access func(AccessRecord)
 	index  *template.Template
-	// copyBufs are the bodies' copy buffers (copyBufferSize each).
-	copyBufs sync.Pool
 }
-
-// copyBufferSize is the largest write of body bytes to a client: one
-// chunk, so that a chunk already fetched leaves in one system call
-// instead of io.Copy's four 32 KiB writes.
-const copyBufferSize = 128 << 10
 
 // NewHandler returns the HttpGw front end for src.
 //
@@ -157,23 +149,18 @@ func NewHandler(src Source, opt Options) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &handler{
+	return &handler{
 		src:    src,
 		log:    log,
 		access: opt.AccessLog,
 		index:  template.Must(template.New("index").Parse(indexHTML)),
 	}
-	h.copyBufs.New = func() any {
-		b := make([]byte, copyBufferSize)
-		return &b
-	}
-	return h
 }
 
 // ServeHTTP implements http.Handler.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := &deferredWriter{rw: w, bufs: &h.copyBufs}
+	d := &deferredWriter{rw: w}
 	abort, err := h.serve(d, r)
 	if !abort {
 		d.commit() // HEAD, 304 and the like have no body to trigger it
