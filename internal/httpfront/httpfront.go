@@ -27,6 +27,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -131,7 +132,13 @@ type handler struct {
 	log    *slog.Logger
 	access func(AccessRecord)
 	index  *template.Template
+	// copyBufs are the body copy buffers (*[]byte of copyBufferSize):
+	// io.Copy would allocate one per response.
+	copyBufs sync.Pool
 }
+
+// copyBufferSize is io.Copy's own buffer size.
+const copyBufferSize = 32 << 10
 
 // NewHandler returns the HttpGw front end for src.
 //
@@ -149,18 +156,23 @@ func NewHandler(src Source, opt Options) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &handler{
+	h := &handler{
 		src:    src,
 		log:    log,
 		access: opt.AccessLog,
 		index:  template.Must(template.New("index").Parse(indexHTML)),
 	}
+	h.copyBufs.New = func() any {
+		b := make([]byte, copyBufferSize)
+		return &b
+	}
+	return h
 }
 
 // ServeHTTP implements http.Handler.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := &deferredWriter{rw: w}
+	d := &deferredWriter{rw: w, bufs: &h.copyBufs}
 	abort, err := h.serve(d, r)
 	if !abort {
 		d.commit() // HEAD, 304 and the like have no body to trigger it

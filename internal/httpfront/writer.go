@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 // errSuppressed is returned to http.ServeContent when it tries to write after
@@ -30,6 +31,8 @@ type deferredWriter struct {
 	writeErr  error // first error from rw.Write: the client went away
 
 	servers, retrans int // the content's fetch report, for the access log
+
+	bufs *sync.Pool // *[]byte copy buffers for ReadFrom; nil: allocate
 }
 
 // Header implements http.ResponseWriter.
@@ -66,6 +69,38 @@ func (d *deferredWriter) Write(p []byte) (int, error) {
 		d.writeErr = err
 	}
 	return n, err
+}
+
+// ReadFrom copies r to the client through a pooled buffer. It is what
+// io.Copy (and so http.ServeContent) uses when the destination has it,
+// instead of allocating a buffer for every response.
+func (d *deferredWriter) ReadFrom(r io.Reader) (int64, error) {
+	var bp *[]byte
+	if d.bufs != nil {
+		bp = d.bufs.Get().(*[]byte)
+		defer d.bufs.Put(bp)
+	} else {
+		b := make([]byte, copyBufferSize)
+		bp = &b
+	}
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			w, werr := d.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
 }
 
 // FlushError commits the pending header and flushes. It is what
