@@ -230,9 +230,14 @@ func (e *Engine) room(n int) bool {
 // HandleData takes a DATA datagram from server id. The payload is copied;
 // the caller may reuse its buffer.
 func (e *Engine) HandleData(id ServerID, m *fschunk.Data) {
+	e.HandleDataAt(id, m, e.cfg.Now())
+}
+
+// HandleDataAt is HandleData with the time of arrival read by the caller
+// (once per received burst, on the engine's clock).
+func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.cfg.Now()
 	r := e.reqs[m.ID]
 	if r == nil || r.l.id != id {
 		e.stats.Late++

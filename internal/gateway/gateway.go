@@ -242,9 +242,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		// With GRO one read holds several datagrams of one sender, each
 		// sealed on its own.
+		now := g.cfg.Now() // one clock read for the whole burst
 		for off := 0; off < n; off += seg {
 			g.ctr.received.Add(1)
-			g.handle(buf[off:min(off+seg, n)], from)
+			g.handle(buf[off:min(off+seg, n)], from, now)
 		}
 	}
 	wg.Wait()
@@ -275,7 +276,7 @@ func (g *Gateway) reader() func([]byte) (n, seg int, from netip.AddrPort, err er
 	}
 }
 
-func (g *Gateway) handle(pkt []byte, from netip.AddrPort) {
+func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 	t, err := fschunk.ParsePrefix(pkt)
 	if err != nil {
 		g.ctr.garbage.Add(1)
@@ -296,7 +297,7 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort) {
 	case fschunk.TypeChallenge:
 		g.ctr.garbage.Add(1) // only servers receive challenges (a reflection)
 	default:
-		g.handleTransport(pkt, from)
+		g.handleTransport(pkt, from, now)
 	}
 }
 
@@ -397,7 +398,7 @@ func (g *Gateway) datagramSize(id pool.ServerID) int {
 	return fschunk.DefaultDatagramSize
 }
 
-func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
+func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time) {
 	h, err := fschunk.ParseHeader(pkt)
 	if err != nil {
 		g.ctr.garbage.Add(1)
@@ -410,7 +411,6 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 		g.ctr.unknown.Add(1)
 		return
 	}
-	now := g.cfg.Now()
 	_, body, err := s.s.Open(pkt, now)
 	switch {
 	case err == nil:
@@ -451,7 +451,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort) {
 			g.ctr.garbage.Add(1)
 			return
 		}
-		g.eng.HandleData(p.id, &d)
+		g.eng.HandleDataAt(p.id, &d, now)
 	case fschunk.TypeError:
 		var e fschunk.Error
 		if !g.decode(&e, body) {
