@@ -162,14 +162,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		e.mu.Unlock()
 		return 0, ErrClosed
 	}
-	if !d.started || d.pos != d.streamPos {
-		d.restart(d.pos)
-		if !d.started {
-			d.started = true
-			d.pumpDone = make(chan struct{})
-			go d.pump()
-		}
-	}
+	d.startAt()
 	e.mu.Unlock()
 	for {
 		e.mu.Lock()
@@ -182,19 +175,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if c := d.chunks[0]; c.done {
 			rel := int(d.streamPos - c.off)
 			n := copy(p, (*c.buf)[rel:c.n])
-			d.streamPos += int64(n)
-			d.pos = d.streamPos
-			if rel+n == c.n {
-				e.putBuf(c.buf)
-				c.buf = nil
-				d.chunks = d.chunks[1:]
-				d.base++
-				d.win = min(d.win+2, d.maxWin)
-				if d.streamPos >= d.size {
-					d.setStreaming(false) // at the end: no share needed
-				}
-				notify(d.wake)
-			}
+			d.advance(c, rel, n)
 			e.mu.Unlock()
 			return n, nil
 		}
@@ -205,6 +186,93 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, d.ctx.Err()
 		}
 	}
+}
+
+// startAt starts fetching at d.pos: the pump on the first read, a new
+// window after a seek. Under e.mu.
+func (d *download) startAt() {
+	if d.started && d.pos == d.streamPos {
+		return
+	}
+	d.restart(d.pos)
+	if !d.started {
+		d.started = true
+		d.pumpDone = make(chan struct{})
+		go d.pump()
+	}
+}
+
+// advance moves the stream past n bytes of c, the first chunk and complete,
+// taken from offset rel; a chunk used up is recycled and the window slides
+// (and grows). Under e.mu.
+func (d *download) advance(c *chunk, rel, n int) {
+	e := d.e
+	d.streamPos += int64(n)
+	d.pos = d.streamPos
+	if rel+n < c.n {
+		return
+	}
+	e.putBuf(c.buf)
+	c.buf = nil
+	d.chunks = d.chunks[1:]
+	d.base++
+	d.win = min(d.win+2, d.maxWin)
+	if d.streamPos >= d.size {
+		d.setStreaming(false) // at the end: no share needed
+	}
+	notify(d.wake)
+}
+
+// WriteToN writes the next n bytes (fewer at the end of the file, then
+// io.EOF) to w straight from the chunk buffers, each chunk in one Write as
+// soon as it is complete: no copy in between, and large writes. Errors
+// from w are returned as they are. It must not be called concurrently
+// with the Reader's other methods.
+func (r *Reader) WriteToN(w io.Writer, n int64) (int64, error) {
+	d, e := r.d, r.d.e
+	var written int64
+	for written < n {
+		if d.pos >= d.size {
+			return written, io.EOF
+		}
+		e.mu.Lock()
+		if d.closed {
+			e.mu.Unlock()
+			return written, ErrClosed
+		}
+		d.startAt()
+		if d.err != nil {
+			err := d.err
+			e.mu.Unlock()
+			return written, err
+		}
+		d.fill() // pos < size, so the window holds at least one chunk
+		c := d.chunks[0]
+		if !c.done {
+			e.mu.Unlock()
+			select {
+			case <-d.progress:
+			case <-d.ctx.Done():
+				return written, d.ctx.Err()
+			}
+			continue
+		}
+		rel := int(d.streamPos - c.off)
+		k := int(min(int64(c.n-rel), n-written))
+		// A complete chunk is never written to again and only this
+		// reader's own calls (restart, Close) recycle it, so its bytes
+		// can be handed to w without the lock.
+		e.mu.Unlock()
+		wn, werr := w.Write((*c.buf)[rel : rel+k])
+		e.mu.Lock()
+		d.advance(c, rel, wn)
+		e.mu.Unlock()
+		written += int64(wn)
+		if werr != nil {
+			return written, werr
+		}
+	}
+	return written, nil
 }
 
 // FetchReport says how many servers delivered bytes to this reader and

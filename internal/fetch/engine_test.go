@@ -357,3 +357,59 @@ func TestOverloadQueuesNotStalls(t *testing.T) {
 	}
 	t.Logf("%d readers of %d chunks through one chunk in flight: %v (stall timeout 300ms)", readers, 4, time.Since(start))
 }
+
+type failAfter struct {
+	n   int
+	err error
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		k := f.n
+		f.n = 0
+		return k, f.err
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestWriteToN: writing straight from the chunk buffers gives the same
+// bytes as Read, in any steps, after seeks, and reports the writer's
+// error as it is.
+func TestWriteToN(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, e := newFake(t, 1<<20+123, 3, 0.02)
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "direct")
+	defer r.Close()
+	var got bytes.Buffer
+	rng := rand.New(rand.NewPCG(3, 4))
+	for {
+		n, err := r.WriteToN(&got, rng.Int64N(200<<10)+1)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes (+%d): %v", got.Len(), n, err)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), f.content) {
+		t.Fatalf("content differs (%d bytes, want %d)", got.Len(), len(f.content))
+	}
+	// A range after a seek.
+	if _, err := r.Seek(300_001, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	if n, err := r.WriteToN(&got, 500_000); err != nil || n != 500_000 || !bytes.Equal(got.Bytes(), f.content[300_001:800_001]) {
+		t.Fatalf("range: %d bytes, %v", n, err)
+	}
+	// The writer's error comes back unchanged, with what it took.
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("client gone")
+	n, err := r.WriteToN(&failAfter{n: 70_000, err: boom}, 1<<20)
+	if err != boom || n != 70_000 {
+		t.Fatalf("failing writer: %d bytes, %v; want 70000, %v", n, err, boom)
+	}
+}

@@ -96,6 +96,18 @@ type content struct{ *fetch.Reader }
 
 func (c content) Read(p []byte) (int, error) {
 	n, err := c.Reader.Read(p)
+	return n, frontError(err)
+}
+
+// WriteToN implements httpfront.DirectWriter: chunks go to the client
+// straight from the engine's buffers.
+func (c content) WriteToN(w io.Writer, n int64) (int64, error) {
+	k, err := c.Reader.WriteToN(w, n)
+	return k, frontError(err)
+}
+
+// frontError marks the engine's errors with the front end's meaning.
+func frontError(err error) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, fetch.ErrUnavailable):
@@ -103,5 +115,5 @@ func (c content) Read(p []byte) (int, error) {
 	case errors.Is(err, fetch.ErrTimeout):
 		err = fmt.Errorf("%w: %w", httpfront.ErrUpstreamTimeout, err)
 	}
-	return n, err
+	return err
 }

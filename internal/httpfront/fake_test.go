@@ -36,6 +36,10 @@ type fakeSource struct {
 	extra map[string][]DirEntry // added verbatim to a listing
 
 	opens, closes atomic.Int64
+	// direct: contents implement DirectWriter, as the gateway's do;
+	// directWrites counts the calls of WriteToN.
+	direct       bool
+	directWrites atomic.Int64
 
 	mu   sync.Mutex
 	ctxs []context.Context // contexts passed to Open
@@ -114,7 +118,35 @@ func (s *fakeSource) Open(ctx context.Context, f File) (Content, error) {
 		return nil, ff.openErr
 	}
 	s.opens.Add(1)
-	return &fakeContent{src: s, f: ff, ctx: ctx}, nil
+	c := &fakeContent{src: s, f: ff, ctx: ctx}
+	if s.direct {
+		return &directContent{c}, nil
+	}
+	return c, nil
+}
+
+// directContent is a fakeContent that is also a DirectWriter, writing
+// in pieces of up to 48 KiB like the engine writes chunks.
+type directContent struct{ *fakeContent }
+
+func (c *directContent) WriteToN(w io.Writer, n int64) (int64, error) {
+	c.src.directWrites.Add(1)
+	buf := make([]byte, 48<<10)
+	var written int64
+	for written < n {
+		k, err := c.Read(buf[:min(int64(len(buf)), n-written)])
+		if k > 0 {
+			wn, werr := w.Write(buf[:k])
+			written += int64(wn)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // fakeContent reads a fakeFile, failing at failAt if set.

@@ -329,6 +329,12 @@ func (w wrappedErr) Unwrap() error { return w.err }
 // TestUpstreamErrorsBeforeHeaders checks that a failure before any body byte
 // is sent replaces the response with an honest status.
 func TestUpstreamErrorsBeforeHeaders(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(map[bool]string{false: "copy", true: "direct"}[direct], func(t *testing.T) { testUpstreamErrorsBeforeHeaders(t, direct) })
+	}
+}
+
+func testUpstreamErrorsBeforeHeaders(t *testing.T, direct bool) {
 	data := randomBytes(3, 100_000)
 	noHolders := newFile("noholders.bin", data)
 	noHolders.Holders = 0
@@ -346,6 +352,7 @@ func TestUpstreamErrorsBeforeHeaders(t *testing.T) {
 		failing("other.bin", data, 0, errors.New("checksum mismatch")),
 		failing("rangefail.bin", data, 5000, wrappedErr{ErrUnavailable}),
 	)
+	src.direct = direct
 	ts := newTestServer(t, src)
 	tests := []struct {
 		target     string
@@ -414,11 +421,18 @@ func TestUpstreamErrorsBeforeHeaders(t *testing.T) {
 // TestTruncatedBody checks that a failure after body bytes went out is
 // visible to the client as a broken transfer.
 func TestTruncatedBody(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(map[bool]string{false: "copy", true: "direct"}[direct], func(t *testing.T) { testTruncatedBody(t, direct) })
+	}
+}
+
+func testTruncatedBody(t *testing.T, direct bool) {
 	data := randomBytes(4, 1<<20)
 	src := newFakeSource(
 		failing("mid.bin", data, 300_000, wrappedErr{ErrUnavailable}),
 		failing("late.bin", data, 1<<20-1, errors.New("boom")),
 	)
+	src.direct = direct
 	ts := newTestServer(t, src)
 	tests := []struct {
 		target    string
@@ -495,9 +509,17 @@ func TestTruncatedBody(t *testing.T) {
 // TestRandomRanges compares 200 random range requests, single and multiple,
 // against a random 1 MiB file.
 func TestRandomRanges(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(map[bool]string{false: "copy", true: "direct"}[direct], func(t *testing.T) { testRandomRanges(t, direct) })
+	}
+}
+
+func testRandomRanges(t *testing.T, direct bool) {
 	const size = 1 << 20
 	data := randomBytes(5, size)
-	ts := newTestServer(t, newFakeSource(newFile("big.bin", data)))
+	src := newFakeSource(newFile("big.bin", data))
+	src.direct = direct
+	ts := newTestServer(t, src)
 	rng := rand.New(rand.NewPCG(6, 7))
 	type span struct{ start, end int64 } // [start, end)
 	for i := range 200 {
@@ -558,6 +580,9 @@ func TestRandomRanges(t *testing.T) {
 				}
 			}
 		}
+	}
+	if direct && src.directWrites.Load() == 0 {
+		t.Error("DirectWriter never used")
 	}
 }
 

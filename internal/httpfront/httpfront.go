@@ -76,6 +76,14 @@ type Content interface {
 	io.Closer
 }
 
+// DirectWriter may be implemented by a Content that can write its next n
+// bytes to w without an intermediate copy (the gateway's engine writes
+// straight from its chunk buffers, a chunk per write). It returns io.EOF
+// if the content ends first, and w's errors as they are.
+type DirectWriter interface {
+	WriteToN(w io.Writer, n int64) (int64, error)
+}
+
 var (
 	// ErrUnavailable means no live server holds the file. Open or Read
 	// errors wrapping it become 503 with Retry-After: 1.

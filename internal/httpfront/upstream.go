@@ -79,18 +79,8 @@ func (u *upstream) Read(p []byte) (int, error) {
 	if rem := u.file.Size - u.pos; int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	if u.c == nil {
-		c, err := u.src.Open(u.ctx, u.file)
-		if err != nil {
-			return 0, u.fail(err)
-		}
-		u.c, u.cpos = c, 0
-	}
-	if u.cpos != u.pos {
-		if _, err := u.c.Seek(u.pos, io.SeekStart); err != nil {
-			return 0, u.fail(err)
-		}
-		u.cpos = u.pos
+	if err := u.ready(); err != nil {
+		return 0, err
 	}
 	n, err := u.c.Read(p)
 	u.pos += int64(n)
@@ -104,6 +94,30 @@ func (u *upstream) Read(p []byte) (int, error) {
 	} else {
 		u.empty = 0
 	}
+	return n, u.settle(err)
+}
+
+// ready opens the Content on first use and moves it to u.pos. Under u.mu.
+func (u *upstream) ready() error {
+	if u.c == nil {
+		c, err := u.src.Open(u.ctx, u.file)
+		if err != nil {
+			return u.fail(err)
+		}
+		u.c, u.cpos = c, 0
+	}
+	if u.cpos != u.pos {
+		if _, err := u.c.Seek(u.pos, io.SeekStart); err != nil {
+			return u.fail(err)
+		}
+		u.cpos = u.pos
+	}
+	return nil
+}
+
+// settle turns the Content's error into the reader's: EOF only at the
+// end of the file, anything else a recorded failure.
+func (u *upstream) settle(err error) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, io.EOF) && u.pos >= u.file.Size:
@@ -112,6 +126,60 @@ func (u *upstream) Read(p []byte) (int, error) {
 		err = u.fail(io.ErrUnexpectedEOF)
 	default:
 		err = u.fail(err)
+	}
+	return err
+}
+
+// writeDirect sends up to n bytes to w with the Content's DirectWriter,
+// if it has one (direct is false otherwise, and nothing happened). Errors
+// of w come back as they are and are not the upstream's failure; at the
+// end of the file it returns nil, as io.ReaderFrom does.
+func (u *upstream) writeDirect(w io.Writer, n int64) (written int64, direct bool, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return 0, true, errClosed
+	}
+	if err := u.failure(); err != nil {
+		return 0, true, err
+	}
+	n = min(n, u.file.Size-u.pos)
+	if n <= 0 {
+		return 0, true, nil
+	}
+	if err := u.ready(); err != nil {
+		return 0, true, err
+	}
+	dw, ok := u.c.(DirectWriter)
+	if !ok {
+		return 0, false, nil
+	}
+	ew := &errWriter{w: w}
+	written, err = dw.WriteToN(ew, n)
+	u.pos += written
+	u.cpos += written
+	switch {
+	case err == nil:
+	case ew.err != nil && errors.Is(err, ew.err):
+		// The client's side failed: not the upstream's failure.
+	default:
+		if err = u.settle(err); err == io.EOF {
+			err = nil
+		}
+	}
+	return written, true, err
+}
+
+// errWriter remembers the error of its writer.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
 	}
 	return n, err
 }

@@ -71,10 +71,22 @@ func (d *deferredWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadFrom copies r to the client through a pooled buffer. It is what
-// io.Copy (and so http.ServeContent) uses when the destination has it,
-// instead of allocating a buffer for every response.
+// ReadFrom copies r to the client: straight from a DirectWriter Content,
+// or else through a pooled buffer. It is what io.Copy (and so
+// http.ServeContent) uses when the destination has it; io.Copy itself
+// would allocate a buffer for every response.
 func (d *deferredWriter) ReadFrom(r io.Reader) (int64, error) {
+	// http.ServeContent hands io.Copy its body as an io.LimitedReader
+	// over the upstream: let a Content that can write directly do so.
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if u, ok := lr.R.(*upstream); ok {
+			n, direct, err := u.writeDirect(writerOnly{d}, lr.N)
+			lr.N -= n
+			if direct {
+				return n, err
+			}
+		}
+	}
 	var bp *[]byte
 	if d.bufs != nil {
 		bp = d.bufs.Get().(*[]byte)
@@ -102,6 +114,9 @@ func (d *deferredWriter) ReadFrom(r io.Reader) (int64, error) {
 		}
 	}
 }
+
+// writerOnly hides deferredWriter's ReadFrom from code that would use it.
+type writerOnly struct{ io.Writer }
 
 // FlushError commits the pending header and flushes. It is what
 // http.ResponseController.Flush calls first.
