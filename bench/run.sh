@@ -4,7 +4,7 @@
 # One command measures the gateway side by side with nginx, HAProxy and
 # aria2 on this machine and prints one table of absolute figures and ratios:
 #
-#   bench/run.sh                 # everything, 1 GiB file (~25 min)
+#   bench/run.sh                 # everything, 1 GiB file (~10 min on 2 cores)
 #   bench/run.sh --quick         # smoke run, smaller sizes and durations
 #   bench/run.sh --only a,b      # some scenarios only
 #   bench/run.sh --size 512M     # the large file's size

@@ -75,7 +75,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
 	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
-	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share, at least two chunks (memory bound)")
+	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
 	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
 	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -101,6 +101,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"httpgw -demo -tls-self-signed                  # HTTPS and HTTP/2 on https://localhost:8080/")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
+	}
+	if o.demoServers < 1 {
+		return nil, fmt.Errorf("invalid -demo-servers %d: want at least 1", o.demoServers)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (httpgw takes only flags; see -h)", fs.Arg(0))
@@ -255,6 +258,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.demo {
 		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
 		if err != nil {
+			hs.Close()
+			if as != nil {
+				as.Close()
+			}
 			gwCancel()
 			<-gwDone
 			return err
@@ -302,13 +309,10 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 		root = dir
 	}
 	gwAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.Port))
-	if o.demoServers < 1 {
-		return nil, fmt.Errorf("invalid -demo-servers %d: want at least 1", o.demoServers)
-	}
 	var servers []*demo.Server
 	for i := 1; i <= o.demoServers; i++ {
 		name := fmt.Sprintf("demo-%d", i)
-		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateway: gwAddr, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
+		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{gwAddr}, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
 		if err != nil {
 			for _, s := range servers {
 				s.Stop()

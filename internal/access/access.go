@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -97,8 +98,8 @@ type Guard struct {
 // New checks c and returns its Guard.
 func New(c Config) (*Guard, error) {
 	switch {
-	case c.Rate < 0:
-		return nil, fmt.Errorf("negative rate limit %v", c.Rate)
+	case !(c.Rate >= 0) || math.IsInf(c.Rate, 1): // NaN fails >= too
+		return nil, fmt.Errorf("rate limit %v: want a finite rate ≥ 0", c.Rate)
 	case c.Rate > 0 && c.Burst < 1:
 		return nil, fmt.Errorf("rate burst %d: want at least 1 with a rate limit", c.Burst)
 	case c.MaxConnsPerClient < 0 || c.MaxConns < 0:

@@ -1,12 +1,12 @@
 // Package admin serves the gateway's operator endpoints on a separate,
-// loopback-by-default listener: the pool as JSON and the Go profiler.
+// loopback-by-default listener: the live status page, Prometheus metrics,
+// the pool, downloads and counters as JSON, and the Go profiler.
 // It is never mounted on the public HTTP port.
 package admin
 
 import (
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/pprof"
@@ -25,7 +25,7 @@ type ServerView struct {
 	Joined      time.Time `json:"joined"`
 	LastHeard   time.Time `json:"last_heard"`
 	HeardAgoMs  int64     `json:"heard_ago_ms"`
-	Health      string    `json:"health"` // up, or silent (missed a heartbeat; evicted after 3 s)
+	Health      string    `json:"health"` // up, or silent (missed a heartbeat; evicted after fschunk.EvictAfter)
 	Files       int       `json:"files"`
 	CatalogGen  uint64    `json:"catalog_gen"`
 	ReadsActive uint32    `json:"reads_active"`
@@ -92,7 +92,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	out := []ServerView{}
 	now := time.Now()
 	for _, s := range g.Pool().Servers() {
-		v := ServerView{ID: fmt.Sprintf("%016x", uint64(s.ID)), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
+		v := ServerView{ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
 			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up"}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {

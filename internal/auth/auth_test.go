@@ -170,8 +170,9 @@ func TestWrongKey(t *testing.T) {
 	// A fake gateway: its CHALLENGE does not verify at the server.
 	fake := NewResponder(testKey(t, 2), DefaultLimits, c.now)
 	hello := in.Hello(nil)
-	// The fake gateway cannot verify the HELLO, so it forges a CHALLENGE by
-	// MACing with its own key.
+	// The fake gateway cannot verify the HELLO, so it forges a CHALLENGE for
+	// it, correct in every field and MACed over the right HELLO nonce, but
+	// with its own key: only the key differs.
 	chal, err := fake.HandleHello(NewInitiator(testKey(t, 2), 1, DefaultLimits).Hello(nil), srvAddr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +183,8 @@ func TestWrongKey(t *testing.T) {
 	_ = h.Decode(hello)
 	cm.Receiver = h.Sender
 	forged := cm.Append(nil)
+	m := testKey(t, 2).mac(forged[:len(forged)-fschunk.MACSize], h.Nonce[:])
+	copy(forged[len(forged)-fschunk.MACSize:], m[:])
 	if _, err := in.HandleChallenge(forged, nil); !errors.Is(err, ErrBadMAC) {
 		t.Fatalf("fake gateway CHALLENGE: %v", err)
 	}
@@ -214,10 +217,13 @@ func TestCookie(t *testing.T) {
 	if err := run(srvAddr, fschunk.CookieLifetime+time.Second); !errors.Is(err, ErrBadCookie) {
 		t.Fatalf("stale cookie: %v", err)
 	}
-	// A cookie issued just before a rotation still verifies after it.
 	if err := run(srvAddr, fschunk.CookieRotation); !errors.Is(err, ErrBadCookie) {
 		t.Fatalf("cookie far past its lifetime: %v", err)
 	}
+	// A cookie issued just before a rotation still verifies after it: a
+	// fresh responder rotates CookieRotation from now, so the HELLO lands
+	// 2 s before its rotation and the AUTH 1 s after.
+	r = NewResponder(k, DefaultLimits, c.now)
 	c.t = c.t.Add(fschunk.CookieRotation - 2*time.Second)
 	if err := run(srvAddr, 3*time.Second); err != nil {
 		t.Fatalf("across one rotation: %v", err)

@@ -23,7 +23,8 @@ const MinKeySize = 16
 // fails fast instead of being slurped.
 const maxKeyFile = 4096
 
-// KeyHint tells an operator how to make a key; every key error carries it.
+// KeyHint tells an operator how to make a key; every error about a missing
+// or short key carries it.
 const KeyHint = "create one with: head -c 32 /dev/urandom > fschunk.key"
 
 // Key is the pre-shared key both programs are started with. Only derived

@@ -30,6 +30,24 @@ type Limits struct {
 	RejectAfterMessages uint64
 }
 
+// WithDefaults fills each zero (or negative) field of l from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
+	def := DefaultLimits
+	if l.RekeyAfterTime <= 0 {
+		l.RekeyAfterTime = def.RekeyAfterTime
+	}
+	if l.RejectAfterTime <= 0 {
+		l.RejectAfterTime = def.RejectAfterTime
+	}
+	if l.RekeyAfterMessages == 0 {
+		l.RekeyAfterMessages = def.RekeyAfterMessages
+	}
+	if l.RejectAfterMessages == 0 {
+		l.RejectAfterMessages = def.RejectAfterMessages
+	}
+	return l
+}
+
 // DefaultLimits are the specification's values.
 var DefaultLimits = Limits{
 	RekeyAfterTime:      fschunk.RekeyAfterTime,

@@ -90,12 +90,6 @@ const (
 	maxHistory = 64
 	// defaultMaxHandles bounds idle cached file descriptors.
 	defaultMaxHandles = 256
-	// defaultCheckTTL is 0: every ReadAt is followed by an fstat, so a
-	// modification made before the read returned is always caught (one
-	// cheap syscall beside a pread and a sendmsg). A positive value would
-	// let reads within it share one check, at the price of a window in
-	// which bytes of a new version could be served under the old hash.
-	defaultCheckTTL = time.Duration(0)
 	// defaultSaveDelay rate-limits state file writes during bursts of changes:
 	// the file holds one record per file, so it is not written per batch.
 	defaultSaveDelay = 5 * time.Second
@@ -112,7 +106,6 @@ type Catalog struct {
 
 	// Tunables, unexported so that tests can shrink them.
 	maxHandles int
-	checkTTL   time.Duration
 	saveDelay  time.Duration
 	noWatch    bool // pretend fsnotify is unavailable
 
@@ -243,7 +236,6 @@ func Open(root string, opt Options) (*Catalog, error) {
 		opt:        opt,
 		log:        log,
 		maxHandles: defaultMaxHandles,
-		checkTTL:   defaultCheckTTL,
 		saveDelay:  defaultSaveDelay,
 		ready:      make(chan struct{}),
 		changed:    make(chan struct{}, 1),

@@ -509,7 +509,7 @@ func TestOpenErrors(t *testing.T) {
 func TestReadAtStale(t *testing.T) {
 	root := t.TempDir()
 	writeTree(t, root, map[string]string{"f": "version one", "g": "same size 1", "h": "to be deleted"})
-	r := start(t, root, testOptions(t), func(c *Catalog) { c.checkTTL = 0 })
+	r := start(t, root, testOptions(t))
 	at := func(p string) string { return filepath.Join(root, p) }
 	buf := make([]byte, 64)
 

@@ -89,7 +89,7 @@ func TestReplacedBySymlinkOut(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
 			writeTree(t, root, map[string]string{"victim.txt": "victim content", "other": "other"})
-			r := start(t, root, testOptions(t), func(c *Catalog) { c.checkTTL = 0 })
+			r := start(t, root, testOptions(t))
 			h := sum("victim content")
 			f, err := r.Open(h)
 			if err != nil {

@@ -17,7 +17,7 @@ import (
 
 // ServerConfig describes one embedded FastFileSrv.
 type ServerConfig struct {
-	Gateway  string // the gateway's UDP address, host:port
+	Gateways []string // the gateways' UDP addresses, host:port each
 	Root     string
 	StateDir string // hash cache directory ("" = none)
 	Key      *auth.Key
@@ -60,7 +60,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Wrap != nil {
 		conn = cfg.Wrap(uc)
 	}
-	srv, err := fileserver.New(fileserver.Config{Gateways: []string{cfg.Gateway}, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
+	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
 	if err != nil {
 		conn.Close()
 		cat.Close()
@@ -68,9 +68,8 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Server{Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
-	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.record(cat.Run(ctx)) }()
-	go func() { defer s.wg.Done(); s.record(srv.Run(ctx)) }()
+	s.wg.Go(func() { s.record(cat.Run(ctx)) })
+	s.wg.Go(func() { s.record(srv.Run(ctx)) })
 	return s, nil
 }
 
@@ -82,7 +81,7 @@ func (s *Server) record(err error) {
 	}
 }
 
-// Stop says goodbye to the gateway and stops the server.
+// Stop says goodbye to the gateways and stops the server.
 func (s *Server) Stop() error {
 	s.cancel()
 	s.wg.Wait()
@@ -91,13 +90,4 @@ func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
-}
-
-// Kill stops the server without a goodbye, as a crash would: the socket
-// closes first, so nothing more is sent.
-func (s *Server) Kill() {
-	s.Conn.Close()
-	s.cancel()
-	s.wg.Wait()
-	s.Catalog.Close()
 }

@@ -118,8 +118,6 @@ type udpAbuseVerdictKey struct {
 // udpAbuseCounts is what a tap saw, all of it delivered to (or sent by)
 // the owner.
 type udpAbuseCounts struct {
-	legit       uint64 // transport datagrams from genuine peers
-	legitHS     uint64 // handshake datagrams from genuine peers
 	attack      uint64 // datagrams from attacker sockets or injected
 	attackBytes uint64
 	exp         map[udpAbuseExpKey]uint64
@@ -277,13 +275,7 @@ func (t *udpAbuseTap) record(pkt []byte, from netip.AddrPort, attack bool) {
 		t.delivered.Add(1)
 		return
 	}
-	typ, ok := udpAbuseType(pkt)
-	if ok && typ.IsHandshake() {
-		t.c.legitHS++
-	} else {
-		t.c.legit++
-	}
-	if ok {
+	if typ, ok := udpAbuseType(pkt); ok {
 		t.captureLocked(t.capIn, t.inIdx, typ, pkt, from)
 	}
 }
@@ -402,8 +394,6 @@ type udpAbuseAttacker struct {
 	rxN    atomic.Uint64
 	rxB    atomic.Uint64
 	rxOdd  atomic.Uint64 // datagrams other than CHALLENGE
-	txN    atomic.Uint64
-	txB    atomic.Uint64
 	done   chan struct{}
 	closed sync.Once
 }
@@ -456,8 +446,6 @@ func (a *udpAbuseAttacker) send(pkt []byte, to netip.AddrPort) error {
 	if _, err := a.conn.WriteToUDPAddrPort(pkt, to); err != nil {
 		return err
 	}
-	a.txN.Add(1)
-	a.txB.Add(uint64(len(pkt)))
 	return nil
 }
 

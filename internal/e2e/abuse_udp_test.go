@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -166,20 +165,8 @@ func (u *udpAbuseEnv) poolState() string {
 // udpAbuseFetch downloads url and compares it with want.
 func udpAbuseFetch(url string, want []byte) (time.Duration, error) {
 	start := time.Now()
-	resp, err := http.Get(url)
-	if err != nil {
+	if err := fetchExact(http.DefaultClient, url, want); err != nil {
 		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, fmt.Errorf("GET %s: body: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	if !bytes.Equal(body, want) {
-		return 0, fmt.Errorf("GET %s: %d bytes differ from the %d-byte original", url, len(body), len(want))
 	}
 	return time.Since(start), nil
 }

@@ -66,14 +66,41 @@ func TestLossyNetwork(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, files, envOpts{datagram: fschunk.DefaultDatagramSize})
+			var faults []*faultconn.Conn
 			for s := 0; s < 3; s++ {
 				cfg := c.cfg
 				cfg.Seed = int64(10*i + s)
-				e.addServer(func(pc net.PacketConn) net.PacketConn { return faultconn.Wrap(pc, cfg, cfg) })
+				e.addServer(func(pc net.PacketConn) net.PacketConn {
+					fc := faultconn.Wrap(pc, cfg, cfg)
+					faults = append(faults, fc)
+					return fc
+				})
 			}
 			e.waitHolders(3)
 			e.get("big.bin")
 			e.get("small.txt")
+			// The faults were really injected: a case that passes with a
+			// no-op fault injector proves nothing.
+			var fs faultconn.Stats
+			for _, fc := range faults {
+				st := fc.Stats()
+				fs.Dropped += st.Dropped
+				fs.Duplicated += st.Duplicated
+				fs.Reordered += st.Reordered
+				fs.Corrupted += st.Corrupted
+				fs.Delayed += st.Delayed
+			}
+			for _, f := range []struct {
+				on   bool
+				n    uint64
+				what string
+			}{{c.cfg.Loss > 0, fs.Dropped, "dropped"}, {c.cfg.Duplicate > 0, fs.Duplicated, "duplicated"},
+				{c.cfg.Reorder > 0, fs.Reordered, "reordered"}, {c.cfg.Corrupt > 0, fs.Corrupted, "corrupted"},
+				{c.cfg.Delay > 0, fs.Delayed, "delayed"}} {
+				if f.on && f.n == 0 {
+					t.Errorf("no datagram %s", f.what)
+				}
+			}
 			st := e.gw.Engine().Stats()
 			if c.cfg.Loss >= 0.05 && st.Retransmits == 0 {
 				t.Errorf("%v loss and no retransmission", c.cfg.Loss)
@@ -137,6 +164,7 @@ func TestServerJoinsMidDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.addServer(nil)
+	e.waitHolders(2) // the client pauses meanwhile; the small window holds the engine
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -112,8 +112,10 @@ func (e *env) close() {
 	servers := e.servers
 	e.servers = nil
 	e.mu.Unlock()
-	for _, s := range servers {
-		s.Stop()
+	for i, s := range servers {
+		if err := s.Stop(); err != nil {
+			e.t.Errorf("server %d: %v", i+1, err)
+		}
 	}
 	if e.web != nil {
 		e.web.Close()
@@ -127,7 +129,7 @@ func (e *env) addServer(wrap func(net.PacketConn) net.PacketConn) *demo.Server {
 	e.mu.Lock()
 	name := fmt.Sprintf("srv%d", len(e.servers)+1)
 	e.mu.Unlock()
-	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateway: e.udp, Root: e.root, Key: e.key, Logger: e.log.With("side", name), Wrap: wrap}, name)
+	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: []string{e.udp}, Root: e.root, Key: e.key, Logger: e.log.With("side", name), Wrap: wrap}, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -170,21 +172,29 @@ func (e *env) url(p string) string {
 // get downloads p and compares it with the original.
 func (e *env) get(p string) {
 	e.t.Helper()
-	resp, err := http.Get(e.url(p))
+	if err := fetchExact(http.DefaultClient, e.url(p), e.files[p]); err != nil {
+		e.t.Fatalf("%v\n%s", err, e.diagnose())
+	}
+}
+
+// fetchExact GETs url with c and checks for 200 and exactly want.
+func fetchExact(c *http.Client, url string, want []byte) error {
+	resp, err := c.Get(url)
 	if err != nil {
-		e.t.Fatalf("GET %s: %v", p, err)
+		return fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatalf("GET %s: body: %v", p, err)
+		return fmt.Errorf("GET %s: body after %d bytes: %w", url, len(body), err)
 	}
-	if resp.StatusCode != 200 {
-		e.t.Fatalf("GET %s: %s: %s\n%s", p, resp.Status, body, e.diagnose())
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
-	if !bytes.Equal(body, e.files[p]) {
-		e.t.Fatalf("GET %s: %d bytes differ from the %d-byte original", p, len(body), len(e.files[p]))
+	if !bytes.Equal(body, want) {
+		return fmt.Errorf("GET %s: %d bytes differ from the %d-byte original", url, len(body), len(want))
 	}
+	return nil
 }
 
 func randBytes(n int) []byte {

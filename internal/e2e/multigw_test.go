@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,64 +14,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastfile/fschunk/internal/catalog"
+	"github.com/fastfile/fschunk/internal/demo"
 	"github.com/fastfile/fschunk/internal/fileserver"
 	"github.com/fastfile/fschunk/internal/pool"
-	"github.com/fastfile/fschunk/internal/transport"
 )
 
 // multiGwServer is one FastFileSrv registered with several gateways, as
-// `fastfilesrv -gateway a,b` runs it (demo.StartServer knows only one).
+// `fastfilesrv -gateway a,b` runs it.
 type multiGwServer struct {
 	srv  *fileserver.Server
-	cat  *catalog.Catalog
-	conn net.PacketConn
 	stop func()
 }
 
 func multiGwStartServer(t *testing.T, e *env, name string, gateways []string, rec *multiGwRecorder) *multiGwServer {
 	t.Helper()
 	log := slog.New(&multiGwHandler{next: e.log.Handler(), rec: rec}).With("side", name)
-	cat, err := catalog.Open(e.root, catalog.Options{Logger: log})
+	ds, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: gateways, Root: e.root, Key: e.key, Logger: log}, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	uc, err := transport.Listen(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		cat.Close()
-		t.Fatal(err)
-	}
-	srv, err := fileserver.New(fileserver.Config{Gateways: gateways, Conn: uc, Key: e.key, Catalog: cat, Logger: log})
-	if err != nil {
-		uc.Close()
-		cat.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var runErr error
-	record := func(err error) {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			errMu.Lock()
-			runErr = errors.Join(runErr, err)
-			errMu.Unlock()
-		}
-	}
-	wg.Go(func() { record(cat.Run(ctx)) })
-	wg.Go(func() { record(srv.Run(ctx)) })
-	s := &multiGwServer{srv: srv, cat: cat, conn: uc}
+	s := &multiGwServer{srv: ds.Srv}
 	var once sync.Once
 	s.stop = func() {
 		once.Do(func() {
-			cancel()
-			wg.Wait()
-			uc.Close()
-			cat.Close()
-			errMu.Lock()
-			defer errMu.Unlock()
-			if runErr != nil {
-				t.Errorf("server %s: %v", name, runErr)
+			if err := ds.Stop(); err != nil {
+				t.Errorf("server %s: %v", name, err)
 			}
 		})
 	}
@@ -162,20 +128,8 @@ func multiGwSecond(t *testing.T, e *env) *env {
 // multiGwFetch downloads p through e and compares it with the original;
 // safe to call from several goroutines (it reports, never fails the test).
 func multiGwFetch(e *env, p string) error {
-	resp, err := http.Get(e.url(p))
-	if err != nil {
-		return fmt.Errorf("GET %s via %s: %w", p, e.udp, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("GET %s via %s: body after %d bytes: %w", p, e.udp, len(body), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s via %s: %s", p, e.udp, resp.Status)
-	}
-	if !bytes.Equal(body, e.files[p]) {
-		return fmt.Errorf("GET %s via %s: %d bytes differ from the %d-byte original", p, e.udp, len(body), len(e.files[p]))
+	if err := fetchExact(http.DefaultClient, e.url(p), e.files[p]); err != nil {
+		return fmt.Errorf("via %s: %w", e.udp, err)
 	}
 	return nil
 }

@@ -607,7 +607,7 @@ func TestReadDeadline(t *testing.T) {
 			r.SetReadDeadline(time.Time{})
 			errc := make(chan error, 1)
 			go func() { _, _, err := r.ReadFrom(buf); errc <- err }()
-			time.Sleep(10 * time.Millisecond) // let it block; correctness does not depend on it
+			waitBlocked(t, r)
 			r.SetReadDeadline(time.Now())
 			select {
 			case err := <-errc:
@@ -658,7 +658,7 @@ func TestSwitchInbound(t *testing.T) {
 		}
 		got = append(got, seqOf(buf[:n]))
 	}()
-	time.Sleep(10 * time.Millisecond)
+	waitBlocked(t, r) // the switch must happen under a blocked direct read
 	r.SetIn(Config{Delay: 5 * time.Millisecond, Reorder: 0.2, Seed: 9})
 	send(1)
 	<-done
@@ -740,7 +740,7 @@ func TestCloseDirect(t *testing.T) {
 		_, _, err := r.ReadFrom(make([]byte, 100))
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	waitBlocked(t, r)
 	r.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("ReadFrom = %v, want net.ErrClosed", err)
@@ -806,4 +806,23 @@ func TestConcurrentControl(t *testing.T) {
 		t.Fatalf("no traffic: %+v %+v", a.Stats(), b.Stats())
 	}
 	goleak.VerifyNone(t)
+}
+
+// waitBlocked waits until a ReadFrom on c is blocked: on the socket
+// directly, or waiting for the queue.
+func waitBlocked(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(failsafe)
+	for {
+		c.mu.Lock()
+		blocked := c.directReaders > 0 || c.readable != nil
+		c.mu.Unlock()
+		if blocked {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ReadFrom never blocked")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

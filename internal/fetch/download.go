@@ -86,7 +86,7 @@ func (r *request) deadline() time.Time {
 }
 
 // download is the state of one Reader. Everything but the channels and
-// pos/started is guarded by Engine.mu.
+// pos is guarded by Engine.mu.
 type download struct {
 	e      *Engine
 	hash   [fschunk.HashSize]byte
@@ -108,11 +108,13 @@ type download struct {
 	used      map[ServerID]bool // servers that delivered bytes
 	retrans   int
 	noHolder  time.Time
+	// links and miss are schedule's scratch slices, kept between rounds.
+	links []*link
+	miss  []span
 	// queued: the last round found no room for the download's missing
 	// chunks and it had no READ of its own outstanding.
 	queued       bool
 	lastProgress time.Time
-	counted      bool
 	closed       bool
 
 	wake     chan struct{} // to the pump: something changed
@@ -150,40 +152,49 @@ func (r *Reader) Seek(off int64, whence int) (int64, error) {
 
 // Read copies the next bytes once they have arrived in order.
 func (r *Reader) Read(p []byte) (int, error) {
-	d, e := r.d, r.d.e
+	d := r.d
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if d.pos >= d.size {
 		return 0, io.EOF
 	}
-	e.mu.Lock()
-	if d.closed {
-		e.mu.Unlock()
-		return 0, ErrClosed
+	c, rel, err := d.next()
+	if err != nil {
+		return 0, err
 	}
-	d.startAt()
-	e.mu.Unlock()
+	n := copy(p, (*c.buf)[rel:c.n])
+	d.advance(c, rel, n)
+	d.e.mu.Unlock()
+	return n, nil
+}
+
+// next waits until the chunk at the stream position (d.pos < d.size) is
+// complete and returns it, and the offset in it, with e.mu held; on an
+// error the lock is not held.
+func (d *download) next() (*chunk, int, error) {
+	e := d.e
 	for {
 		e.mu.Lock()
+		if d.closed {
+			e.mu.Unlock()
+			return nil, 0, ErrClosed
+		}
+		d.startAt()
 		if d.err != nil {
 			err := d.err
 			e.mu.Unlock()
-			return 0, err
+			return nil, 0, err
 		}
 		d.fill() // pos < size, so the window holds at least one chunk
 		if c := d.chunks[0]; c.done {
-			rel := int(d.streamPos - c.off)
-			n := copy(p, (*c.buf)[rel:c.n])
-			d.advance(c, rel, n)
-			e.mu.Unlock()
-			return n, nil
+			return c, int(d.streamPos - c.off), nil
 		}
 		e.mu.Unlock()
 		select {
 		case <-d.progress:
 		case <-d.ctx.Done():
-			return 0, d.ctx.Err()
+			return nil, 0, d.ctx.Err()
 		}
 	}
 }
@@ -197,6 +208,7 @@ func (d *download) startAt() {
 	d.restart(d.pos)
 	if !d.started {
 		d.started = true
+		d.e.stats.Downloads++
 		d.pumpDone = make(chan struct{})
 		go d.pump()
 	}
@@ -235,29 +247,10 @@ func (r *Reader) WriteToN(w io.Writer, n int64) (int64, error) {
 		if d.pos >= d.size {
 			return written, io.EOF
 		}
-		e.mu.Lock()
-		if d.closed {
-			e.mu.Unlock()
-			return written, ErrClosed
-		}
-		d.startAt()
-		if d.err != nil {
-			err := d.err
-			e.mu.Unlock()
+		c, rel, err := d.next()
+		if err != nil {
 			return written, err
 		}
-		d.fill() // pos < size, so the window holds at least one chunk
-		c := d.chunks[0]
-		if !c.done {
-			e.mu.Unlock()
-			select {
-			case <-d.progress:
-			case <-d.ctx.Done():
-				return written, d.ctx.Err()
-			}
-			continue
-		}
-		rel := int(d.streamPos - c.off)
 		k := int(min(int64(c.n-rel), n-written))
 		// A complete chunk is never written to again and only this
 		// reader's own calls (restart, Close) recycle it, so its bytes
@@ -329,20 +322,15 @@ func (d *download) restart(pos int64) {
 	d.streamPos, d.base = pos, pos/cs
 	d.win = min(2, d.maxWin)
 	d.lastProgress = d.e.cfg.Now()
-	if !d.counted {
-		d.counted = true
-		d.e.stats.Downloads++
-	}
 	d.fill()
 	notify(d.wake)
 }
 
 // drop cancels every outstanding READ and returns the buffers.
 func (d *download) drop() {
-	now := d.e.cfg.Now()
 	for _, c := range d.chunks {
 		for len(c.reqs) > 0 {
-			d.e.finish(c.reqs[0], false, now)
+			d.e.finish(c.reqs[0], false)
 		}
 		if c.buf != nil {
 			d.e.putBuf(c.buf)
@@ -409,7 +397,7 @@ func (d *download) pump() {
 		}
 		wait := time.Hour
 		if !next.IsZero() {
-			wait = max(time.Until(next), 0)
+			wait = max(next.Sub(e.cfg.Now()), 0) // on the engine's clock, as next is
 		}
 		timer.Reset(wait)
 		select {
@@ -462,7 +450,7 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 			r := c.reqs[i]
 			if !r.tailAt.IsZero() {
 				if at := r.lossAt(); !now.Before(at) {
-					e.finish(r, true, now) // a loss, not a timeout: ask again below
+					e.finish(r, true) // a loss, not a timeout: ask again below
 					continue
 				} else {
 					soon(at)
@@ -475,14 +463,14 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 					// is fine. Ask again without backing off. (Late answers
 					// to READs given up on do not count: a server drowning
 					// in them must see the gateway back off.)
-					e.finish(r, true, now)
+					e.finish(r, true)
 					continue
 				}
 				e.cfg.Logger.Debug("read timed out", "server", uint64(r.l.id), "id", r.id, "offset", r.c.off,
 					"asked", r.asked, "released", r.released, "first", r.first, "age", now.Sub(r.sentAt), "quiet", now.Sub(r.lastAct), "rto", r.l.rto())
 				r.l.onTimeout(now, e.cfg.ChunkSize)
 				e.stats.Timeouts++
-				e.finish(r, false, now)
+				e.finish(r, false)
 				continue
 			} else {
 				soon(dl)
@@ -515,12 +503,13 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	}
 
 	holders := e.cfg.Holders(d.hash)
-	links := make([]*link, 0, len(holders))
+	links := d.links[:0] // scratch, reused every round
 	for _, h := range holders {
 		if !d.bad[h] {
 			links = append(links, e.link(h))
 		}
 	}
+	d.links = links
 	if len(links) == 0 {
 		if d.noHolder.IsZero() {
 			d.noHolder = now
@@ -569,26 +558,25 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 		return ls[i]
 	}
 
-	var miss []span
 	starved := false
 	for _, c := range d.chunks {
 		if c.done || c.assigned() {
 			continue
 		}
-		miss = c.have.missing(miss[:0], c.n)
-		l := pick(spanBytes(miss), nil, false)
+		d.miss = c.have.missing(d.miss[:0], c.n) // scratch: issue copies what it keeps
+		l := pick(spanBytes(d.miss), nil, false)
 		if l == nil {
 			starved = true
 			break
 		}
-		out = append(out, e.issue(d, c, l, miss, false, now))
+		out = append(out, e.issue(d, c, l, d.miss, false, now))
 	}
 	// copyChunk asks a second server for c's missing bytes, within the
 	// response's duplicate budget; false when it could not.
 	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
 	copyChunk := func(c *chunk, idleOnly bool) bool {
-		miss = c.have.missing(miss[:0], c.n)
-		n := spanBytes(miss)
+		d.miss = c.have.missing(d.miss[:0], c.n)
+		n := spanBytes(d.miss)
 		if d.dupBytes+int64(n) > budget {
 			return false
 		}
@@ -599,7 +587,7 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 		c.dupped = true
 		d.dupBytes += int64(n)
 		e.stats.EndgameRequests++
-		out = append(out, e.issue(d, c, l, miss, true, now))
+		out = append(out, e.issue(d, c, l, d.miss, true, now))
 		return true
 	}
 	// Hedge: a chunk whose only READs are on suspect servers (a timeout,
@@ -625,11 +613,13 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 		}
 		return out, next
 	}
-	// Endgame: nothing left to assign and the window cannot grow. At the
-	// tail of the response, a server with nothing to do takes a copy of
-	// the oldest unfinished chunk, so one slow server does not hold up the
-	// end. Mid-file (the window is full) only the chunk the client is
-	// waiting for is hedged, and only once it is late.
+	// Endgame: nothing left to assign and the window at its maximum
+	// (-window; a window held smaller by the budget's share does not
+	// count: extra copies would only add to an overload). At the tail of
+	// the response, a server with nothing to do takes a copy of the oldest
+	// unfinished chunk, so one slow server does not hold up the end.
+	// Mid-file only the chunk the client is waiting for is hedged, and
+	// only once it is late.
 	if len(d.chunks) == 0 {
 		return out, next
 	}
@@ -763,7 +753,7 @@ func (d *download) logStall(now time.Time) {
 		d.e.cfg.Logger.Warn("stalled chunk", "path", d.label, "offset", c.off, "missing", c.have.missing(nil, c.n), "reqs", reqs)
 	}
 	for _, l := range d.e.links {
-		d.e.cfg.Logger.Warn("stalled link", "server", fmt.Sprintf("%016x", uint64(l.id)), "inflight", l.inflight, "cwnd", l.cwnd,
+		d.e.cfg.Logger.Warn("stalled link", "server", l.id.String(), "inflight", l.inflight, "cwnd", l.cwnd,
 			"suspect", l.suspect(), "suspended_for", l.suspendTill.Sub(now), "total_inflight", d.e.inflight, "max_inflight", d.e.cfg.MaxInflight,
 			"holders", len(d.e.cfg.Holders(d.hash)), "bad", len(d.bad), "reqs", len(d.e.reqs))
 	}

@@ -48,7 +48,8 @@ type Config struct {
 	Window    int // bytes buffered ahead per response; default 8 MiB
 	// Budget bounds the bytes buffered ahead by all responses together
 	// (default 4 × Window): with many clients each gets an equal share,
-	// never less than two chunks, so memory stays flat as clients come.
+	// never less than the one chunk it is sending (minStreamChunks), so
+	// memory grows by a chunk per client, not by a window.
 	Budget        int
 	MaxLinkWindow int // bytes in flight per server; default 4 MiB
 	// MaxInflight bounds the bytes in flight to all servers together, so
@@ -261,6 +262,8 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 		r.expect = pos + n
 	}
 	credit := min(n, r.asked-r.released)
+	cs := e.cfg.ChunkSize
+	hadRoom := l.room(cs, now, false) && e.room(cs)
 	r.released += credit
 	l.inflight -= credit
 	e.inflight -= credit
@@ -283,7 +286,7 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 			e.cfg.OnChunk(id, now.Sub(c.firstAsked))
 		}
 		for len(c.reqs) > 0 {
-			e.finish(c.reqs[0], c.reqs[0] == r, now)
+			e.finish(c.reqs[0], c.reqs[0] == r)
 		}
 		notify(d.progress)
 		notify(d.wake)
@@ -293,13 +296,16 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 		// done; otherwise the pump waits a reordering allowance (RFC 9002's
 		// time threshold, scaled to our first-byte RTT) and asks again.
 		if r.complete() {
-			e.finish(r, true, now)
+			e.finish(r, true)
 		} else if r.tailAt.IsZero() {
 			r.tailAt = now
 		}
 		notify(d.wake)
 	}
-	if credit > 0 {
+	// Starved downloads wait for room for a chunk: wake them when this
+	// datagram made some, not for every datagram (finish wakes them too
+	// when a READ ends).
+	if credit > 0 && !hadRoom && l.room(cs, now, false) && e.room(cs) {
 		e.wakeStarved()
 	}
 }
@@ -324,7 +330,7 @@ func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
 	default:
 		l.onTimeout(now, e.cfg.ChunkSize)
 	}
-	e.finish(r, false, now)
+	e.finish(r, false)
 	notify(d.wake)
 	e.wakeStarved()
 	hash := d.hash
@@ -340,10 +346,9 @@ func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
 func (e *Engine) ServerGone(id ServerID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.cfg.Now()
 	for _, r := range e.reqs {
 		if r.l.id == id {
-			e.finish(r, false, now)
+			e.finish(r, false)
 			notify(r.d.wake)
 		}
 	}
@@ -353,7 +358,7 @@ func (e *Engine) ServerGone(id ServerID) {
 // finish ends a request: it is forgotten (late DATA for it is dropped),
 // the window bytes it still held are released, and, when ok, the server's
 // window learns how the request went.
-func (e *Engine) finish(r *request, ok bool, now time.Time) {
+func (e *Engine) finish(r *request, ok bool) {
 	delete(e.reqs, r.id)
 	c, l := r.c, r.l
 	for i, x := range c.reqs {

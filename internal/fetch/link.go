@@ -204,7 +204,7 @@ func (l *link) onTimeout(now time.Time, chunk int) {
 
 // room reports whether n more bytes fit in the window; an empty window
 // always takes one request so a small window never stalls. A suspect
-// server (its last request timed out) gets one request at a time, a
+// server (requests timed out in two successive RTOs) gets one request at a time, a
 // probe, until it delivers again, unless every holder is suspect
 // (onlyChoice): then throttling it would only slow the response.
 func (l *link) room(n int, now time.Time, onlyChoice bool) bool {

@@ -1,5 +1,7 @@
 package fetch
 
+import "slices"
+
 // span is a half-open byte interval [lo, hi) relative to a chunk.
 type span struct{ lo, hi int }
 
@@ -35,10 +37,7 @@ func (s *spanSet) add(lo, hi int) int {
 		nlo, nhi = min(nlo, ss[j].lo), max(nhi, ss[j].hi)
 		j++
 	}
-	merged := span{nlo, nhi}
-	out := append(ss[:i:i], merged)
-	out = append(out, ss[j:]...)
-	*s = out
+	*s = slices.Replace(ss, i, j, span{nlo, nhi}) // in place: no allocation
 	return hi - lo - covered
 }
 

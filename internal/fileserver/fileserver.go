@@ -176,19 +176,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxDatagram < fschunk.MinDatagramSize || cfg.MaxDatagram > fschunk.MaxDatagramSize {
 		return nil, fmt.Errorf("fileserver: MaxDatagram %d outside [%d, %d]", cfg.MaxDatagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
-	lim, def := &cfg.Limits, auth.DefaultLimits
-	if lim.RekeyAfterTime <= 0 {
-		lim.RekeyAfterTime = def.RekeyAfterTime
-	}
-	if lim.RejectAfterTime <= 0 {
-		lim.RejectAfterTime = def.RejectAfterTime
-	}
-	if lim.RekeyAfterMessages == 0 {
-		lim.RekeyAfterMessages = def.RekeyAfterMessages
-	}
-	if lim.RejectAfterMessages == 0 {
-		lim.RejectAfterMessages = def.RejectAfterMessages
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -466,7 +454,7 @@ type Stats struct {
 	ReadsServed      uint64 // READs answered with all their DATA
 	DataSent         uint64 // DATA datagrams
 	BytesSent        uint64 // bytes of all datagrams sent
-	SendErrors       uint64 // datagrams the socket refused
+	SendErrors       uint64 // writes the socket refused (a GSO batch is one write)
 	ErrorsSent       map[fschunk.Code]uint64
 	ErrorsReceived   uint64 // ERROR messages from gateways (logged, otherwise ignored)
 	MetaServed       uint64

@@ -145,10 +145,10 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.gw = startTestGateway(t, f.key, "127.0.0.1:0", o.hb, o.gwMaxDG, limitsOrDefault(o.limits))
+	f.gw = startTestGateway(t, f.key, "127.0.0.1:0", o.hb, o.gwMaxDG, o.limits.WithDefaults())
 	names := []string{f.gw.addr()}
 	for range o.extra {
-		g := startTestGateway(t, f.key, "127.0.0.1:0", o.hb, o.gwMaxDG, limitsOrDefault(o.limits))
+		g := startTestGateway(t, f.key, "127.0.0.1:0", o.hb, o.gwMaxDG, o.limits.WithDefaults())
 		f.more = append(f.more, g)
 		names = append(names, net.JoinHostPort("localhost", fmt.Sprint(g.conn.LocalAddr().(*net.UDPAddr).Port)))
 	}
@@ -194,13 +194,6 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		f.cat.Close()
 	})
 	return f
-}
-
-func limitsOrDefault(l auth.Limits) auth.Limits {
-	if l == (auth.Limits{}) {
-		return auth.DefaultLimits
-	}
-	return l
 }
 
 // stop cancels Run and waits for it; Run must return nil.
@@ -488,7 +481,6 @@ func TestReadStale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(20 * time.Millisecond) // past the catalog's fstat cache
 	for _, h := range [][32]byte{h1, h2} {
 		_, n, err := f.gw.read(f.ctx(), h, rg, fschunk.DefaultDatagramSize)
 		if codeOf(err) != fschunk.CodeStale || n != 0 {

@@ -97,7 +97,6 @@ type gwEvent struct {
 	sess   *session // transport: the session it arrived on
 	index  uint32   // handshake: the receiver index it carried
 	pkt    []byte   // handshake: a copy of the datagram
-	from   peer
 	hbAck  fschunk.HeartbeatAck
 	catAck fschunk.CatalogAck
 	bye    fschunk.Goodbye
@@ -171,12 +170,7 @@ func (g *gateway) poke() {
 // name resolved to for the latest HELLO. It is never taken from a
 // datagram's source: an on-path attacker rewriting the source of a READ
 // would otherwise aim its DATA (a thousand times larger) at a victim.
-func (g *gateway) setAddr(p peer) {
-	if old := g.addr.Load(); old != nil && old.same(p) {
-		return
-	}
-	g.addr.Store(&p)
-}
+func (g *gateway) setAddr(p peer) { g.addr.Store(&p) }
 
 // run drives handshakes, heartbeats and catalog syncs for one gateway
 // until ctx is done. It sleeps until the earliest of its deadlines or an

@@ -13,12 +13,12 @@ import (
 	"github.com/fastfile/fschunk/internal/fschunk"
 )
 
-// peer is a datagram address. On a *net.UDPConn it is kept as a
-// netip.AddrPort, which reads and writes without allocating; any other
-// PacketConn (a relay, a test wrapper) gets back the net.Addr it reported.
+// peer is a gateway's address, as resolved: a netip.AddrPort, which a
+// *net.UDPConn writes to without allocating, and the same as a net.Addr
+// for any other PacketConn (a relay, a test wrapper).
 type peer struct {
-	ap netip.AddrPort // valid when the address is a UDP address
-	na net.Addr       // as a generic PacketConn reported it; nil on the fast path
+	ap netip.AddrPort
+	na net.Addr
 }
 
 func (p peer) String() string {
@@ -28,36 +28,18 @@ func (p peer) String() string {
 	return p.ap.String()
 }
 
-func (p peer) same(o peer) bool {
-	if p.ap.IsValid() || o.ap.IsValid() {
-		return p.ap == o.ap
-	}
-	if p.na == nil || o.na == nil {
-		return p.na == o.na
-	}
-	return p.na.Network() == o.na.Network() && p.na.String() == o.na.String()
-}
-
-func peerOf(a net.Addr) peer {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return peer{ap: u.AddrPort(), na: a}
-	}
-	return peer{na: a}
-}
-
-func (s *Server) readFrom(b []byte) (int, peer, error) {
+// readFrom reads one datagram. Its source plays no part: what counts is
+// authentication, and answers go to the resolved address.
+func (s *Server) readFrom(b []byte) (int, error) {
 	if s.udp != nil {
-		n, ap, err := s.udp.ReadFromUDPAddrPort(b)
-		return n, peer{ap: ap}, err
+		n, _, err := s.udp.ReadFromUDPAddrPort(b) // no allocation
+		return n, err
 	}
-	n, a, err := s.cfg.Conn.ReadFrom(b)
-	if err != nil {
-		return n, peer{}, err
-	}
-	return n, peerOf(a), nil
+	n, _, err := s.cfg.Conn.ReadFrom(b)
+	return n, err
 }
 
-// errNoAddress: nothing authenticated came from the gateway yet.
+// errNoAddress: the gateway's name has not been resolved yet.
 var errNoAddress = errors.New("no address for the gateway yet")
 
 // writeTo sends one datagram. Failures are counted and otherwise treated
@@ -115,8 +97,8 @@ func (s *Server) sendBatch(sess *session, b []byte, dg int) bool {
 // errNoSession: nothing can be sent to a gateway now.
 var errNoSession = errors.New("fileserver: no session with the gateway")
 
-// maxSendFailures is how many datagrams of one read in a row the socket
-// may refuse before the read is abandoned.
+// maxSendFailures is how many batches of one read in a row the socket may
+// refuse entirely before the read is abandoned.
 const maxSendFailures = 32
 
 // sealSend seals pkt (a transport header and body, with fschunk.TagSize
@@ -186,7 +168,7 @@ func (s *Server) receive(ctx context.Context) error {
 	buf := make([]byte, recvBufferSize)
 	var pause *time.Timer
 	for {
-		n, from, err := s.readFrom(buf)
+		n, err := s.readFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -209,7 +191,7 @@ func (s *Server) receive(ctx context.Context) error {
 			}
 			continue
 		}
-		s.handle(buf[:n], from)
+		s.handle(buf[:n])
 	}
 }
 
@@ -218,7 +200,7 @@ func (s *Server) receive(ctx context.Context) error {
 // by the receiver index of their header (the session, current or previous,
 // that owns it). The source address plays no part: a gateway may answer
 // from another address, and authentication is what counts.
-func (s *Server) handle(pkt []byte, from peer) {
+func (s *Server) handle(pkt []byte) {
 	t, err := fschunk.ParsePrefix(pkt)
 	if err != nil {
 		s.st.garbage.Add(1)
@@ -236,7 +218,7 @@ func (s *Server) handle(pkt []byte, from peer) {
 			s.st.unknown.Add(1)
 			return
 		}
-		g.post(gwEvent{kind: evChallenge, index: idx, pkt: bytes.Clone(pkt), from: from})
+		g.post(gwEvent{kind: evChallenge, index: idx, pkt: bytes.Clone(pkt)})
 		return
 	}
 	h, err := fschunk.ParseHeader(pkt)
@@ -247,7 +229,7 @@ func (s *Server) handle(pkt []byte, from peer) {
 	sess, g := s.reg.lookup(h.Receiver)
 	if sess == nil {
 		if g != nil && h.Type == fschunk.TypeWelcome {
-			g.post(gwEvent{kind: evWelcome, index: h.Receiver, pkt: bytes.Clone(pkt), from: from})
+			g.post(gwEvent{kind: evWelcome, index: h.Receiver, pkt: bytes.Clone(pkt)})
 			return
 		}
 		s.st.unknown.Add(1)

@@ -39,17 +39,18 @@ type Config struct {
 	Conn   net.PacketConn
 	Key    *auth.Key
 	Logger *slog.Logger
-	Limits auth.Limits // zero: auth.DefaultLimits
+	Limits auth.Limits // zero fields: auth.DefaultLimits
 
 	// DatagramSize is the size of DATA datagrams asked of servers; 0 picks
-	// fschunk.LoopbackDatagramSize for servers on this host and
-	// fschunk.DefaultDatagramSize (no fragmentation on Ethernet) otherwise.
+	// fschunk.LoopbackDatagramSize for servers on this host,
+	// fschunk.IPv4DatagramSize for IPv4 and fschunk.DefaultDatagramSize for
+	// IPv6 ones (no fragmentation on Ethernet).
 	DatagramSize int
 
 	HeartbeatInterval time.Duration // told to servers; default fschunk.HeartbeatInterval
 	EvictAfter        time.Duration // default fschunk.EvictAfter
 
-	Fetch fetch.Config // the engine's tuning; Sender, Holders and Dropped are set here
+	Fetch fetch.Config // the engine's tuning; Sender, Holders, Dropped and DatagramSize are set here
 	// Cache, if set, holds small files whole, keyed by content hash.
 	Cache *cache.Cache
 	Now   func() time.Time
@@ -74,6 +75,9 @@ type counters struct {
 	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr atomic.Uint64
 }
 
+// readErrorPause separates socket reads after an unexpected error.
+const readErrorPause = 10 * time.Millisecond
+
 // Gateway is the UDP side of HttpGw.
 type Gateway struct {
 	cfg   Config
@@ -85,7 +89,6 @@ type Gateway struct {
 	ctr   counters
 	bufs  sync.Pool
 	fills singleflight.Group // whole-file fetches for the cache, by hash
-	start time.Time
 
 	mu       sync.RWMutex
 	sessions map[uint32]*session
@@ -137,9 +140,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Limits == (auth.Limits{}) {
-		cfg.Limits = auth.DefaultLimits
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = fschunk.HeartbeatInterval
 	}
@@ -164,7 +165,6 @@ func New(cfg Config) (*Gateway, error) {
 		byNonce:    map[[fschunk.NonceSize]byte]*session{},
 		usedNonces: map[[fschunk.NonceSize]byte]time.Time{},
 		peers:      map[pool.ServerID]*peer{},
-		start:      cfg.Now(),
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
@@ -233,6 +233,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 				break
 			}
 			g.log.Warn("udp read", "err", rerr)
+			// A persistent error must not spin a core and flood the log.
+			select {
+			case <-ctx.Done():
+			case <-time.After(readErrorPause):
+			}
 			continue
 		}
 		if seg <= 0 || n > fschunk.MaxDatagramSize && seg == n {
@@ -244,8 +249,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// sealed on its own.
 		now := g.cfg.Now() // one clock read for the whole burst
 		for off := 0; off < n; off += seg {
-			g.ctr.received.Add(1)
 			g.handle(buf[off:min(off+seg, n)], from, now)
+			g.ctr.received.Add(1) // after: Received counts datagrams handled
 		}
 	}
 	wg.Wait()
@@ -363,7 +368,7 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		g.ctr.handshakes.Add(1)
 		rejoin := g.pool.Has(p.id)
 		g.pool.Join(p.id, from.String(), now)
-		g.log.Info("server session", "server", fmt.Sprintf("%016x", uint64(p.id)), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+		g.log.Info("server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
 	}
 	out := g.getBuf()
 	defer g.putBuf(out)
@@ -509,7 +514,7 @@ func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
 	if held := g.pool.CatalogGen(p.id); held < m.Gen {
 		if all, _, done := p.addPage(false, 0, m.Gen, m.Page, m.Pages, m.Entries, nil); done {
 			g.pool.SetCatalog(p.id, m.Gen, all, now)
-			g.log.Info("catalog", "server", fmt.Sprintf("%016x", uint64(p.id)), "gen", m.Gen, "files", len(all), "pages", m.Pages)
+			g.log.Info("catalog", "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
 		}
 	}
 	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
@@ -531,7 +536,7 @@ func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
 	default:
 		if all, rm, done := p.addPage(true, m.Base, m.Gen, m.Page, m.Pages, m.Entries, m.Removed); done {
 			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
-			g.log.Info("catalog delta", "server", fmt.Sprintf("%016x", uint64(p.id)), "base", m.Base, "gen", m.Gen, "changes", len(all))
+			g.log.Info("catalog delta", "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
 		}
 	}
 	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
@@ -697,7 +702,7 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 	g.mu.Unlock()
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "server", fmt.Sprintf("%016x", uint64(id)), "reason", why)
+		g.log.Info("server evicted", "server", id.String(), "reason", why)
 	}
 	g.eng.ServerGone(id)
 }

@@ -121,18 +121,28 @@ func TestUnauthenticatedGetNothing(t *testing.T) {
 	atk := newClient(t, addr)
 	wrong := auth.NewInitiator(newKey(t), 1, auth.DefaultLimits)
 	junk := make([]byte, 200)
+	// Paced by what the gateway has handled, so that none is dropped by
+	// the kernel before it is judged.
+	sent := uint64(0)
+	send := func(b []byte) {
+		atk.send(b)
+		if sent++; sent%64 == 0 {
+			waitReceived(t, g, sent)
+		}
+	}
 	for i := 0; i < 2000; i++ {
 		rand.Read(junk[:1+i%199])
-		atk.send(junk[:1+i%199])
+		send(junk[:1+i%199])
 	}
 	for i := 0; i < 200; i++ {
-		atk.send(wrong.Hello(nil))
+		send(wrong.Hello(nil))
 		var a fschunk.Auth
 		rand.Read(a.Cookie[:])
-		atk.send(a.Append(nil))
+		send(a.Append(nil))
 		h := fschunk.AppendHeader(nil, fschunk.Header{Type: fschunk.TypeHeartbeat, Receiver: uint32(i), Counter: uint64(i)})
-		atk.send(append(h, make([]byte, 48)...))
+		send(append(h, make([]byte, 48)...))
 	}
+	waitReceived(t, g, sent) // all handled: any answer is on its way
 	if b := atk.recv(300 * time.Millisecond); b != nil {
 		t.Fatalf("answered an unauthenticated sender with %d bytes", len(b))
 	}
@@ -160,6 +170,9 @@ func TestAmplification(t *testing.T) {
 	}
 	for victim.recv(200*time.Millisecond) != nil {
 	}
+	if victim.received == 0 || victim.received > 50*fschunk.ChallengeSize {
+		t.Fatalf("%d bytes back for 50 HELLOs: want one CHALLENGE (%d bytes) for each, at most", victim.received, fschunk.ChallengeSize)
+	}
 	if f := float64(victim.received) / float64(victim.sent); f > 1.0 {
 		t.Fatalf("amplification %.2f (%d bytes for %d)", f, victim.received, victim.sent)
 	}
@@ -183,11 +196,13 @@ func TestSessionSecurity(t *testing.T) {
 	if _, body, err := s.Open(ack, time.Now()); err != nil || len(body) == 0 {
 		t.Fatalf("open ack: %v", err)
 	}
+	before := g.Stats().Received
 	c.send(keep) // replay
 	flipped := seal(t, s, fschunk.TypeHeartbeat, (&fschunk.Heartbeat{Seq: 2}).Append(nil))
 	flipped[20] ^= 1
 	c.send(flipped)
 	c.send(reflected) // the gateway's own datagram sent back to it
+	waitReceived(t, g, before+3)
 	if b := c.recv(300 * time.Millisecond); b != nil {
 		t.Fatalf("answered a replay/forgery/reflection with %d bytes", len(b))
 	}
@@ -313,5 +328,18 @@ func TestNewSessionUsedOnceConfirmed(t *testing.T) {
 	c.recv(time.Second) // the ack
 	if !opens(b) {
 		t.Fatal("READ not sealed on the new session after the server used it")
+	}
+}
+
+// waitReceived waits until g has read at least n datagrams: handled, so
+// the counters and any answer are final.
+func waitReceived(t *testing.T, g *Gateway, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for g.Stats().Received < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway read %d datagrams, want %d", g.Stats().Received, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

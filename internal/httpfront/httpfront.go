@@ -361,6 +361,12 @@ func contentType(name string) string {
 }
 
 func (h *handler) logAccess(ctx context.Context, rec AccessRecord) {
+	if h.access != nil {
+		h.access(rec)
+	}
+	if !h.log.Enabled(ctx, slog.LevelInfo) {
+		return // no attributes built for a line nobody reads
+	}
 	attrs := []slog.Attr{
 		slog.String("method", rec.Method),
 		slog.String("path", rec.Path),
@@ -376,7 +382,4 @@ func (h *handler) logAccess(ctx context.Context, rec AccessRecord) {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))
 	}
 	h.log.LogAttrs(ctx, slog.LevelInfo, "http request", attrs...)
-	if h.access != nil {
-		h.access(rec)
-	}
 }

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // indexDoc is the JSON form of a directory index. Path uses the Source's
@@ -173,12 +171,7 @@ func (h *handler) serveIndex(d *deferredWriter, r *http.Request, dir string, ent
 // validName reports whether name is a single path element that CleanPath
 // would accept.
 func validName(name string) bool {
-	if name == "" || name == "." || name == ".." || len(name) > MaxPathLen || !utf8.ValidString(name) {
-		return false
-	}
-	return !strings.ContainsFunc(name, func(r rune) bool {
-		return r == '/' || r == '\\' || unicode.IsControl(r)
-	}) && !hasDangerousEscape(name)
+	return name != "" && len(name) <= MaxPathLen && checkElement(name) == nil
 }
 
 // prefersJSON reports whether the Accept header values rank application/json

@@ -5,7 +5,6 @@
 package metrics
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -72,9 +71,20 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveAccess is an httpfront AccessLog hook.
 func (m *Metrics) ObserveAccess(r httpfront.AccessRecord) {
-	m.requests.WithLabelValues(r.Method, strconv.Itoa(r.Status)).Inc()
+	m.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(r.Status)).Inc()
 	m.bytes.Add(float64(r.Bytes))
 	m.duration.Observe(r.Duration.Seconds())
+}
+
+// methodLabel bounds the method label: net/http accepts any token as a
+// method, and a label value per invented method would be a series
+// created, and kept, for every one a client sends.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead:
+		return m
+	}
+	return "OTHER"
 }
 
 // ObserveChunk is a fetch OnChunk hook.
@@ -155,16 +165,16 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	servers := c.g.Pool().Servers()
 	gauge(dServers, float64(len(servers)))
 	gauge(dFiles, float64(c.g.Pool().Files()))
-	live := map[fetch.ServerID]bool{}
+	live := map[fetch.ServerID]string{} // the label, formatted once
 	for _, s := range servers {
-		live[s.ID] = true
-		gauge(dUp, 1, fmt.Sprintf("%016x", uint64(s.ID)), s.Addr)
+		live[s.ID] = s.ID.String()
+		gauge(dUp, 1, live[s.ID], s.Addr)
 	}
 	for _, l := range c.g.Engine().Links() {
-		if !live[l.ID] {
+		id, ok := live[l.ID]
+		if !ok {
 			continue
 		}
-		id := fmt.Sprintf("%016x", uint64(l.ID))
 		gauge(dRTT, l.SRTT.Seconds(), id)
 		gauge(dRate, l.Rate, id)
 		gauge(dInflight, float64(l.Inflight), id)

@@ -31,7 +31,7 @@ func TestExposition(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Attach(g)
-	guard, err := access.New(access.Config{Rate: 1, Burst: 1})
+	guard, err := access.New(access.Config{Rate: 1, Burst: 1, Now: func() time.Time { return time.Unix(1e9, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}

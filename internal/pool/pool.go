@@ -5,6 +5,7 @@
 package pool
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +18,9 @@ import (
 // ServerID identifies a server process: the Instance of its handshakes,
 // stable across its rekeys and re-registrations, new when it restarts.
 type ServerID uint64
+
+// String is the form logs, metrics and the admin API show: 16 hex digits.
+func (id ServerID) String() string { return fmt.Sprintf("%016x", uint64(id)) }
 
 // Version is one version of a file, identified by its content hash.
 type Version struct {
@@ -338,6 +342,14 @@ func (p *Pool) Lookup(name string, now time.Time) (v Version, holders int, ok bo
 		}
 		return pe.last, 0, true
 	}
+	best := pe.best()
+	return best.v, len(best.holders), true
+}
+
+// best is the version a path serves: the newest, ties broken by hash so
+// that every gateway and every listing picks the same one. nil if the
+// path has no live version.
+func (pe *pathEntry) best() *versionEntry {
 	var best *versionEntry
 	for _, ve := range pe.versions {
 		if best == nil || ve.v.ModTime.After(best.v.ModTime) ||
@@ -345,7 +357,7 @@ func (p *Pool) Lookup(name string, now time.Time) (v Version, holders int, ok bo
 			best = ve
 		}
 	}
-	return best.v, len(best.holders), true
+	return best
 }
 
 // Holders returns the live servers holding content hash, sorted.
@@ -383,13 +395,7 @@ func (p *Pool) List(dir string, now time.Time) ([]DirEntry, bool) {
 			continue
 		}
 		de := &DirEntry{Name: rest}
-		var best *versionEntry
-		for _, ve := range pe.versions {
-			if best == nil || ve.v.ModTime.After(best.v.ModTime) {
-				best = ve
-			}
-		}
-		if best != nil {
+		if best := pe.best(); best != nil {
 			de.Size, de.ModTime, de.Holders = best.v.Size, best.v.ModTime, len(best.holders)
 		} else {
 			de.Size, de.ModTime = pe.last.Size, pe.last.ModTime

@@ -30,9 +30,6 @@ type Filter struct {
 	ring [ringWords]uint64
 }
 
-// Reset forgets every counter.
-func (f *Filter) Reset() { *f = Filter{} }
-
 // Check reports whether counter would be accepted, without marking it.
 // Callers check before the (expensive) tag verification and Accept only
 // after it succeeded, so a forged datagram can never burn a counter.

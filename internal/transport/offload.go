@@ -120,7 +120,8 @@ func (o *Offload) writeGSO(b []byte, seg int, to netip.AddrPort) error {
 }
 
 // Reader reads from an Offload's socket, one goroutine at a time, without
-// allocating: its message header and address buffers are reused.
+// allocating: its control-message buffer is reused, and the address
+// comes back as a netip.AddrPort.
 type Reader struct {
 	o   *Offload
 	oob []byte

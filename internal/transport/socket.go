@@ -17,7 +17,7 @@ import (
 
 // SocketBuffer is the kernel buffer asked for in each direction. Above
 // net.core.rmem_max only root gets it (SO_RCVBUFFORCE); others get the
-// maximum the system allows, which Listen reports.
+// maximum the system allows, which Buffers reports.
 const SocketBuffer = 16 << 20
 
 // Listen opens a UDP socket on addr ("host:port", ":0" for any port).
