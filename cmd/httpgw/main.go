@@ -59,6 +59,7 @@ type options struct {
 	rateBurst       int
 	maxConnsPerIP   int
 	maxConns        int
+	maxRanges       int
 }
 
 func main() { cli.Main("httpgw", run) }
@@ -94,6 +95,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rateBurst, "rate-burst", 200, "`requests` a client may make at once above -rate-limit")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 128, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open client connections in total; more are answered 503 and closed; 0: no limit")
+	fs.IntVar(&o.maxRanges, "max-ranges", httpfront.DefaultMaxRanges, "`ranges` one request may ask for once overlapping and near ones are merged; more get the whole file (200)")
 	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
 		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
 		"httpgw -key-file fschunk.key -http :80 -udp :8888  # then on each server: fastfilesrv -key-file fschunk.key -root /srv/files GATEWAY 8888",
@@ -101,6 +103,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"httpgw -demo -tls-self-signed                  # HTTPS and HTTP/2 on https://localhost:8080/")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
+	}
+	if o.maxRanges < 1 {
+		return nil, fmt.Errorf("invalid -max-ranges %d: want at least 1", o.maxRanges)
 	}
 	if o.demoServers < 1 {
 		return nil, fmt.Errorf("invalid -demo-servers %d: want at least 1", o.demoServers)
@@ -237,7 +242,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Run(gwCtx) }()
 
-	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess})
+	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess, MaxRanges: o.maxRanges})
 	hs := httpfront.NewServer(o.http, guard.Handler(front), httpfront.ServerOptions{TLS: tlsConf, Logger: log})
 	go func() {
 		// Plain HTTP refusals at accept get a short HTTP answer; over TLS

@@ -46,6 +46,7 @@ type envOpts struct {
 	fetch    fetch.Config
 	datagram int
 	cache    *cache.Cache
+	front    httpfront.Options // Logger is set by startGateway
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -99,7 +100,9 @@ func (e *env) startGateway(o envOpts, addr string) {
 	e.udp = uc.LocalAddr().String()
 	e.gw = gw
 	e.gwStop = func() { cancel(); <-done; conn.Close() }
-	h := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: e.log})
+	fo := o.front
+	fo.Logger = e.log
+	h := httpfront.NewHandler(gw.Source(), fo)
 	if e.web == nil {
 		e.web = httptest.NewServer(h)
 	} else {

@@ -97,17 +97,19 @@ type download struct {
 	// streaming: counted in e.streaming (see setStreaming).
 	streaming bool
 
-	streamPos int64    // next byte the reader gets
-	base      int64    // chunk index of chunks[0]
-	chunks    []*chunk // the window
-	win       int      // current window, chunks (grows as the reader consumes)
-	maxWin    int
-	bad       map[ServerID]bool // servers that no longer have this version
-	err       error
-	dupBytes  int64
-	used      map[ServerID]bool // servers that delivered bytes
-	retrans   int
-	noHolder  time.Time
+	streamPos int64 // next byte the reader gets
+	// limit is where the stretch being read ends (SetLimit; the file's
+	// size if none): the window fetches nothing at or past it.
+	limit    int64
+	chunks   []*chunk // the window
+	win      int      // current window, chunks (grows as the reader consumes)
+	maxWin   int
+	bad      map[ServerID]bool // servers that no longer have this version
+	err      error
+	dupBytes int64
+	used     map[ServerID]bool // servers that delivered bytes
+	retrans  int
+	noHolder time.Time
 	// links and miss are schedule's scratch slices, kept between rounds.
 	links []*link
 	miss  []span
@@ -130,6 +132,18 @@ type download struct {
 // for http.ServeContent. Seek is lazy; a Read at a new position restarts
 // the window there. Not safe for concurrent use (one response, one reader).
 type Reader struct{ d *download }
+
+// SetLimit says that the stretch being read ends at end (the end of the
+// Range being served): the window fetches nothing at or past it, and the
+// chunk it ends in is asked only up to it. So a 1-byte range costs the
+// servers one byte, not a chunk and a readahead window. A read at or past
+// the limit lifts it to the end of the file; a Seek keeps it.
+func (r *Reader) SetLimit(end int64) {
+	d, e := r.d, r.d.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d.limit = min(max(end, 0), d.size)
+}
 
 // Seek sets the position of the next Read.
 func (r *Reader) Seek(off int64, whence int) (int64, error) {
@@ -202,6 +216,11 @@ func (d *download) next() (*chunk, int, error) {
 // startAt starts fetching at d.pos: the pump on the first read, a new
 // window after a seek. Under e.mu.
 func (d *download) startAt() {
+	if d.pos >= d.limit {
+		// Reading on past the stretch: nothing beyond it was fetched,
+		// so the window is empty and simply goes on from here.
+		d.limit = d.size
+	}
 	if d.started && d.pos == d.streamPos {
 		return
 	}
@@ -227,10 +246,9 @@ func (d *download) advance(c *chunk, rel, n int) {
 	e.putBuf(c.buf)
 	c.buf = nil
 	d.chunks = d.chunks[1:]
-	d.base++
 	d.win = min(d.win+2, d.maxWin)
-	if d.streamPos >= d.size {
-		d.setStreaming(false) // at the end: no share needed
+	if d.streamPos >= d.limit {
+		d.setStreaming(false) // at the end of the stretch: no share needed
 	}
 	notify(d.wake)
 }
@@ -318,8 +336,7 @@ func (d *download) setStreaming(on bool) {
 func (d *download) restart(pos int64) {
 	d.drop()
 	d.setStreaming(true)
-	cs := int64(d.e.cfg.ChunkSize)
-	d.streamPos, d.base = pos, pos/cs
+	d.streamPos = pos
 	d.win = min(2, d.maxWin)
 	d.lastProgress = d.e.cfg.Now()
 	d.fill()
@@ -347,17 +364,22 @@ func (d *download) drop() {
 const minStreamChunks = 1
 
 // fill adds chunks up to the window, within the download's share of the
-// engine's budget.
+// engine's budget, and never past the limit. Chunks end on multiples of
+// the chunk size (so a restart lines up with the READs of other
+// responses' windows), or at the limit.
 func (d *download) fill() {
 	e := d.e
 	cs := int64(e.cfg.ChunkSize)
-	limit := min(d.win, e.share())
-	for len(d.chunks) < limit && (len(d.chunks) < minStreamChunks || e.held < e.budget) {
-		k := d.base + int64(len(d.chunks))
-		lo, hi := max(k*cs, d.streamPos), min((k+1)*cs, d.size)
-		if lo >= hi {
+	n := min(d.win, e.share())
+	for len(d.chunks) < n && (len(d.chunks) < minStreamChunks || e.held < e.budget) {
+		lo := d.streamPos
+		if k := len(d.chunks); k > 0 {
+			lo = d.chunks[k-1].off + int64(d.chunks[k-1].n)
+		}
+		if lo >= d.limit {
 			return
 		}
+		hi := lo + min(cs-lo%cs, d.limit-lo) // no overflow, whatever the size
 		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
 	}
 }
@@ -624,7 +646,7 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 		return out, next
 	}
 	last := d.chunks[len(d.chunks)-1]
-	tail := last.off+int64(last.n) >= d.size
+	tail := last.off+int64(last.n) >= d.limit
 	if !tail && len(d.chunks) < d.maxWin {
 		return out, next
 	}

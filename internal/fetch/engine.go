@@ -425,6 +425,7 @@ func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int
 		progress: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		maxWin:   max(e.cfg.Window/e.cfg.ChunkSize, 2),
+		limit:    size,
 	}
 	e.mu.Lock()
 	e.readers[d] = struct{}{}

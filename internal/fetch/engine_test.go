@@ -463,3 +463,57 @@ func BenchmarkQueuedReaders(b *testing.B) {
 	}
 	b.SetBytes(readers * 512 << 10)
 }
+
+// TestLimitFetchesOnlyTheRange: with the end of the stretch known, the
+// servers are asked for the bytes of the range and no more (a 1-byte
+// range was two chunks), ranges in one chunk are not fetched twice, and
+// reading on past the limit lifts it.
+func TestLimitFetchesOnlyTheRange(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	f, e := newFake(t, 1<<20, 2, 0)
+	served := func() int {
+		f.wg.Wait()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := 0
+		for _, b := range f.served {
+			n += b
+		}
+		return n
+	}
+	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "ranges")
+	defer r.Close()
+	var asked int64
+	buf := make([]byte, 32<<10)
+	for _, rg := range [][2]int64{{400_000, 1}, {400_100, 7}, {500_000, 100_000}, {1<<20 - 3, 3}} {
+		if _, err := r.Seek(rg[0], io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		r.SetLimit(rg[0] + rg[1])
+		var got []byte
+		for int64(len(got)) < rg[1] {
+			n, err := r.Read(buf[:min(int64(len(buf)), rg[1]-int64(len(got)))])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, f.content[rg[0]:rg[0]+rg[1]]) {
+			t.Fatalf("range %v: content differs", rg)
+		}
+		asked += rg[1]
+	}
+	// Endgame copies may add at most one copy of what was asked.
+	if s := served(); int64(s) > 2*asked {
+		t.Fatalf("servers sent %d bytes for %d bytes of ranges", s, asked)
+	}
+	// Past the limit the reader goes on to the end of the file.
+	if _, err := r.Seek(600_000, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	r.SetLimit(600_010)
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, f.content[600_000:]) {
+		t.Fatalf("read past the limit: %d bytes, %v", len(got), err)
+	}
+}

@@ -42,7 +42,8 @@ func (s Source) List(dir string) ([]httpfront.DirEntry, bool) {
 
 // Open implements httpfront.Source. Files small enough for the cache are
 // fetched whole (once, however many clients ask at the same time) and
-// served from memory; others stream through the engine.
+// served from memory, unless the client asks for part of one that is
+// not cached yet; others stream through the engine.
 func (s Source) Open(ctx context.Context, f httpfront.File) (httpfront.Content, error) {
 	c := s.g.cfg.Cache
 	if c == nil || !c.Admits(f.Size) {
@@ -51,6 +52,12 @@ func (s Source) Open(ctx context.Context, f httpfront.File) (httpfront.Content, 
 	if b, ok := c.Get(f.Hash); ok {
 		return memContent{bytes.NewReader(b)}, nil
 	}
+	return &fillContent{s: s, ctx: ctx, f: f, limit: f.Size}, nil
+}
+
+// fill fetches f whole into the cache, or waits for the fetch another
+// client started.
+func (s Source) fill(ctx context.Context, f httpfront.File) (httpfront.Content, error) {
 	// The fetch outlives the client that started it: others may be
 	// waiting for the same file. The engine's stall timeout bounds it.
 	ch := s.g.fills.DoChan(string(f.Hash[:]), func() (any, error) {
@@ -65,6 +72,103 @@ func (s Source) Open(ctx context.Context, f httpfront.File) (httpfront.Content, 
 		}
 		return memContent{bytes.NewReader(res.Val.([]byte))}, nil
 	}
+}
+
+// fillContent is a cacheable file not in the cache yet. It decides at
+// the first read: a read of the whole file fetches it into the cache; a
+// range (a limit, or a start past 0) streams just that range through
+// the engine, so that a 1-byte range of a cold 1 MiB file does not make
+// the servers send 1 MiB.
+type fillContent struct {
+	s      Source
+	ctx    context.Context
+	f      httpfront.File
+	pos    int64
+	limit  int64
+	opened httpfront.Content // nil until the first read
+}
+
+func (c *fillContent) open() error {
+	if c.opened != nil {
+		return nil
+	}
+	if c.pos == 0 && c.limit >= c.f.Size {
+		mc, err := c.s.fill(c.ctx, c.f)
+		if err != nil {
+			return err
+		}
+		c.opened = mc
+		return nil
+	}
+	r := c.s.g.eng.Open(c.ctx, c.f.Hash, c.f.Size, c.f.Path)
+	r.SetLimit(c.limit)
+	if _, err := r.Seek(c.pos, io.SeekStart); err != nil {
+		r.Close()
+		return err
+	}
+	c.opened = content{r}
+	return nil
+}
+
+func (c *fillContent) Read(p []byte) (int, error) {
+	if err := c.open(); err != nil {
+		return 0, err
+	}
+	return c.opened.Read(p)
+}
+
+// WriteToN implements httpfront.DirectWriter.
+func (c *fillContent) WriteToN(w io.Writer, n int64) (int64, error) {
+	if err := c.open(); err != nil {
+		return 0, err
+	}
+	if dw, ok := c.opened.(httpfront.DirectWriter); ok {
+		return dw.WriteToN(w, n)
+	}
+	return io.CopyN(w, c.opened, n)
+}
+
+func (c *fillContent) Seek(off int64, whence int) (int64, error) {
+	if c.opened != nil {
+		return c.opened.Seek(off, whence)
+	}
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += c.pos
+	case io.SeekEnd:
+		off += c.f.Size
+	default:
+		return 0, fmt.Errorf("gateway: seek whence %d", whence)
+	}
+	if off < 0 {
+		return 0, errors.New("gateway: seek before start")
+	}
+	c.pos = off
+	return off, nil
+}
+
+// SetLimit implements httpfront.Limiter.
+func (c *fillContent) SetLimit(end int64) {
+	c.limit = end
+	if l, ok := c.opened.(httpfront.Limiter); ok {
+		l.SetLimit(end)
+	}
+}
+
+func (c *fillContent) Close() error {
+	if c.opened == nil {
+		return nil
+	}
+	return c.opened.Close()
+}
+
+// FetchReport implements httpfront.Reporter.
+func (c *fillContent) FetchReport() (servers, retransmits int) {
+	if r, ok := c.opened.(httpfront.Reporter); ok {
+		return r.FetchReport()
+	}
+	return 0, 0
 }
 
 // fetchWhole reads the whole of f through the engine, checks it against

@@ -41,8 +41,9 @@ type fakeSource struct {
 	direct       bool
 	directWrites atomic.Int64
 
-	mu   sync.Mutex
-	ctxs []context.Context // contexts passed to Open
+	mu     sync.Mutex
+	ctxs   []context.Context // contexts passed to Open
+	limits []int64           // SetLimit calls, in order
 }
 
 var testModTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -211,6 +212,13 @@ func (c *fakeContent) Seek(off int64, whence int) (int64, error) {
 	}
 	c.pos = off
 	return off, nil
+}
+
+// SetLimit implements Limiter: it records the call.
+func (c *fakeContent) SetLimit(end int64) {
+	c.src.mu.Lock()
+	defer c.src.mu.Unlock()
+	c.src.limits = append(c.src.limits, end)
 }
 
 func (c *fakeContent) Close() error {

@@ -25,7 +25,6 @@ import (
 	"mime"
 	"net/http"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +83,14 @@ type DirectWriter interface {
 	WriteToN(w io.Writer, n int64) (int64, error)
 }
 
+// Limiter may be implemented by a Content that reads ahead: SetLimit
+// says where the stretch being read ends (the end of the Range being
+// served), so that it fetches nothing past it. The handler calls it
+// before reading from a new place; a read past the limit lifts it.
+type Limiter interface {
+	SetLimit(end int64)
+}
+
 var (
 	// ErrUnavailable means no live server holds the file. Open or Read
 	// errors wrapping it become 503 with Retry-After: 1.
@@ -131,6 +138,10 @@ type Options struct {
 	// AccessLog, if set, is called after each response, from the
 	// request's goroutine.
 	AccessLog func(AccessRecord)
+	// MaxRanges is the most ranges a request may ask for once overlapping
+	// and near ones are merged; beyond it the whole file is sent (see
+	// planRanges). 0 means DefaultMaxRanges.
+	MaxRanges int
 }
 
 // handler is the http.Handler returned by NewHandler. It is immutable after
@@ -140,6 +151,8 @@ type handler struct {
 	log    *slog.Logger
 	access func(AccessRecord)
 	index  *template.Template
+	// maxRanges: Options.MaxRanges.
+	maxRanges int
 	// copyBufs are the body copy buffers (*[]byte of copyBufferSize):
 	// io.Copy would allocate one per response.
 	copyBufs sync.Pool
@@ -165,10 +178,14 @@ func NewHandler(src Source, opt Options) http.Handler {
 		log = slog.Default()
 	}
 	h := &handler{
-		src:    src,
-		log:    log,
-		access: opt.AccessLog,
-		index:  template.Must(template.New("index").Parse(indexHTML)),
+		src:       src,
+		log:       log,
+		access:    opt.AccessLog,
+		index:     template.Must(template.New("index").Parse(indexHTML)),
+		maxRanges: opt.MaxRanges,
+	}
+	if h.maxRanges <= 0 {
+		h.maxRanges = DefaultMaxRanges
 	}
 	h.copyBufs.New = func() any {
 		b := make([]byte, copyBufferSize)
@@ -275,7 +292,12 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	hdr.Set("X-Content-Type-Options", "nosniff")
 
 	if v := r.Header.Get("Range"); v != "" {
-		if fixed := fixRange(v, f.Size); fixed != v {
+		// Before ServeContent, which would serve every range as written
+		// (see planRanges); the upstream learns where each range ends, so
+		// the engine fetches no further.
+		fixed, plan := planRanges(v, f.Size, h.maxRanges)
+		up.ranges = plan
+		if fixed != v {
 			r2 := *r
 			r2.Header = r.Header.Clone()
 			if fixed == "" {
@@ -302,30 +324,6 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	code, msg := statusFor(ferr)
 	d.respond(code, msg)
 	return false, ferr
-}
-
-// fixRange adapts a Range header to RFC 9110 where net/http's parser
-// departs from it, and returns "" if the header must be ignored:
-//   - a range unit other than "bytes" must be ignored (section 14.2), where
-//     net/http answers 416; the unit is also matched case-insensitively;
-//   - a zero-length suffix range ("-0") is unsatisfiable (section 14.1.1),
-//     where net/http sends a 206 with an invalid Content-Range. It is
-//     replaced by "<size>-", which net/http rightly treats as unsatisfiable.
-//
-// Everything else, malformed byte ranges included, is left to net/http.
-func fixRange(v string, size int64) string {
-	unit, set, ok := strings.Cut(v, "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return ""
-	}
-	specs := strings.Split(set, ",")
-	for i, spec := range specs {
-		spec = strings.TrimSpace(spec)
-		if len(spec) > 1 && spec[0] == '-' && strings.Trim(spec[1:], "0") == "" {
-			specs[i] = strconv.FormatInt(size, 10) + "-"
-		}
-	}
-	return "bytes=" + strings.Join(specs, ",")
 }
 
 // statusFor maps an upstream failure to the status sent when nothing has

@@ -40,10 +40,15 @@ type upstream struct {
 	src    Source
 	file   File
 
+	// ranges are the ranges ServeContent will serve (see planRanges),
+	// nil for the whole file. Set before ServeContent runs.
+	ranges []byteRange
+
 	mu     sync.Mutex // serialises Read, Seek and close
 	c      Content    // nil until the first Read
 	pos    int64      // position seen by ServeContent
 	cpos   int64      // position of c; differs from pos after a Seek
+	limit  int64      // the limit c was given (Limiter)
 	empty  int        // consecutive (0, nil) reads
 	closed bool
 
@@ -104,13 +109,19 @@ func (u *upstream) ready() error {
 		if err != nil {
 			return u.fail(err)
 		}
-		u.c, u.cpos = c, 0
+		u.c, u.cpos, u.limit = c, 0, u.file.Size
 	}
 	if u.cpos != u.pos {
 		if _, err := u.c.Seek(u.pos, io.SeekStart); err != nil {
 			return u.fail(err)
 		}
 		u.cpos = u.pos
+	}
+	if l, ok := u.c.(Limiter); ok {
+		if end := stretchEnd(u.ranges, u.pos, u.file.Size); end != u.limit {
+			l.SetLimit(end)
+			u.limit = end
+		}
 	}
 	return nil
 }
