@@ -60,6 +60,7 @@ type options struct {
 	maxConnsPerIP   int
 	maxConns        int
 	maxRanges       int
+	sendTimeout     time.Duration
 }
 
 func main() { cli.Main("httpgw", run) }
@@ -76,7 +77,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
 	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
-	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
+	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one 16 KiB piece each (memory bound)")
 	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
 	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -95,6 +96,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rateBurst, "rate-burst", 200, "`requests` a client may make at once above -rate-limit")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 128, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open client connections in total; more are answered 503 and closed; 0: no limit")
+	fs.DurationVar(&o.sendTimeout, "send-timeout", httpfront.DefaultSendTimeout, "cut a response (HTTP/1.1: close the connection; HTTP/2: reset the stream) when one write of it to the client takes longer; its buffers go back to the budget")
 	fs.IntVar(&o.maxRanges, "max-ranges", httpfront.DefaultMaxRanges, "`ranges` one request may ask for once overlapping and near ones are merged; more get the whole file (200)")
 	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
 		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
@@ -103,6 +105,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"httpgw -demo -tls-self-signed                  # HTTPS and HTTP/2 on https://localhost:8080/")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
+	}
+	if o.sendTimeout <= 0 {
+		return nil, fmt.Errorf("invalid -send-timeout %v: want a positive duration", o.sendTimeout)
 	}
 	if o.maxRanges < 1 {
 		return nil, fmt.Errorf("invalid -max-ranges %d: want at least 1", o.maxRanges)
@@ -242,8 +247,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Run(gwCtx) }()
 
-	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess, MaxRanges: o.maxRanges})
-	hs := httpfront.NewServer(o.http, guard.Handler(front), httpfront.ServerOptions{TLS: tlsConf, Logger: log})
+	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess, MaxRanges: o.maxRanges, SendTimeout: o.sendTimeout})
+	hs := httpfront.NewServer(o.http, guard.Handler(front), httpfront.ServerOptions{TLS: tlsConf, Logger: log, SendTimeout: o.sendTimeout})
 	go func() {
 		// Plain HTTP refusals at accept get a short HTTP answer; over TLS
 		// they are closed before any handshake.

@@ -387,8 +387,9 @@ func (d *download) drop() {
 
 // minStreamChunks is the least window of a response, whatever the budget:
 // the chunk the client is being sent. Beyond the budget each response
-// fetches its next chunk only once the client has taken the last, so that
-// memory grows by one chunk per response, not by a window.
+// fetches its next chunk, a piece (PieceSize), only once the client has
+// taken the last, so that memory grows by one piece per response, not
+// by a window: a response whose client stops reading holds a piece.
 const minStreamChunks = 1
 
 // fill adds chunks up to the window, within the download's share of the
@@ -399,7 +400,11 @@ func (d *download) fill() {
 	e := d.e
 	cs := int64(e.cfg.ChunkSize)
 	n := min(d.win, e.share())
-	for len(d.chunks) < n && (len(d.chunks) < minStreamChunks || e.held < e.budget) {
+	for len(d.chunks) < n {
+		over := e.held+int(cs) > e.budget
+		if over && len(d.chunks) >= minStreamChunks {
+			return
+		}
 		lo := d.streamPos
 		if k := len(d.chunks); k > 0 {
 			lo = d.chunks[k-1].off + int64(d.chunks[k-1].n)
@@ -408,7 +413,11 @@ func (d *download) fill() {
 			return
 		}
 		hi := lo + min(cs-lo%cs, d.limit-lo) // no overflow, whatever the size
-		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
+		if over {
+			hi = min(hi, lo+PieceSize)
+		}
+		piece := hi-lo <= PieceSize
+		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf(piece)})
 	}
 }
 

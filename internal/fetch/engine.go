@@ -139,8 +139,9 @@ type LinkStats struct {
 
 // Engine runs every download of a gateway. It is safe for concurrent use.
 type Engine struct {
-	cfg  Config
-	bufs sync.Pool // chunk buffers, *[]byte of ChunkSize
+	cfg       Config
+	bufs      sync.Pool // chunk buffers, *[]byte of ChunkSize
+	pieceBufs sync.Pool // buffers of pieces (see PieceSize), *[]byte
 
 	mu       sync.Mutex
 	links    map[ServerID]*link
@@ -151,8 +152,8 @@ type Engine struct {
 	readers  map[*download]struct{}
 	stats    Stats
 
-	budget    int // Config.Budget in chunks
-	held      int // chunk buffers held by all downloads
+	budget    int // Config.Budget
+	held      int // bytes of chunk buffers held by all downloads
 	streaming int // downloads with a window (started, not closed)
 	// lastDelivery is when any download last received new bytes: while
 	// it is recent, a download queued for room is waiting its turn, not
@@ -171,26 +172,42 @@ func New(cfg Config) *Engine {
 		readers: map[*download]struct{}{},
 	}
 	e.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
-	e.budget = cfg.Budget / cfg.ChunkSize
+	e.pieceBufs.New = func() any { b := make([]byte, min(PieceSize, cfg.ChunkSize)); return &b }
+	e.budget = cfg.Budget
 	return e
 }
 
-// getBuf and putBuf hand out chunk buffers, counting them against the
-// budget. Under e.mu.
-func (e *Engine) getBuf() *[]byte {
-	e.held++
-	return e.bufs.Get().(*[]byte)
+// PieceSize is the most a response holds once the budget is spent: a
+// chunk buffer of this size instead of ChunkSize. Beyond the budget,
+// memory grows by a piece per response (3,200 stalled responses: 50 MiB,
+// not 400), and a slot of a tiny range costs no more.
+const PieceSize = 16 << 10
+
+// getBuf and putBuf hand out chunk buffers, of ChunkSize or of a piece,
+// counting their bytes against the budget. Under e.mu.
+func (e *Engine) getBuf(piece bool) *[]byte {
+	pool := &e.bufs
+	if piece {
+		pool = &e.pieceBufs
+	}
+	b := pool.Get().(*[]byte)
+	e.held += len(*b)
+	return b
 }
 
 func (e *Engine) putBuf(b *[]byte) {
-	e.held--
-	e.bufs.Put(b)
+	e.held -= len(*b)
+	if len(*b) == e.cfg.ChunkSize {
+		e.bufs.Put(b)
+	} else {
+		e.pieceBufs.Put(b)
+	}
 }
 
 // share is the most chunks one download may buffer ahead now: an equal
 // part of the budget. Under e.mu.
 func (e *Engine) share() int {
-	return max(minStreamChunks, e.budget/max(1, e.streaming))
+	return max(minStreamChunks, e.budget/e.cfg.ChunkSize/max(1, e.streaming))
 }
 
 // Stats returns a snapshot of the counters.
@@ -199,7 +216,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := e.stats
 	s.Active = len(e.readers)
-	s.Buffered = e.held * e.cfg.ChunkSize
+	s.Buffered = e.held
 	return s
 }
 

@@ -910,3 +910,48 @@ func TestAbortPanics(t *testing.T) {
 		t.Fatalf("opened %d, closed %d; want 2 and 2", o, c)
 	}
 }
+
+// TestFilesSandboxed: a served file carries a sandbox CSP, so that an
+// .html or .svg from a server cannot run script on the gateway's
+// origin; the gateway's own index page keeps its own policy (styles, no
+// sandbox), and a 206 gets the same policy as a 200.
+func TestFilesSandboxed(t *testing.T) {
+	ts := newTestServer(t, newFakeSource(
+		newFile("x/evil.html", []byte("<script>alert(document.domain)</script>")),
+		newFile("x/evil.svg", []byte(`<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>`)),
+	))
+	for _, c := range []struct {
+		path string
+		kv   []string
+	}{{"/x/evil.html", nil}, {"/x/evil.svg", nil}, {"/x/evil.html", []string{"Range", "bytes=0-3"}}} {
+		resp, _ := ts.do(t, "GET", c.path, c.kv...)
+		csp := resp.Header.Get("Content-Security-Policy")
+		if resp.StatusCode/100 != 2 || !strings.Contains(csp, "sandbox") || strings.Contains(csp, "allow-scripts") {
+			t.Errorf("%s %v: status %d, Content-Security-Policy %q; want a sandbox without scripts", c.path, c.kv, resp.StatusCode, csp)
+		}
+	}
+	resp, body := ts.do(t, "GET", "/x/")
+	if csp := resp.Header.Get("Content-Security-Policy"); resp.StatusCode != 200 || strings.Contains(csp, "sandbox") || !strings.Contains(string(body), "evil.svg") {
+		t.Errorf("index: status %d, Content-Security-Policy %q", resp.StatusCode, csp)
+	}
+}
+
+// TestIndexCapped: a huge folder lists its first MaxListing entries and
+// counts the rest, in HTML and JSON.
+func TestIndexCapped(t *testing.T) {
+	var files []*fakeFile
+	for i := range MaxListing + 7 {
+		files = append(files, newFile(fmt.Sprintf("big/f%06d", i), []byte("x")))
+	}
+	ts := newTestServer(t, newFakeSource(files...))
+	resp, body := ts.do(t, "GET", "/big/")
+	if resp.StatusCode != 200 || strings.Count(string(body), "<tr><td><a href=\"./") != MaxListing ||
+		!strings.Contains(string(body), "and 7 more not listed") || strings.Contains(string(body), fmt.Sprintf("f%06d", MaxListing)) {
+		t.Errorf("HTML: status %d, %d rows", resp.StatusCode, strings.Count(string(body), "<tr><td><a href=\"./"))
+	}
+	resp, body = ts.do(t, "GET", "/big/", "Accept", "application/json")
+	var doc indexDoc
+	if err := json.Unmarshal(body, &doc); err != nil || resp.StatusCode != 200 || len(doc.Entries) != MaxListing || doc.Omitted != 7 {
+		t.Errorf("JSON: status %d, %d entries, %d omitted, %v", resp.StatusCode, len(doc.Entries), doc.Omitted, err)
+	}
+}

@@ -75,6 +75,9 @@ type Content interface {
 	io.Closer
 }
 
+// FileCSP is the Content-Security-Policy of every file served.
+const FileCSP = "sandbox"
+
 // DirectWriter may be implemented by a Content that can write its next n
 // bytes to w without an intermediate copy (the gateway's engine writes
 // straight from its chunk buffers, a chunk per write). It returns io.EOF
@@ -142,7 +145,16 @@ type Options struct {
 	// and near ones are merged; beyond it the whole file is sent (see
 	// planRanges). 0 means DefaultMaxRanges.
 	MaxRanges int
+	// SendTimeout is how long one write of a response to the client may
+	// take (a chunk, at most 128 KiB by default, so a client must read
+	// about 4 KiB/s at the default): past it an HTTP/1.1 connection is
+	// closed and an HTTP/2 stream reset, and the response's buffers go
+	// back to the engine. 0 means DefaultSendTimeout; negative, none.
+	SendTimeout time.Duration
 }
+
+// DefaultSendTimeout is Options.SendTimeout's default.
+const DefaultSendTimeout = 30 * time.Second
 
 // handler is the http.Handler returned by NewHandler. It is immutable after
 // construction and safe for concurrent use.
@@ -152,7 +164,8 @@ type handler struct {
 	access func(AccessRecord)
 	index  *template.Template
 	// maxRanges: Options.MaxRanges.
-	maxRanges int
+	maxRanges   int
+	sendTimeout time.Duration
 	// copyBufs are the body copy buffers (*[]byte of copyBufferSize):
 	// io.Copy would allocate one per response.
 	copyBufs sync.Pool
@@ -187,6 +200,12 @@ func NewHandler(src Source, opt Options) http.Handler {
 	if h.maxRanges <= 0 {
 		h.maxRanges = DefaultMaxRanges
 	}
+	switch h.sendTimeout = opt.SendTimeout; {
+	case h.sendTimeout == 0:
+		h.sendTimeout = DefaultSendTimeout
+	case h.sendTimeout < 0:
+		h.sendTimeout = 0
+	}
 	h.copyBufs.New = func() any {
 		b := make([]byte, copyBufferSize)
 		return &b
@@ -197,11 +216,12 @@ func NewHandler(src Source, opt Options) http.Handler {
 // ServeHTTP implements http.Handler.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := &deferredWriter{rw: w, bufs: &h.copyBufs}
+	d := &deferredWriter{rw: w, bufs: &h.copyBufs, sendTimeout: h.sendTimeout}
 	abort, err := h.serve(d, r)
 	if !abort {
 		d.commit() // HEAD, 304 and the like have no body to trigger it
 	}
+	d.clearDeadline()
 	bytes := d.bytes
 	if r.Method == http.MethodHead {
 		bytes = 0 // net/http discards HEAD bodies; don't count them
@@ -290,6 +310,11 @@ func (h *handler) serveFile(d *deferredWriter, r *http.Request, name string, f F
 	hdr.Set("Accept-Ranges", "bytes")
 	// The content is arbitrary user data; don't let browsers reinterpret it.
 	hdr.Set("X-Content-Type-Options", "nosniff")
+	// Nor run it on the gateway's origin: an .html or .svg file from a
+	// server is shown in a sandbox (no script, no forms, an opaque
+	// origin), so it cannot read other files or the index as the
+	// gateway. Images, media and PDFs display as before.
+	hdr.Set("Content-Security-Policy", FileCSP)
 
 	if v := r.Header.Get("Range"); v != "" {
 		// Before ServeContent, which would serve every range as written

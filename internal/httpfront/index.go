@@ -19,7 +19,16 @@ import (
 type indexDoc struct {
 	Path    string       `json:"path"`
 	Entries []indexEntry `json:"entries"`
+	// Omitted: entries left out past MaxListing.
+	Omitted int `json:"omitted,omitempty"`
 }
+
+// MaxListing is the most entries a directory index shows (the first, in
+// its order); the rest are counted, not listed. A page of 10,000 rows is
+// about 1.5 MB of HTML, already more than a browser shows usefully, and
+// a folder of 200,000 files would otherwise cost tens of megabytes per
+// request.
+const MaxListing = 10_000
 
 type indexEntry struct {
 	Name     string    `json:"name"`
@@ -61,6 +70,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 {{- else}}
 <tr><td colspan="4">(empty)</td></tr>
 {{- end}}
+{{- if .Omitted}}
+<tr><td colspan="4">… and {{.Omitted}} more not listed (at most {{.Max}} entries are shown)</td></tr>
+{{- end}}
 </tbody>
 </table>
 </body>
@@ -68,9 +80,10 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 `
 
 type htmlIndex struct {
-	Title   string
-	Parent  bool
-	Entries []htmlEntry
+	Title        string
+	Parent       bool
+	Entries      []htmlEntry
+	Omitted, Max int
 }
 
 type htmlEntry struct {
@@ -103,11 +116,13 @@ func (h *handler) serveIndex(d *deferredWriter, r *http.Request, dir string, ent
 		}
 		return cmp.Compare(a.Name, b.Name)
 	})
+	omitted := max(0, len(list)-MaxListing)
+	list = list[:len(list)-omitted]
 
 	var body []byte
 	var ctype string
 	if prefersJSON(r.Header.Values("Accept")) {
-		doc := indexDoc{Path: dir, Entries: make([]indexEntry, len(list))}
+		doc := indexDoc{Path: dir, Entries: make([]indexEntry, len(list)), Omitted: omitted}
 		for i, e := range list {
 			doc.Entries[i] = indexEntry{Name: e.Name, Dir: e.IsDir, Size: e.Size,
 				Modified: e.ModTime.UTC(), Holders: e.Holders}
@@ -119,7 +134,7 @@ func (h *handler) serveIndex(d *deferredWriter, r *http.Request, dir string, ent
 		}
 		body, ctype = append(b, '\n'), "application/json"
 	} else {
-		page := htmlIndex{Title: "/", Parent: dir != "", Entries: make([]htmlEntry, len(list))}
+		page := htmlIndex{Title: "/", Parent: dir != "", Entries: make([]htmlEntry, len(list)), Omitted: omitted, Max: MaxListing}
 		if dir != "" {
 			page.Title = "/" + dir + "/"
 		}

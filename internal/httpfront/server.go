@@ -38,6 +38,11 @@ type ServerOptions struct {
 	// Logger receives net/http's own error log; nil means the logger of
 	// h if h came from NewHandler, else slog.Default().
 	Logger *slog.Logger
+	// SendTimeout closes an HTTP/2 connection on which nothing could be
+	// written for this long (HTTP2Config.WriteByteTimeout); the handler's
+	// Options.SendTimeout cuts single responses. 0 means
+	// DefaultSendTimeout; negative, none.
+	SendTimeout time.Duration
 }
 
 // NewServer returns the server for h listening on addr.
@@ -74,6 +79,13 @@ func NewServer(addr string, h http.Handler, opt ServerOptions) *http.Server {
 			log = hh.log
 		}
 	}
+	sendTimeout := opt.SendTimeout
+	switch {
+	case sendTimeout == 0:
+		sendTimeout = DefaultSendTimeout
+	case sendTimeout < 0:
+		sendTimeout = 0
+	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	if opt.TLS != nil {
@@ -94,6 +106,7 @@ func NewServer(addr string, h http.Handler, opt ServerOptions) *http.Server {
 			MaxConcurrentStreams:          MaxConcurrentStreams,
 			MaxReceiveBufferPerConnection: MaxReceiveBuffer,
 			MaxReceiveBufferPerStream:     MaxReceiveBuffer,
+			WriteByteTimeout:              sendTimeout,
 		},
 	}
 }

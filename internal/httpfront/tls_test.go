@@ -26,6 +26,12 @@ import (
 // the client's protocols.
 func startTLSServer(t *testing.T, src *fakeSource, http2 bool) (string, *http.Client) {
 	t.Helper()
+	return startTLSServerWith(t, src, http2, Options{Logger: discardLogger()})
+}
+
+// startTLSServerWith is startTLSServer with the handler's options.
+func startTLSServerWith(t *testing.T, src *fakeSource, http2 bool, opt Options) (string, *http.Client) {
+	t.Helper()
 	cert, err := tlscert.SelfSigned([]string{"localhost", "127.0.0.1"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,7 @@ func startTLSServer(t *testing.T, src *fakeSource, http2 bool) (string, *http.Cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer("", NewHandler(src, Options{Logger: discardLogger()}), ServerOptions{TLS: tlscert.ServerConfig(cert)})
+	s := NewServer("", NewHandler(src, opt), ServerOptions{TLS: tlscert.ServerConfig(cert), SendTimeout: opt.SendTimeout})
 	done := make(chan error, 1)
 	go func() { done <- Serve(s, l) }()
 	roots := x509.NewCertPool()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // errSuppressed is returned to http.ServeContent when it tries to write after
@@ -33,6 +34,38 @@ type deferredWriter struct {
 	servers, retrans int // the content's fetch report, for the access log
 
 	bufs *sync.Pool // *[]byte copy buffers for ReadFrom; nil: allocate
+
+	// sendTimeout, if positive, is how long one write to the client may
+	// take (see Options.SendTimeout); deadline is the write deadline set
+	// last, zero if none.
+	sendTimeout time.Duration
+	deadline    time.Time
+}
+
+// extendDeadline gives the next write sendTimeout to complete. It sets
+// the connection's (HTTP/1.1) or the stream's (HTTP/2) write deadline,
+// but only when that moves it by more than a sixteenth of the timeout:
+// an HTTP/2 deadline is a message to the connection's goroutine, not
+// worth sending for every chunk.
+func (d *deferredWriter) extendDeadline() {
+	if d.sendTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if next := now.Add(d.sendTimeout); next.Sub(d.deadline) > d.sendTimeout/16 {
+		if http.NewResponseController(d.rw).SetWriteDeadline(next) == nil {
+			d.deadline = next
+		}
+	}
+}
+
+// clearDeadline removes the write deadline, so that it cannot cut the
+// next response on a kept-alive HTTP/1.1 connection.
+func (d *deferredWriter) clearDeadline() {
+	if !d.deadline.IsZero() {
+		_ = http.NewResponseController(d.rw).SetWriteDeadline(time.Time{})
+		d.deadline = time.Time{}
+	}
 }
 
 // Header implements http.ResponseWriter.
@@ -63,6 +96,7 @@ func (d *deferredWriter) Write(p []byte) (int, error) {
 		}
 		d.commit()
 	}
+	d.extendDeadline()
 	n, err := d.rw.Write(p)
 	d.bytes += int64(n)
 	if err != nil && d.writeErr == nil {

@@ -82,8 +82,27 @@ type Pool struct {
 	mu      sync.RWMutex
 	servers map[ServerID]*server
 	paths   map[string]*pathEntry
+	dirs    map[string]*dirIndex // directory ("" the root) → what it holds
 	byHash  map[[fschunk.HashSize]byte]ids
 	orphans map[string]time.Time // paths with no holder left, and since when
+}
+
+// dirIndex is one directory of the pool's paths, so that listing it
+// looks at its own entries only, not at every path in the pool.
+type dirIndex struct {
+	files   map[string]*pathEntry // files right in it, by name
+	subdirs map[string]int        // subdirectories, by name → paths under each
+	// order is the listing order (directories first, then by name),
+	// built by the first List after a change and kept until the next.
+	// Changes happen under Pool.mu held for writing; List, which holds it
+	// for reading, builds it under orderMu.
+	orderMu sync.Mutex
+	order   []dirName
+}
+
+type dirName struct {
+	name string
+	dir  bool
 }
 
 // New returns an empty pool.
@@ -91,9 +110,95 @@ func New() *Pool {
 	return &Pool{
 		servers: map[ServerID]*server{},
 		paths:   map[string]*pathEntry{},
+		dirs:    map[string]*dirIndex{"": newDirIndex()},
 		byHash:  map[[fschunk.HashSize]byte]ids{},
 		orphans: map[string]time.Time{},
 	}
+}
+
+func newDirIndex() *dirIndex {
+	return &dirIndex{files: map[string]*pathEntry{}, subdirs: map[string]int{}}
+}
+
+// indexPath adds a new path to the directory index: its name to its
+// directory, and one more path under each directory above.
+func (p *Pool) indexPath(name string, pe *pathEntry) {
+	parent, start := "", 0
+	for {
+		d := p.dirs[parent]
+		if d == nil {
+			d = newDirIndex()
+			p.dirs[parent] = d
+		}
+		i := strings.IndexByte(name[start:], '/')
+		if i < 0 {
+			d.files[name[start:]] = pe
+			d.order = nil
+			return
+		}
+		sub := name[start : start+i]
+		if d.subdirs[sub] == 0 {
+			d.order = nil
+		}
+		d.subdirs[sub]++
+		parent, start = name[:start+i], start+i+1
+	}
+}
+
+// unindexPath undoes indexPath; directories left empty go (but the root).
+func (p *Pool) unindexPath(name string) {
+	parent, start := "", 0
+	for {
+		d := p.dirs[parent]
+		if d == nil {
+			return
+		}
+		i := strings.IndexByte(name[start:], '/')
+		if i < 0 {
+			delete(d.files, name[start:])
+			d.order = nil
+		} else {
+			sub := name[start : start+i]
+			if d.subdirs[sub]--; d.subdirs[sub] <= 0 {
+				delete(d.subdirs, sub)
+				d.order = nil
+			}
+		}
+		if parent != "" && len(d.files) == 0 && len(d.subdirs) == 0 {
+			delete(p.dirs, parent)
+		}
+		if i < 0 {
+			return
+		}
+		parent, start = name[:start+i], start+i+1
+	}
+}
+
+// listOrder returns d's names in listing order. Under p.mu, read or write.
+func (d *dirIndex) listOrder() []dirName {
+	d.orderMu.Lock()
+	defer d.orderMu.Unlock()
+	if d.order != nil {
+		return d.order
+	}
+	order := make([]dirName, 0, len(d.subdirs)+len(d.files))
+	for name := range d.subdirs {
+		order = append(order, dirName{name, true})
+	}
+	for name := range d.files {
+		order = append(order, dirName{name, false})
+	}
+	slices.SortFunc(order, func(a, b dirName) int {
+		if a.dir != b.dir {
+			if a.dir {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	d.order = order
+	return order
 }
 
 // Join adds a server (or refreshes one that re-registered).
@@ -250,6 +355,7 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 	if pe == nil {
 		pe = &pathEntry{}
 		p.paths[name] = pe
+		p.indexPath(name, pe)
 	}
 	ve := pe.version(v.Hash)
 	if ve == nil {
@@ -368,53 +474,43 @@ func (p *Pool) Holders(hash [fschunk.HashSize]byte) []ServerID {
 }
 
 // List returns the entries of directory dir ("" is the root), or false if
-// no known file lies under it.
+// no known file lies under it, directories first and then by name. It
+// costs the entries of dir, whatever the size of the pool (the names
+// are sorted once per change of the directory). A subdirectory whose
+// paths all left longer than ForgetAfter ago is listed until Prune
+// forgets them (within a second or so).
 func (p *Pool) List(dir string, now time.Time) ([]DirEntry, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	prefix := ""
-	if dir != "" {
-		prefix = dir + "/"
+	d := p.dirs[dir]
+	if d == nil {
+		return nil, dir == ""
 	}
-	seen := map[string]*DirEntry{}
+	order := d.listOrder()
 	found := dir == ""
-	for name, pe := range p.paths {
-		if !strings.HasPrefix(name, prefix) {
+	out := make([]DirEntry, 0, len(order))
+	for _, n := range order {
+		if n.dir {
+			out = append(out, DirEntry{Name: n.name, IsDir: true})
+			found = true
 			continue
 		}
+		pe := d.files[n.name]
 		if len(pe.versions) == 0 && now.Sub(pe.orphaned) > ForgetAfter {
 			continue
 		}
 		found = true
-		rest := name[len(prefix):]
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			sub := rest[:i]
-			if seen[sub] == nil {
-				seen[sub] = &DirEntry{Name: sub, IsDir: true}
-			}
-			continue
-		}
-		de := &DirEntry{Name: rest}
+		de := DirEntry{Name: n.name}
 		if best := pe.best(); best != nil {
 			de.Size, de.ModTime, de.Holders = best.v.Size, best.v.ModTime, len(best.holders)
 		} else {
 			de.Size, de.ModTime = pe.last.Size, pe.last.ModTime
 		}
-		seen[rest] = de
+		out = append(out, de)
 	}
 	if !found {
 		return nil, false
 	}
-	out := make([]DirEntry, 0, len(seen))
-	for _, de := range seen {
-		out = append(out, *de)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].IsDir != out[j].IsDir {
-			return out[i].IsDir
-		}
-		return out[i].Name < out[j].Name
-	})
 	return out, true
 }
 
@@ -457,6 +553,7 @@ func (p *Pool) Prune(now time.Time) {
 		if now.Sub(since) > ForgetAfter {
 			delete(p.paths, name)
 			delete(p.orphans, name)
+			p.unindexPath(name)
 		}
 	}
 }
