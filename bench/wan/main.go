@@ -20,6 +20,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,6 +57,7 @@ type options struct {
 	noInstall                 bool
 	keep                      bool
 	note                      string
+	render                    string
 }
 
 type bench struct {
@@ -82,6 +84,7 @@ func main() {
 	flag.BoolVar(&o.noInstall, "no-install", false, "report missing tools instead of installing them with apt-get")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (files, logs)")
 	flag.StringVar(&o.note, "note", "", "a note for the report (e.g. what else loaded the machine)")
+	flag.StringVar(&o.render, "render", "", "measure nothing: print the report (and with -update-docs write the docs) from this `file`, a saved bench/out/wan.json")
 	flag.Parse()
 	var err error
 	if o.size, err = parseSize(size); err == nil {
@@ -167,6 +170,9 @@ func repoRoot() (string, error) {
 }
 
 func run0(ctx context.Context, o options) error {
+	if o.render != "" {
+		return render(o)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, TUN devices): sudo go run ./bench/wan")
 	}
@@ -203,6 +209,24 @@ func run0(ctx context.Context, o options) error {
 		}
 	}
 	return err
+}
+
+// render reports a saved run again.
+func render(o options) error {
+	js, err := os.ReadFile(o.render)
+	if err != nil {
+		return err
+	}
+	var res results
+	if err := json.Unmarshal(js, &res); err != nil {
+		return fmt.Errorf("%s: %w", o.render, err)
+	}
+	repo, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	b := &bench{opt: o, repo: repo}
+	return b.report(&res)
 }
 
 // gridCases is the list of (one-way delay, loss) cases.

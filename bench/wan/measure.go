@@ -20,13 +20,15 @@ import (
 
 // transfer is one download's outcome.
 type transfer struct {
-	Tool    string        `json:"tool"`
-	Bytes   int64         `json:"bytes"`
-	Seconds float64       `json:"seconds"`
-	Capped  bool          `json:"capped,omitempty"` // stopped at the time cap; Bytes is what had arrived
-	Err     string        `json:"error,omitempty"`
-	Down    linkStatsView `json:"down"` // the links towards the client during it
-	Up      linkStatsView `json:"up"`
+	Tool    string  `json:"tool"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	Capped  bool    `json:"capped,omitempty"` // stopped at the time cap; Bytes is what had arrived
+	// FirstByte is curl's time to the first byte of the body, in seconds.
+	FirstByte float64       `json:"first_byte,omitempty"`
+	Err       string        `json:"error,omitempty"`
+	Down      linkStatsView `json:"down"` // the links towards the client during it
+	Up        linkStatsView `json:"up"`
 	// Gateway counters (from /metrics) over the download.
 	DupBytes    float64 `json:"dup_bytes,omitempty"`
 	Retransmits float64 `json:"retransmits,omitempty"`
@@ -65,15 +67,15 @@ func view(s linkemu.Stats) linkStatsView {
 // what arrived. A download cut by the limit is Capped, not an error.
 func (b *bench) curl(ctx context.Context, host, url string, limit time.Duration) transfer {
 	out, err := b.t.output(ctx, host, "curl", "-s", "-o", "/dev/null", "--noproxy", "*",
-		"--max-time", fmt.Sprintf("%.0f", limit.Seconds()), "-w", "%{http_code} %{size_download} %{time_total} %{exitcode}", url)
+		"--max-time", fmt.Sprintf("%.0f", limit.Seconds()), "-w", "%{http_code} %{size_download} %{time_total} %{exitcode} %{time_starttransfer}", url)
 	var code int
 	var size int64
-	var secs float64
+	var secs, first float64
 	var exit int
-	if n, _ := fmt.Sscanf(string(out), "%d %d %f %d", &code, &size, &secs, &exit); n != 4 {
+	if n, _ := fmt.Sscanf(string(out), "%d %d %f %d %f", &code, &size, &secs, &exit, &first); n != 5 {
 		return transfer{Tool: "curl", Err: fmt.Sprintf("curl %s: %v (%q)", url, err, out)}
 	}
-	x := transfer{Tool: "curl", Bytes: size, Seconds: secs}
+	x := transfer{Tool: "curl", Bytes: size, Seconds: secs, FirstByte: first}
 	switch {
 	case code != 200:
 		x.Err = fmt.Sprintf("HTTP %d", code)

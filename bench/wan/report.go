@@ -21,6 +21,7 @@ import (
 )
 
 const (
+	chunkSize = 128 << 10 // the gateway's default -chunk-size
 	docsBegin = "<!-- wan:begin -->"
 	docsEnd   = "<!-- wan:end -->"
 	plotName  = "wan-grid.png"
@@ -80,6 +81,13 @@ func pct(f float64) string {
 	return fmt.Sprintf("%g%%", 100*f)
 }
 
+func lossName(f float64) string {
+	if f == 0 {
+		return "no loss"
+	}
+	return pct(f) + " loss"
+}
+
 func rate(x transfer) string {
 	if x.Err != "" {
 		return "failed: " + x.Err
@@ -102,8 +110,11 @@ func markdown(res *results, forDocs bool) string {
 	var w bytes.Buffer
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	cmd := "go run ./bench/wan"
-	if len(res.Opts) > 0 {
-		cmd += " " + strings.Join(res.Opts, " ")
+	for _, a := range res.Opts {
+		if strings.ContainsAny(a, " '\"$`\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		cmd += " " + a
 	}
 	p("Measured %s on commit `%s` with `%s` (as root). %s.\n\n", res.Date.Format("2006-01-02 15:04 UTC"), res.Commit, cmd, res.Machine)
 	if res.Note != "" {
@@ -143,8 +154,9 @@ func markdown(res *results, forDocs bool) string {
 		if ok {
 			ar = rate(a)
 		}
-		p("\nShort transfer, %s at RTT %s, no loss: httpgw %s (%.2f of capacity, %.2f%% redundant), aria2 %s.\n",
-			human(res.ShortSz), rtt(s.Delay), rate(s.Gateway), s.Gateway.Rate()/capacity(nServers), 100*redundant(s.Gateway), ar)
+		p("\nShort transfer, %s at RTT %s, no loss: httpgw %s (%.2f of capacity, %.2f%% redundant, first byte after %.0f ms), aria2 %s.\n",
+			human(res.ShortSz), rtt(s.Delay), rate(s.Gateway), s.Gateway.Rate()/capacity(nServers), 100*redundant(s.Gateway),
+			1000*s.Gateway.FirstByte, ar)
 	}
 	if f := res.Fair; f != nil {
 		tot := float64(f.GW.Bytes + f.TCP.Bytes)
@@ -179,7 +191,7 @@ func markdown(res *results, forDocs bool) string {
 			vs = fmt.Sprintf("%.2f× aria2", c.Gateway.Rate()/a.Rate())
 			ahead = c.Gateway.Rate() > a.Rate()
 		}
-		goal(fmt.Sprintf("RTT %d ms, %s loss", (2*gc.delay).Milliseconds(), pct(gc.loss)), fmt.Sprintf("%.2f of capacity, %s", share, vs),
+		goal(fmt.Sprintf("RTT %d ms, %s", (2*gc.delay).Milliseconds(), lossName(gc.loss)), fmt.Sprintf("%.2f of capacity, %s", share, vs),
 			fmt.Sprintf("≥ %.2f, ahead of aria2", gc.share), c.Gateway.Err == "" && share >= gc.share && ahead)
 	}
 	if len(res.Cases) > 0 {
@@ -192,6 +204,12 @@ func markdown(res *results, forDocs bool) string {
 	if s := res.Short; s != nil {
 		share := s.Gateway.Rate() / capacity(nServers)
 		goal(fmt.Sprintf("%s at RTT %d ms", human(res.ShortSz), (2*s.Delay).Milliseconds()), fmt.Sprintf("%.2f of capacity", share), "≥ 0.60", s.Gateway.Err == "" && share >= 0.6)
+		// One chunk (128 KiB) at one link's payload rate. Runs saved
+		// before the first byte was measured have none.
+		if limit := 2*s.Delay.Seconds()*2 + float64(chunkSize)/capacity(1); s.Gateway.FirstByte > 0 {
+			goal("first byte of the short transfer", fmt.Sprintf("%.0f ms", 1000*s.Gateway.FirstByte),
+				fmt.Sprintf("≤ 2 RTT + one chunk at one link's rate = %.0f ms", 1000*limit), s.Gateway.Err == "" && s.Gateway.FirstByte <= limit)
+		}
 	}
 	if f := res.Fair; f != nil {
 		share := float64(f.TCP.Bytes) / float64(f.GW.Bytes+f.TCP.Bytes)
@@ -209,7 +227,7 @@ func markdown(res *results, forDocs bool) string {
 // solid and aria2 dashed, with the links' capacity.
 func drawPlot(res *results, path string) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s over three emulated %.0f Mbit/s links (%v queue)", human(res.Size), linkRate/1e6, linkQueue)
+	p.Title.Text = fmt.Sprintf("%s over three emulated %.0f Mbit/s links (%v queue), commit %s, %s", human(res.Size), linkRate/1e6, linkQueue, res.Commit, res.Date.Format("2006-01-02 15:04 UTC"))
 	p.X.Label.Text = "RTT (ms)"
 	p.Y.Label.Text = "goodput (MB/s)"
 	p.Legend.Top = true
@@ -260,10 +278,12 @@ func drawPlot(res *results, path string) error {
 			line.Color, line.Width, line.Dashes = col, vg.Points(2), s.dash
 			pts.Color, pts.Shape, pts.Radius = col, s.shape, vg.Points(3.5)
 			p.Add(line, pts)
-			p.Legend.Add(fmt.Sprintf("%s, %s loss", s.name, pct(l)), line, pts)
+			p.Legend.Add(fmt.Sprintf("%s, %s", s.name, lossName(l)), line, pts)
 		}
 	}
-	capLine, err := plotter.NewLine(plotter.XYs{{X: 0, Y: capacity(nServers) / 1e6}, {X: maxRTT * 1.05, Y: capacity(nServers) / 1e6}})
+	// The legend goes right of the data, where the x axis runs on.
+	right := maxRTT * 1.05
+	capLine, err := plotter.NewLine(plotter.XYs{{X: 0, Y: capacity(nServers) / 1e6}, {X: right, Y: capacity(nServers) / 1e6}})
 	if err != nil {
 		return err
 	}
@@ -271,8 +291,18 @@ func drawPlot(res *results, path string) error {
 	p.Add(capLine)
 	p.Legend.Add("links' payload capacity", capLine)
 	p.X.Min = 0
-	p.X.Max = maxRTT * 1.05
-	p.Add(plotter.NewGrid())
+	p.X.Max = maxRTT * 1.6
+	var ticks []plot.Tick
+	for _, c := range res.Cases {
+		x := float64((2 * c.Delay).Milliseconds())
+		if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == x }) {
+			ticks = append(ticks, plot.Tick{Value: x, Label: fmt.Sprint(x)})
+		}
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = nil
+	p.Add(grid)
 	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
 }
 

@@ -8,22 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kind is the kind of device: TUN carries IP packets, TAP Ethernet
-// frames (a TAP device can be a bridge port).
-type Kind uint8
-
-const (
-	TUN Kind = iota
-	TAP
-)
-
-func (k Kind) String() string {
-	if k == TAP {
-		return "tap"
-	}
-	return "tun"
-}
-
 // DefaultTxQueueLen is the transmit queue given to each device. The
 // kernel's default of 500 packets overflows on a burst before the emulator
 // has read it, and those drops are counted nowhere the benchmark looks;

@@ -7,14 +7,6 @@ import (
 	"os"
 )
 
-// Kind is the kind of device: TUN carries IP packets, TAP Ethernet frames.
-type Kind uint8
-
-const (
-	TUN Kind = iota
-	TAP
-)
-
 // DefaultTxQueueLen is the transmit queue given to each device on Linux.
 const DefaultTxQueueLen = 10000
 

@@ -8,6 +8,22 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// Kind is the kind of device: TUN carries IP packets, TAP Ethernet
+// frames (a TAP device can be a bridge port).
+type Kind uint8
+
+const (
+	TUN Kind = iota
+	TAP
+)
+
+func (k Kind) String() string {
+	if k == TAP {
+		return "tap"
+	}
+	return "tun"
+}
+
 // A Pair is one emulated link between two devices, A and B: what the
 // kernel sends into A comes out of B after Up, what it sends into B comes
 // out of A after Down.
