@@ -32,6 +32,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 // Entry describes one published version of one file.
@@ -39,7 +41,7 @@ type Entry struct {
 	Path    string    // slash-separated, relative to the root, no leading slash, clean (no "." or ".." elements)
 	Size    int64     // bytes
 	ModTime time.Time // full nanosecond precision as stat reports it
-	Hash    [32]byte  // SHA-256 of the content
+	Hash    [32]byte  // content hash: the root of the hash tree (package hashtree)
 }
 
 // Change is one element of a delta between two generations.
@@ -55,6 +57,10 @@ type Options struct {
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
 	Logger         *slog.Logger  // nil = discard
+	// NoWatch follows changes by rescans only (for file systems where
+	// inotify sees nothing, such as network mounts; and for tests of
+	// what a server serves when its disk changes behind its back).
+	NoWatch bool
 }
 
 // Stats are counters for monitoring and tests. They are a consistent-enough
@@ -126,8 +132,11 @@ type Catalog struct {
 	gen        uint64
 	snap       []Entry               // published entries sorted by Path; never mutated once published
 	byHash     map[[32]byte][]pubRef // published entries by content
-	hist       []batch               // changes of the last generations, oldest first
-	histN      int                   // total changes in hist
+	// trees holds the hash tree of every hashed content, by root: the
+	// gateway asks for blocks of them to verify what it streams.
+	trees map[[32]byte]*hashtree.Tree
+	hist  []batch // changes of the last generations, oldest first
+	histN int     // total changes in hist
 
 	// stateCache holds the hashes loaded from the state file until the first
 	// scan has consumed them. Only touched by Open and the Run goroutine.
@@ -153,6 +162,7 @@ type fileRec struct {
 	path    string
 	size    int64
 	mtime   int64  // ns since the epoch
+	ctime   int64  // ns since the epoch; 0 where the platform has none
 	ino     uint64 // 0 where the platform has no inode
 	ver     uint32 // bumped when the stat changes, so that in-flight hashing can tell
 	seen    uint32 // scan epoch of the last observation, for mark and sweep
@@ -162,6 +172,10 @@ type fileRec struct {
 	hashing bool
 	failed  bool // reading failed for this stat; retried only by a full rescan
 	removed bool
+	// racyUntil: the hash may have missed a write in the same timestamp
+	// tick (see racy); hash again after this time. Zero: not racy.
+	racyUntil time.Time
+	recheck   bool // hashed, but queued to be hashed again (racy)
 }
 
 func (r *fileRec) entry() Entry {
@@ -236,6 +250,7 @@ func Open(root string, opt Options) (*Catalog, error) {
 		opt:        opt,
 		log:        log,
 		maxHandles: defaultMaxHandles,
+		noWatch:    opt.NoWatch,
 		saveDelay:  defaultSaveDelay,
 		ready:      make(chan struct{}),
 		changed:    make(chan struct{}, 1),
@@ -245,6 +260,7 @@ func Open(root string, opt Options) (*Catalog, error) {
 		pending:    make(map[string]struct{}),
 		restat:     make(map[string]struct{}),
 		byHash:     make(map[[32]byte][]pubRef),
+		trees:      make(map[[32]byte]*hashtree.Tree),
 	}
 	c.handles.init(c)
 	if stateFile != "" {
@@ -365,6 +381,17 @@ func (c *Catalog) Lookup(hash [32]byte) (Entry, bool) {
 		return refs[0].Entry, true
 	}
 	return Entry{}, false
+}
+
+// Tree returns the hash tree of a published content hash.
+func (c *Catalog) Tree(hash [32]byte) (*hashtree.Tree, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if len(c.byHash[hash]) == 0 {
+		return nil, false
+	}
+	t := c.trees[hash]
+	return t, t != nil
 }
 
 // Stats returns counters for monitoring and tests.

@@ -24,6 +24,9 @@ type ServerConfig struct {
 	Logger   *slog.Logger
 	// Wrap, if set, wraps the server's socket (tests inject faults here).
 	Wrap func(net.PacketConn) net.PacketConn
+	// Catalog tunes the server's catalog (Logger and StateFile are set
+	// from the fields above).
+	Catalog catalog.Options
 }
 
 // Server is a running embedded FastFileSrv.
@@ -43,7 +46,8 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	opt := catalog.Options{Logger: cfg.Logger}
+	opt := cfg.Catalog
+	opt.Logger = cfg.Logger
 	if cfg.StateDir != "" {
 		opt.StateFile = filepath.Join(cfg.StateDir, name+".state")
 	}
