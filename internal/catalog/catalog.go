@@ -72,10 +72,13 @@ type Stats struct {
 	Queued      int    // files waiting to be hashed
 	HashedFiles uint64 // files whose content was read and hashed since Open
 	HashedBytes uint64 // bytes read for hashing since Open
-	CacheHits   uint64 // hashes reused without reading (state file or rename)
-	Rescans     uint64 // full scans done, including the initial one
-	WatchedDirs int    // directories with an fsnotify watch
-	OpenHandles int    // cached *os.File handles (in use or idle)
+	// RacyRehashes counts files hashed again because their first hash
+	// was racy (not in HashedFiles; their bytes are in HashedBytes).
+	RacyRehashes uint64
+	CacheHits    uint64 // hashes reused without reading (state file or rename)
+	Rescans      uint64 // full scans done, including the initial one
+	WatchedDirs  int    // directories with an fsnotify watch
+	OpenHandles  int    // cached *os.File handles (in use or idle)
 }
 
 var (
@@ -148,11 +151,12 @@ type Catalog struct {
 
 	handles handleCache
 
-	hashedFiles atomic.Uint64
-	hashedBytes atomic.Uint64
-	cacheHits   atomic.Uint64
-	rescans     atomic.Uint64
-	watchedDirs atomic.Int64
+	hashedFiles  atomic.Uint64
+	hashedBytes  atomic.Uint64
+	racyRehashes atomic.Uint64
+	cacheHits    atomic.Uint64
+	rescans      atomic.Uint64
+	watchedDirs  atomic.Int64
 }
 
 // fileRec is the catalog's knowledge about one path on disk. Guarded by
@@ -406,6 +410,7 @@ func (c *Catalog) Stats() Stats {
 	c.mu.RUnlock()
 	s.HashedFiles = c.hashedFiles.Load()
 	s.HashedBytes = c.hashedBytes.Load()
+	s.RacyRehashes = c.racyRehashes.Load()
 	s.CacheHits = c.cacheHits.Load()
 	s.Rescans = c.rescans.Load()
 	s.WatchedDirs = int(c.watchedDirs.Load())

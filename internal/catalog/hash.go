@@ -157,6 +157,11 @@ func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, tree 
 		// The Run loop saw a newer version while we were reading.
 		c.enqueueLocked(rec)
 	case err == nil:
+		if rec.recheck {
+			c.racyRehashes.Add(1)
+		} else {
+			c.hashedFiles.Add(1)
+		}
 		rec.recheck = false
 		if c.trees[tree.Root] == nil {
 			c.trees[tree.Root] = tree
@@ -164,7 +169,6 @@ func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, tree 
 		if old := rec.hash; !rec.hashed || old != tree.Root {
 			c.setHashLocked(rec, tree.Root)
 		}
-		c.hashedFiles.Add(1)
 		if r, until := racy(st, start); r {
 			rec.racyUntil = until
 			c.recheckLater(rec.path, until)

@@ -9,6 +9,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -346,19 +347,32 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 // HandleError takes an ERROR from server id about one of our READs or
 // HASH_REQUESTs.
 func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
-	e.mu.Lock()
-	if hr := e.hreqs[m.ID]; hr != nil && hr.server == id {
-		e.hashError(hr, m)
+	key, dropped, ok := e.refused(id, m)
+	if !ok {
 		return
+	}
+	e.cfg.Logger.Debug("request refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
+	if dropped {
+		e.cfg.Dropped(id, key)
+	}
+}
+
+// refused applies an ERROR to its request under e.mu; dropped says the
+// server no longer holds the version; ok is false if the ERROR names no
+// request of that server.
+func (e *Engine) refused(id ServerID, m *fschunk.Error) (key pool.Key, dropped, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if hr := e.hreqs[m.ID]; hr != nil && hr.server == id {
+		dropped = e.hashError(hr, m)
+		return hr.t.key, dropped, true
 	}
 	r := e.reqs[m.ID]
 	if r == nil || r.l.id != id {
-		e.mu.Unlock()
-		return
+		return key, false, false
 	}
 	now := e.cfg.Now()
 	d, l := r.d, r.l
-	var dropped bool
 	switch m.Code {
 	case fschunk.CodeNotFound, fschunk.CodeStale, fschunk.CodeRange:
 		d.bad[id] = true
@@ -371,33 +385,24 @@ func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
 	e.finish(r, false)
 	notify(d.wake)
 	e.wakeStarved()
-	key := d.key
-	e.mu.Unlock()
-	e.cfg.Logger.Debug("read refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
-	if dropped {
-		e.cfg.Dropped(id, key)
-	}
+	return d.key, dropped, true
 }
 
-// hashError handles an ERROR answering a HASH_REQUEST; it unlocks e.mu.
-func (e *Engine) hashError(r *hashReq, m *fschunk.Error) {
+// hashError applies an ERROR answering a HASH_REQUEST; dropped says the
+// server no longer holds the version. Under e.mu.
+func (e *Engine) hashError(r *hashReq, m *fschunk.Error) (dropped bool) {
 	t := r.t
 	delete(e.hreqs, r.id)
 	if t.pending[r.blk] == r {
 		delete(t.pending, r.blk)
 	}
-	var dropped bool
 	switch m.Code {
 	case fschunk.CodeNotFound, fschunk.CodeStale, fschunk.CodeRange:
 		t.gone[r.server] = true
 		dropped = true
 	}
 	e.wakeTree(t)
-	e.mu.Unlock()
-	e.cfg.Logger.Debug("hash request refused", "server", uint64(r.server), "code", m.Code.String(), "msg", m.Message)
-	if dropped {
-		e.cfg.Dropped(r.server, t.key)
-	}
+	return dropped
 }
 
 // ServerGone forgets a server that left the pool; its outstanding reads
@@ -484,6 +489,11 @@ func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int
 		progress: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		maxWin:   max(e.cfg.Window/e.cfg.ChunkSize, 2),
+	}
+	if size < 0 || size > fschunk.MaxFileSize {
+		// The codec refuses such sizes; a caller passing one anyway gets
+		// an error on the first read, not an overflow in the window.
+		d.err = fmt.Errorf("fetch: size %d outside [0, %d]", size, int64(fschunk.MaxFileSize))
 	}
 	e.mu.Lock()
 	e.readers[d] = struct{}{}

@@ -419,18 +419,19 @@ func (s *Server) currentView() *catView {
 		v.entries = append(v.entries, e)
 	}
 	if skipped > 0 {
-		// A gateway rejects a whole page for one such path, which would
+		// A gateway rejects a whole page for one such entry, which would
 		// stall the sync forever: leave them out.
-		s.log.Warn("fileserver: files with names the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
+		s.log.Warn("fileserver: files with names or sizes the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
 	}
 	s.view.Store(v)
 	return v
 }
 
 // wireEntry converts a catalog entry; ok is false for paths the protocol
-// does not allow (control characters, backslashes, over-long names).
+// does not allow (control characters, backslashes, over-long names) and
+// for files larger than fschunk.MaxFileSize.
 func wireEntry(e catalog.Entry) (fschunk.Entry, bool) {
-	if fschunk.ValidPath(e.Path) != nil {
+	if fschunk.ValidPath(e.Path) != nil || e.Size < 0 || e.Size > fschunk.MaxFileSize {
 		return fschunk.Entry{}, false
 	}
 	return fschunk.Entry{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime.UTC(), Path: e.Path}, true

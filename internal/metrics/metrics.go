@@ -103,7 +103,8 @@ var (
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
 	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), auth (bad MAC, cookie or tag), replay, unknown_session.", "cause")
 	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
-	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence, goodbye, or repeated verification failures).")
+	dPanics     = desc("httpgw_udp_handler_panics_total", "Datagrams whose handling panicked (recovered; the sending server evicted). Any is a bug.")
+	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence, goodbye, a handler panic, or repeated verification failures).")
 	dBlamed     = desc("httpgw_verify_failures_total", "Verdicts against servers: leaves or hash blocks that did not match the content hash.")
 	dVerified   = desc("httpgw_verified_bytes_total", "Bytes checked against their content hash before reaching a client.")
 	dServers    = desc("httpgw_servers", "Servers in the pool.")
@@ -127,7 +128,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dPanics, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -148,6 +149,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dDrops, u.DropReplay, "replay")
 	counter(dDrops, u.DropUnknownSession, "unknown_session")
 	counter(dHandshakes, u.Handshakes)
+	counter(dPanics, u.Panics)
 	counter(dEvictions, u.Evictions)
 	counter(dBlamed, u.Blamed)
 	e := c.g.Engine().Stats()
