@@ -335,7 +335,7 @@ func (r *Reader) Close() error {
 	d.setStreaming(false)
 	delete(e.readers, d)
 	delete(e.starved, d)
-	e.releaseTree(d.t, e.cfg.Now())
+	e.releaseTree(d.t)
 	e.mu.Unlock()
 	return nil
 }

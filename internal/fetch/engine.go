@@ -7,6 +7,7 @@
 package fetch
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -170,16 +171,20 @@ type Engine struct {
 	cfg  Config
 	bufs sync.Pool // chunk buffers, *[]byte of ChunkSize
 
-	mu       sync.Mutex
-	links    map[ServerID]*link
-	reqs     map[uint32]*request
-	hreqs    map[uint32]*hashReq
-	trees    map[pool.Key]*vtree // hash trees of the versions being read (and recently read)
-	nextID   uint32
-	inflight int                    // sum of the links' inflight
-	starved  map[*download]struct{} // downloads waiting for window room
-	readers  map[*download]struct{}
-	stats    Stats
+	mu    sync.Mutex
+	links map[ServerID]*link
+	reqs  map[uint32]*request
+	hreqs map[uint32]*hashReq
+	trees map[pool.Key]*vtree // hash trees of the versions being read (and recently read)
+	// idleTrees: the trees no reader uses, most recently used first, and
+	// their bytes (bounded by Config.TreeCache).
+	idleTrees list.List
+	idleBytes int
+	nextID    uint32
+	inflight  int                    // sum of the links' inflight
+	starved   map[*download]struct{} // downloads waiting for window room
+	readers   map[*download]struct{}
+	stats     Stats
 
 	budget    int // Config.Budget in chunks
 	held      int // chunk buffers held by all downloads

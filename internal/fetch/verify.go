@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"time"
@@ -27,12 +28,15 @@ var ErrUnverified = errors.New("no holder sent bytes matching the content hash")
 
 // vtree is the hash tree of one version being read. Guarded by Engine.mu.
 type vtree struct {
-	key      pool.Key
-	p        *hashtree.Partial
-	users    int
-	lastUsed time.Time
-	pending  map[blockID]*hashReq
-	tries    map[blockID]int
+	key   pool.Key
+	p     *hashtree.Partial
+	users int
+	// idle: the tree's place in Engine.idleTrees while no reader uses
+	// it, and the bytes it was counted with there.
+	idle      *list.Element
+	idleBytes int
+	pending   map[blockID]*hashReq
+	tries     map[blockID]int
 	// blamed: servers caught lying about this version; gone: servers
 	// that said they do not have it. Neither is asked again.
 	blamed map[ServerID]bool
@@ -72,6 +76,11 @@ func (t *vtree) excluded(id ServerID) bool { return t.blamed[id] || t.gone[id] }
 // acquireTree returns the version's tree, shared by its readers. Under e.mu.
 func (e *Engine) acquireTree(k pool.Key) *vtree {
 	t := e.trees[k]
+	if t != nil && t.idle != nil {
+		e.idleTrees.Remove(t.idle)
+		e.idleBytes -= t.idleBytes
+		t.idle = nil
+	}
 	if t == nil {
 		t = &vtree{key: k, p: hashtree.NewPartial(k.Hash, k.Size), pending: map[blockID]*hashReq{},
 			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}}
@@ -83,29 +92,25 @@ func (e *Engine) acquireTree(k pool.Key) *vtree {
 
 // releaseTree keeps an unused tree for the next reader of the version
 // while the trees not in use fit Config.TreeCache, least recently used
-// out first. Under e.mu.
-func (e *Engine) releaseTree(t *vtree, now time.Time) {
-	t.users--
-	t.lastUsed = now
-	for {
-		total := 0
-		var oldest *vtree
-		for _, x := range e.trees {
-			if x.users > 0 {
-				continue
-			}
-			total += x.p.Bytes()
-			if oldest == nil || x.lastUsed.Before(oldest.lastUsed) {
-				oldest = x
-			}
-		}
-		if oldest == nil || total <= e.cfg.TreeCache {
-			return
-		}
-		for _, r := range oldest.pending {
+// out first (a list, so that a gateway serving many small files does
+// not scan its trees on every response). Under e.mu.
+func (e *Engine) releaseTree(t *vtree) {
+	if t.users--; t.users > 0 {
+		return
+	}
+	// Bytes counted now: blocks arriving for an idle tree (answers to
+	// requests of readers that left) may add a little, never a lot.
+	t.idleBytes = t.p.Bytes() + 256
+	t.idle = e.idleTrees.PushFront(t)
+	e.idleBytes += t.idleBytes
+	for e.idleBytes > e.cfg.TreeCache {
+		old := e.idleTrees.Remove(e.idleTrees.Back()).(*vtree)
+		e.idleBytes -= old.idleBytes
+		old.idle = nil
+		for _, r := range old.pending {
 			delete(e.hreqs, r.id)
 		}
-		delete(e.trees, oldest.key)
+		delete(e.trees, old.key)
 	}
 }
 

@@ -142,3 +142,27 @@ func diff(a, b []byte) int {
 	}
 	return n + max(len(a), len(b)) - min(len(a), len(b))
 }
+
+// TestTreeCacheBounded: the trees of versions no reader uses are kept
+// within Config.TreeCache, and a version read again finds its tree.
+func TestTreeCacheBounded(t *testing.T) {
+	e := New(Config{Sender: &recordSender{}, Holders: func(pool.Key) []ServerID { return nil }, TreeCache: 1000})
+	for i := range 100 {
+		r := e.Open(context.Background(), [32]byte{byte(i)}, int64(i), "t")
+		r.Close()
+	}
+	e.mu.Lock()
+	n, bytes := len(e.trees), e.idleBytes
+	e.mu.Unlock()
+	if n == 0 || n > 10 || bytes > 1000 {
+		t.Fatalf("%d idle trees of %d bytes kept, want a few within 1000", n, bytes)
+	}
+	r := e.Open(context.Background(), [32]byte{99}, 99, "t")
+	e.mu.Lock()
+	same := r.d.t.idle == nil && e.trees[r.d.key] == r.d.t && len(e.trees) == n
+	e.mu.Unlock()
+	r.Close()
+	if !same {
+		t.Fatal("the most recent version's tree was not reused")
+	}
+}
