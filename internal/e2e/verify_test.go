@@ -40,6 +40,12 @@ func (e *env) addServerAt(root string, noWatch bool) *demo.Server {
 	return s
 }
 
+// settle waits out the catalog's racy window (50 ms) after files were
+// written, so that their first hash is final: a racy hash is redone, and
+// the redo would see the corruption the test makes and announce it as a
+// new version instead of serving it under the old hash.
+func settle() { time.Sleep(100 * time.Millisecond) }
+
 func writeAt(t *testing.T, root, p string, b []byte) string {
 	t.Helper()
 	full := filepath.Join(root, filepath.FromSlash(p))
@@ -114,12 +120,16 @@ func TestVerifyCorruptCopy(t *testing.T) {
 	e := newEnv(t, map[string][]byte{}, envOpts{})
 	e.files = map[string][]byte{"big.bin": content}
 	var bad string
-	for i := range 3 {
-		root := t.TempDir()
-		full := writeAt(t, root, "big.bin", content)
+	roots := make([]string, 3)
+	for i := range roots {
+		roots[i] = t.TempDir()
+		full := writeAt(t, roots[i], "big.bin", content)
 		if i == 2 {
 			bad = full
 		}
+	}
+	settle()
+	for i, root := range roots {
 		e.addServerAt(root, i == 2)
 	}
 	e.waitHolders(3)
@@ -153,6 +163,7 @@ func TestVerifyRoguePath(t *testing.T) {
 	e.addServer(nil)
 	rogueRoot := t.TempDir()
 	full := writeAt(t, rogueRoot, "mine/innocent.bin", victim)
+	settle()
 	rogue := e.addServerAt(rogueRoot, true)
 	e.waitHolders(2)
 	e.waitFor("the rogue announces the victim's hash", func() bool {
