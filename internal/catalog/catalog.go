@@ -56,11 +56,13 @@ type Options struct {
 	RescanInterval time.Duration // safety-net full rescan period; default 60s
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
-	Logger         *slog.Logger  // nil = discard
-	// NoWatch follows changes by rescans only (for file systems where
-	// inotify sees nothing, such as network mounts; and for tests of
-	// what a server serves when its disk changes behind its back).
+	// NoWatch turns fsnotify off: changes are seen by the periodic
+	// rescan only (file systems where inotify sees nothing, such as
+	// network mounts; tests in a testing/synctest bubble, where a
+	// goroutine blocked reading inotify would stop the virtual clock; and
+	// tests of what a server serves when its disk changes behind its back).
 	NoWatch bool
+	Logger  *slog.Logger // nil = discard
 }
 
 // Stats are counters for monitoring and tests. They are a consistent-enough

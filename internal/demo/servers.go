@@ -27,6 +27,12 @@ type ServerConfig struct {
 	// Catalog tunes the server's catalog (Logger and StateFile are set
 	// from the fields above).
 	Catalog catalog.Options
+	// Conn, if set, is the server's socket instead of a fresh loopback
+	// one (a simulated network's); Stop closes it.
+	Conn net.PacketConn
+	// NoWatch turns the catalog's fsnotify watch off (tests in virtual
+	// time).
+	NoWatch bool
 }
 
 // Server is a running embedded FastFileSrv.
@@ -48,6 +54,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	}
 	opt := cfg.Catalog
 	opt.Logger = cfg.Logger
+	opt.NoWatch = opt.NoWatch || cfg.NoWatch
 	if cfg.StateDir != "" {
 		opt.StateFile = filepath.Join(cfg.StateDir, name+".state")
 	}
@@ -55,14 +62,17 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", name, err)
 	}
-	uc, err := transport.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		cat.Close()
-		return nil, fmt.Errorf("server %s: %w", name, err)
+	conn := cfg.Conn
+	if conn == nil {
+		uc, err := transport.Listen(ctx, "127.0.0.1:0")
+		if err != nil {
+			cat.Close()
+			return nil, fmt.Errorf("server %s: %w", name, err)
+		}
+		conn = uc
 	}
-	var conn net.PacketConn = uc
 	if cfg.Wrap != nil {
-		conn = cfg.Wrap(uc)
+		conn = cfg.Wrap(conn)
 	}
 	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
 	if err != nil {
