@@ -76,7 +76,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
-	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
+	fs.StringVar(&o.window, "window", "24MiB", "bytes buffered ahead per response (memory bound; a long lossy path needs several round trips of it)")
 	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
 	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
 	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")

@@ -46,13 +46,16 @@ type Config struct {
 	Policy       Policy
 
 	ChunkSize int // bytes per chunk and per READ; default 128 KiB
-	Window    int // bytes buffered ahead per response; default 8 MiB
+	// Window is the bytes buffered ahead per response; default 24 MiB: a
+	// 200 ms path of 300 Mbit/s holds 7.5 MB, and a chunk that needs a
+	// retransmission holds the window for another round trip or two.
+	Window int
 	// Budget bounds the bytes buffered ahead by all responses together
-	// (default 4 × Window): with many clients each gets an equal share,
+	// (default 32 MiB, at least Window): with many clients each gets an equal share,
 	// never less than the one chunk it is sending (minStreamChunks), so
 	// memory grows by a chunk per client, not by a window.
 	Budget        int
-	MaxLinkWindow int // bytes in flight per server; default 4 MiB
+	MaxLinkWindow int // bytes in flight per server; default 8 MiB (twice a 200 ms, 100 Mbit/s path)
 	// MaxInflight bounds the bytes in flight to all servers together, so
 	// that bursts from every server at once fit in the gateway's socket
 	// receive buffer instead of being dropped by the kernel; 0: no bound.
@@ -74,15 +77,15 @@ func (c *Config) defaults() {
 	}
 	c.ChunkSize = min(c.ChunkSize, fschunk.MaxReadLength)
 	if c.Window <= 0 {
-		c.Window = 8 << 20
+		c.Window = 24 << 20
 	}
 	c.Window = max(c.Window, 2*c.ChunkSize)
 	if c.Budget <= 0 {
-		c.Budget = 4 * c.Window
+		c.Budget = 32 << 20
 	}
 	c.Budget = max(c.Budget, c.Window)
 	if c.MaxLinkWindow <= 0 {
-		c.MaxLinkWindow = 4 << 20
+		c.MaxLinkWindow = 8 << 20
 	}
 	c.MaxLinkWindow = max(c.MaxLinkWindow, c.ChunkSize)
 	if c.HolderWait <= 0 {
@@ -121,6 +124,8 @@ type Stats struct {
 	Requests        uint64 // READs sent
 	Retransmits     uint64 // READs for bytes asked before
 	EndgameRequests uint64 // duplicate READs of the endgame
+	GapRecoveries   uint64 // READs for holes behind a READ's later datagrams, while it went on
+	EarlyLosses     uint64 // READs declared lost before their RTO (the server had moved on)
 	Timeouts        uint64
 	Late            uint64 // DATA for no outstanding request
 }
@@ -132,6 +137,8 @@ type LinkStats struct {
 	Window      int
 	Inflight    int
 	Rate        float64 // bytes/s
+	Bandwidth   float64 // the bandwidth model's estimate, bytes/s (0: unmeasured)
+	Startup     bool    // the model is still in startup
 	Delivered   uint64
 	Retransmits uint64
 	Timeouts    uint64
@@ -210,7 +217,7 @@ func (e *Engine) Links() []LinkStats {
 	out := make([]LinkStats, 0, len(e.links))
 	for _, l := range e.links {
 		out = append(out, LinkStats{ID: l.id, SRTT: l.srtt, RTO: l.rto(), Window: l.cwnd, Inflight: l.inflight,
-			Rate: l.rate, Delivered: l.delivered, Retransmits: l.retransmits, Timeouts: l.timeouts})
+			Rate: l.rate, Bandwidth: l.model.bw.get(), Startup: l.model.startup, Delivered: l.delivered, Retransmits: l.retransmits, Timeouts: l.timeouts})
 	}
 	return out
 }
@@ -257,9 +264,17 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 		if !r.retrans {
 			l.sampleRTT(now.Sub(r.sentAt), now)
 		}
+		if r.sentAt.After(l.firstSent) {
+			l.firstSent, l.firstSeenAt = r.sentAt, now
+		}
 	}
 	r.lastAct = now
 	if pos >= r.expect {
+		if pos > r.expect && r.gapAt.IsZero() && !r.dup {
+			// A hole behind this datagram: lost, unless overtaken.
+			r.gapAt = now
+			notify(d.wake)
+		}
 		r.expect = pos + n
 	}
 	credit := min(n, r.asked-r.released)

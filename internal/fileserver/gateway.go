@@ -113,6 +113,7 @@ type gateway struct {
 	events chan gwEvent
 	hsEv   chan gwEvent  // CHALLENGE and WELCOME: see handshakeQueueSize
 	kick   chan struct{} // the catalog changed
+	pace   *pacer        // spaces DATA at the gateway's READ.Pace
 
 	cur  atomic.Pointer[session] // nil until registered, and after GOODBYE
 	addr atomic.Pointer[peer]    // the gateway's address as last resolved
@@ -146,6 +147,7 @@ func newGateway(s *Server, name string) *gateway {
 		events: make(chan gwEvent, eventQueueSize),
 		hsEv:   make(chan gwEvent, handshakeQueueSize),
 		kick:   make(chan struct{}, 1),
+		pace:   newPacer(),
 		buf:    make([]byte, 0, s.maxDG),
 	}
 }

@@ -103,6 +103,8 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 	// the file and one system call to send them (one per datagram where
 	// the socket has no GSO).
 	segs := max(1, min(transport.MaxSegments, transport.MaxSegmentBytes/dg))
+	// Paced, a batch is about a millisecond at the gateway's rate.
+	segs = g.pace.set(r.Pace, dg, segs)
 	bb := s.getBatch()
 	defer s.putBatch(bb)
 	var sent int64
@@ -145,6 +147,9 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 					return // the session can no longer seal
 				}
 				out = pkt[:at+len(sealed)]
+			}
+			if err := g.pace.wait(ctx, n); err != nil { // Pace counts file bytes
+				return
 			}
 			if s.sendBatch(cur, out, dg) {
 				failed = 0

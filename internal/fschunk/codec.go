@@ -674,10 +674,14 @@ type Read struct {
 	ID          uint32 // chosen by the gateway, echoed in DATA and ERROR
 	Hash        [HashSize]byte
 	MaxDatagram uint16 // largest DATA datagram the gateway wants, in bytes
-	Ranges      []Range
+	// Pace is the rate, in KiB/s, at which the gateway asks the server to
+	// send its DATA (all READs of the session together): what the
+	// gateway estimates the path carries. 0: as fast as it can.
+	Pace   uint32
+	Ranges []Range
 }
 
-const readBase = 4 + HashSize + 2 + 2
+const readBase = 4 + HashSize + 2 + 4 + 2
 
 // ReadSize is the body size of a READ with n ranges.
 func ReadSize(n int) int { return readBase + 12*n }
@@ -686,6 +690,7 @@ func (m *Read) Append(b []byte) []byte {
 	b = be.AppendUint32(b, m.ID)
 	b = append(b, m.Hash[:]...)
 	b = be.AppendUint16(b, m.MaxDatagram)
+	b = be.AppendUint32(b, m.Pace)
 	b = be.AppendUint16(b, uint16(len(m.Ranges)))
 	for _, rg := range m.Ranges {
 		b = be.AppendUint64(b, uint64(rg.Offset))
@@ -700,6 +705,7 @@ func (m *Read) Decode(b []byte) error {
 	m.ID = r.u32()
 	copy(m.Hash[:], r.take(HashSize))
 	m.MaxDatagram = r.u16()
+	m.Pace = r.u32()
 	n := int(r.u16())
 	if r.err == nil && (n == 0 || n > MaxReadRanges) {
 		r.fail(invalid("%d ranges", n))

@@ -48,7 +48,7 @@ func samples() map[string][]message {
 		"CatalogAck":  {&CatalogAck{Gen: 2, Page: 1, Status: CatalogOK}, &CatalogAck{Gen: 2, Status: CatalogResync}},
 		"MetaRequest": {&MetaRequest{ID: 5, Path: "docs/report.pdf"}},
 		"Meta":        {&Meta{ID: 5, Entry: sampleEntry("docs/report.pdf", 1234)}},
-		"Read": {&Read{ID: 8, Hash: sha256.Sum256([]byte("x")), MaxDatagram: DefaultDatagramSize,
+		"Read": {&Read{ID: 8, Hash: sha256.Sum256([]byte("x")), MaxDatagram: DefaultDatagramSize, Pace: 12207,
 			Ranges: []Range{{0, 1}, {1 << 33, MaxReadLength}}}},
 		"Data":  {&Data{ID: 8, Offset: 1 << 33, Payload: []byte("hello, world")}},
 		"Error": {&Error{ID: 8, Code: CodeStale, Message: "file changed"}, &Error{ID: 1, Code: 999}},

@@ -166,8 +166,11 @@ const (
 	RekeyAfterMessages  = 1 << 40
 	RejectAfterMessages = 1 << 41
 
-	// Retransmission timers of the gateway's reads (RFC 6298 shape with LAN floors).
-	InitialRTO = 100 * time.Millisecond
+	// Retransmission timers of the gateway's reads (RFC 6298 shape with LAN
+	// floors). The initial RTO, before the first RTT sample, is RFC 6298's
+	// 1 s: a shorter one times out the first READs of every path longer
+	// than it (a 200 ms RTT took three RTTs to its first byte with 100 ms).
+	InitialRTO = time.Second
 	MinRTO     = 5 * time.Millisecond
 	MaxRTO     = 2 * time.Second
 
