@@ -89,14 +89,15 @@ type Stats struct {
 	Challenges                       uint64
 	Goodbyes                         uint64
 	SendErrors                       uint64
+	Blamed                           uint64 // verdicts against servers: content or hashes that failed verification
 	// Panics counts datagrams whose handling panicked: recovered, logged,
 	// and the server that sent the datagram (if it authenticated) evicted.
 	Panics uint64
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances atomic.Uint64
-	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                   atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
 }
 
 // versionLogEvery is how often, at most, a datagram of another protocol
@@ -212,7 +213,8 @@ func New(cfg Config) (*Gateway, error) {
 	fc := cfg.Fetch
 	fc.Sender = g
 	fc.Holders = g.pool.Holders
-	fc.Dropped = func(id pool.ServerID, h [fschunk.HashSize]byte) { g.pool.DropVersion(id, h, g.cfg.Now()) }
+	fc.Dropped = func(id pool.ServerID, k pool.Key) { g.pool.DropVersion(id, k, g.cfg.Now()) }
+	fc.Blamed = g.blamed
 	fc.DatagramSize = g.datagramSize
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok && fc.MaxInflight == 0 {
 		// Linux reports twice the buffer asked for (the rest is its
@@ -246,7 +248,7 @@ func (g *Gateway) Stats() Stats {
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
 		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(),
-		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load()}
+		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
 }
 
 // Run serves until ctx is done, then says GOODBYE to every server (so they
@@ -551,6 +553,12 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.eng.HandleError(p.id, &e)
+	case fschunk.TypeHashes:
+		var hs fschunk.Hashes
+		if !g.decode(&hs, body) {
+			return
+		}
+		g.eng.HandleHashes(p.id, &hs)
 	case fschunk.TypeHeartbeat:
 		var hb fschunk.Heartbeat
 		if !g.decode(&hb, body) {
@@ -599,6 +607,48 @@ func (g *Gateway) SendRead(id pool.ServerID, r *fschunk.Read) error {
 		return fmt.Errorf("server %016x: not in the pool", uint64(id))
 	}
 	return g.sendTo(p, fschunk.TypeRead, r.Append)
+}
+
+// SendHashRequest implements fetch.Sender.
+func (g *Gateway) SendHashRequest(id pool.ServerID, r *fschunk.HashRequest) error {
+	g.mu.RLock()
+	p := g.peers[id]
+	g.mu.RUnlock()
+	if p == nil {
+		return fmt.Errorf("server %016x: not in the pool", uint64(id))
+	}
+	return g.sendTo(p, fschunk.TypeHashRequest, r.Append)
+}
+
+// MaxBlames is how many verdicts a server may collect (bytes or hashes
+// that did not match a content hash) before the gateway drops it: one bad
+// leaf is a disk error or a file rewritten under the server; a few are a
+// broken or hostile server.
+const MaxBlames = 3
+
+// blamed is the engine's report that server id sent bytes or hashes of
+// version k that do not match it. The engine has ejected it from that
+// version already; the third verdict evicts it.
+func (g *Gateway) blamed(id pool.ServerID, k pool.Key, reason string) {
+	n := g.pool.Blame(id)
+	g.ctr.blamed.Add(1)
+	addr := ""
+	if p := g.peer(id); p != nil {
+		if a := p.addr.Load(); a != nil {
+			addr = a.String()
+		}
+	}
+	g.log.Warn("server failed verification: ejected from the version", "server", id.String(), "addr", addr,
+		"hash", fmt.Sprintf("%x", k.Hash[:8]), "size", k.Size, "reason", reason, "verdicts", n)
+	if n >= MaxBlames {
+		g.evict(id, fmt.Sprintf("failed verification %d times", n))
+	}
+}
+
+func (g *Gateway) peer(id pool.ServerID) *peer {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.peers[id]
 }
 
 // sendTo seals a message on the server's current session and sends it to
