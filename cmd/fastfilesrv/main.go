@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/fastfile/fschunk/internal/auth"
@@ -43,7 +42,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	var gw gatewayList
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
-	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address` (default: any port)")
+	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
 	fs.IntVar(&o.maxReads, "max-reads", 64, "reads served at once; more are answered BUSY")
@@ -90,11 +89,13 @@ func (l *gatewayList) Set(v string) error {
 func gatewayArgs(fromFlag []string, args []string) ([]string, error) {
 	out := append([]string(nil), fromFlag...)
 	if len(args) == 2 {
-		if _, err := strconv.Atoi(args[1]); err == nil {
-			if _, _, err := net.SplitHostPort(args[0]); err != nil {
-				// The assignment's form: FastFileSrv 10.1.1.1 8888.
-				args = []string{net.JoinHostPort(strings.Trim(args[0], "[]"), args[1])}
-			}
+		_, _, err0 := net.SplitHostPort(args[0])
+		_, _, err1 := net.SplitHostPort(args[1])
+		if err0 != nil && err1 != nil {
+			// The assignment's form: FastFileSrv 10.1.1.1 8888. Neither
+			// argument has a port of its own, so the second is the port
+			// (checked below, and blamed if it is not one).
+			args = []string{net.JoinHostPort(strings.Trim(args[0], "[]"), args[1])}
 		}
 	}
 	out = append(out, args...)

@@ -43,8 +43,8 @@ type options struct {
 	http, udp, admin, keyFile string
 	datagram                  int
 	policy                    string
-	chunk, window, budget     string
-	cacheSize, cacheMaxFile   string
+	chunk, window, budget     size
+	cacheSize, cacheMaxFile   size
 	logFormat, logLevel       string
 	demo                      bool
 	demoRoot                  string
@@ -73,11 +73,13 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
-	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
-	fs.StringVar(&o.window, "window", "8MiB", "bytes buffered ahead per response (memory bound)")
-	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
-	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
-	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")
+	o.chunk, o.window, o.budget = size{s: "128KiB", n: 128 << 10}, size{s: "8MiB", n: 8 << 20}, size{s: "32MiB", n: 32 << 20}
+	o.cacheSize, o.cacheMaxFile = size{s: "32MiB", n: 32 << 20, zeroOK: true}, size{s: "1MiB", n: 1 << 20}
+	fs.Var(&o.chunk, "chunk-size", "`bytes` per chunk and per READ")
+	fs.Var(&o.window, "window", "`bytes` buffered ahead per response (memory bound)")
+	fs.Var(&o.budget, "window-total", "`bytes` buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
+	fs.Var(&o.cacheSize, "cache-size", "memory `bytes` for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
+	fs.Var(&o.cacheMaxFile, "cache-max-file", "largest file the cache keeps, in `bytes`")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
@@ -111,23 +113,34 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// parseSize reads "128KiB", "8MiB", "65536".
-func parseSize(flagName, s string) (int, error) {
-	mult := 1
+// size is a flag holding a byte count written "128KiB", "8MiB" or
+// "65536". It is checked when set, so a bad value from the environment is
+// reported under the variable's name (cli.Parse), not the flag's.
+type size struct {
+	s      string
+	n      int
+	zeroOK bool
+}
+
+func (z *size) String() string { return z.s }
+
+func (z *size) Set(v string) error {
+	mult, num := 1, strings.TrimSpace(v)
 	for _, u := range []struct {
 		suf string
 		m   int
 	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}} {
-		if strings.HasSuffix(s, u.suf) {
-			s, mult = strings.TrimSuffix(s, u.suf), u.m
+		if strings.HasSuffix(num, u.suf) {
+			num, mult = strings.TrimSuffix(num, u.suf), u.m
 			break
 		}
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("invalid -%s %q (want a size like 128KiB)", flagName, s)
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if err != nil || n < 0 || n == 0 && !z.zeroOK || n > math.MaxInt32/mult {
+		return errors.New("want a size like 128KiB, 8MiB or 65536")
 	}
-	return n * mult, nil
+	z.s, z.n = v, n*mult
+	return nil
 }
 
 // run runs the gateway until ctx is done (SIGINT/SIGTERM in main).
@@ -148,47 +161,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	chunk, err := parseSize("chunk-size", o.chunk)
-	if err != nil {
-		return err
-	}
+	chunk, window, budget := o.chunk.n, o.window.n, o.budget.n
 	if chunk > fschunk.MaxReadLength {
-		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk, fschunk.MaxReadLength)
-	}
-	budget, err := parseSize("window-total", o.budget)
-	if err != nil {
-		return err
-	}
-	window, err := parseSize("window", o.window)
-	if err != nil {
-		return err
+		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk.s, fschunk.MaxReadLength)
 	}
 	if budget < window {
-		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget, o.window)
+		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget.s, o.window.s)
 	}
 	var fileCache *cache.Cache
-	if o.cacheSize != "0" {
-		size, err := parseSize("cache-size", o.cacheSize)
-		if err != nil {
-			return err
-		}
-		maxFile, err := parseSize("cache-max-file", o.cacheMaxFile)
-		if err != nil {
-			return err
-		}
-		fileCache = cache.New(int64(size), int64(maxFile))
+	if o.cacheSize.n != 0 {
+		fileCache = cache.New(int64(o.cacheSize.n), int64(o.cacheMaxFile.n))
 	}
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
-	guard, err := newGuard(o, log)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := newTLS(o, log)
-	if err != nil {
-		return err
-	}
+	// The key first: a missing or bad key is the commonest start-up
+	// error, and it should be the only thing printed.
 	var key *auth.Key
 	switch {
 	case o.demo && o.keyFile == "":
@@ -198,6 +186,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	default:
 		key, err = auth.LoadKey(o.keyFile)
 	}
+	if err != nil {
+		return err
+	}
+	guard, err := newGuard(o, log)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := newTLS(o, log)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{}, "head -c 32 /dev/urandom"},
 		{[]string{"-key-file", "/nonexistent"}, "head -c 32 /dev/urandom"},
 		{[]string{"-key-file", keyFile, "-policy", "fastest"}, "unknown scheduling policy"},
-		{[]string{"-key-file", keyFile, "-chunk-size", "lots"}, "invalid -chunk-size"},
+		{[]string{"-key-file", keyFile, "-chunk-size", "lots"}, `invalid value "lots" for flag -chunk-size`},
 		{[]string{"-key-file", keyFile, "-datagram-size", "100"}, "invalid -datagram-size"},
 		{[]string{"-key-file", keyFile, "-log-format", "xml"}, "invalid -log-format"},
 		{[]string{"-key-file", keyFile, "-http", "nonsense:addr:1"}, "listen http"},
@@ -76,6 +76,9 @@ func TestEnvFlags(t *testing.T) {
 		"HTTPGW_RATE_LIMIT":       "invalid -rate-limit -7",
 		"HTTPGW_DENY":             `invalid -deny: invalid address "-7"`,
 		"HTTPGW_TLS_CERT":         "-tls-cert and -tls-key go together",
+		// Named as the variable, not as the flag the user never typed.
+		"HTTPGW_WINDOW":     `invalid value "-7" for HTTPGW_WINDOW`,
+		"HTTPGW_CACHE_SIZE": `invalid value "-7" for HTTPGW_CACHE_SIZE`,
 	} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "-7")
@@ -84,6 +87,20 @@ func TestEnvFlags(t *testing.T) {
 				t.Fatalf("%s not read: %v, want %q", env, err, want)
 			}
 		})
+	}
+}
+
+// TestKeyErrorAlone: a bad key is the only thing printed, with no INFO
+// line before it, and a directory is named once.
+func TestKeyErrorAlone(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"-key-file", dir, "-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, &stderr)
+	if want := "bad pre-shared key: read " + dir + ": is a directory"; err == nil || err.Error() != want {
+		t.Fatalf("err %v, want %q", err, want)
+	}
+	if stderr.Len() != 0 {
+		t.Fatalf("printed before the key error: %q", stderr.String())
 	}
 }
 
