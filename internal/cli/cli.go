@@ -74,6 +74,15 @@ func Logger(w io.Writer, format, level string) (*slog.Logger, error) {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		// slog writes a time.Duration as integer nanoseconds in JSON, a
+		// unit no reader guesses: write it as text ("1.5s"), as the text
+		// format does.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("invalid -log-format %q (want text or json)", format)

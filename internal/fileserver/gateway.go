@@ -434,7 +434,7 @@ func (g *gateway) onGoodbye(ev gwEvent, now time.Time) {
 	if ev.sess != cur {
 		return
 	}
-	g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", uint16(ev.bye.Reason))
+	g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", ev.bye.Reason.String())
 	g.cur.Store(nil)
 	s.reg.remove(cur)
 	if g.prev != nil {

@@ -372,6 +372,17 @@ const (
 	GoodbyeRekeyed  GoodbyeReason = 1 // a newer session replaces this one
 )
 
+// String gives the reason in words, for logs.
+func (r GoodbyeReason) String() string {
+	switch r {
+	case GoodbyeShutdown:
+		return "shutdown"
+	case GoodbyeRekeyed:
+		return "rekeyed"
+	}
+	return fmt.Sprintf("unknown(%d)", uint16(r))
+}
+
 // Goodbye ends a session at once, so the gateway drops the server without
 // waiting for missed heartbeats.
 type Goodbye struct {

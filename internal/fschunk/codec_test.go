@@ -223,3 +223,11 @@ func TestSeedCorpus(t *testing.T) {
 		}
 	}
 }
+
+func TestGoodbyeReasonString(t *testing.T) {
+	for r, want := range map[GoodbyeReason]string{GoodbyeShutdown: "shutdown", GoodbyeRekeyed: "rekeyed", 9: "unknown(9)"} {
+		if got := r.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint16(r), got, want)
+		}
+	}
+}

@@ -368,7 +368,13 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		g.ctr.handshakes.Add(1)
 		rejoin := g.pool.Has(p.id)
 		g.pool.Join(p.id, from.String(), now)
-		g.log.Info("server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+		// A rekey (every few minutes per server) is routine: debug. A
+		// server joining is news.
+		lv := slog.LevelInfo
+		if rejoin {
+			lv = slog.LevelDebug
+		}
+		g.log.Log(context.Background(), lv, "server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
 	}
 	out := g.getBuf()
 	defer g.putBuf(out)
