@@ -49,9 +49,9 @@ async function refresh(){
       "<td><div class=bar><i style='width:"+p.toFixed(1)+"%'></i></div></td>","<td class=n>"+p.toFixed(0)+"%</td>","<td>"+ago(d.started)+"</td>"])}).join("")||"<tr><td colspan=5 class=empty>no download in progress</td></tr>";
     const u=stats.udp,e=stats.engine;
     document.getElementById("stats").innerHTML=["<span><b>"+(servers||[]).length+"</b> servers</span>",
-      "<span><b>"+fmtBytes(e.BytesDelivered)+"</b> fetched</span>","<span><b>"+e.Retransmits+"</b> retransmissions</span>",
-      "<span><b>"+u.DropAuth+"</b> auth failures</span>","<span><b>"+u.DropReplay+"</b> replays dropped</span>",
-      "<span><b>"+u.Evictions+"</b> evictions</span>"].join("");
+      "<span><b>"+fmtBytes(e.delivered_bytes)+"</b> fetched</span>","<span><b>"+e.retransmits+"</b> retransmissions</span>",
+      "<span><b>"+u.drop_auth+"</b> auth failures</span>","<span><b>"+u.drop_replay+"</b> replays dropped</span>",
+      "<span><b>"+u.evictions+"</b> evictions</span>"].join("");
     document.getElementById("clock").textContent=new Date().toLocaleTimeString();
   }catch(err){document.getElementById("clock").textContent="admin API unreachable: "+err}
 }

@@ -112,16 +112,16 @@ func (c *Config) defaults() {
 
 // Stats are the engine's counters since it started.
 type Stats struct {
-	Downloads       uint64 // readers that fetched anything
-	Active          int    // readers open now
-	Buffered        int    // bytes of chunk buffers held now (see Config.Budget)
-	BytesDelivered  uint64 // new bytes received
-	DuplicateBytes  uint64 // bytes received that were already held
-	Requests        uint64 // READs sent
-	Retransmits     uint64 // READs for bytes asked before
-	EndgameRequests uint64 // duplicate READs of the endgame
-	Timeouts        uint64
-	Late            uint64 // DATA for no outstanding request
+	Downloads       uint64 `json:"downloads"`        // readers that fetched anything
+	Active          int    `json:"active"`           // readers open now
+	Buffered        int    `json:"buffered_bytes"`   // bytes of chunk buffers held now (see Config.Budget)
+	BytesDelivered  uint64 `json:"delivered_bytes"`  // new bytes received
+	DuplicateBytes  uint64 `json:"duplicate_bytes"`  // bytes received that were already held
+	Requests        uint64 `json:"requests"`         // READs sent
+	Retransmits     uint64 `json:"retransmits"`      // READs for bytes asked before
+	EndgameRequests uint64 `json:"endgame_requests"` // duplicate READs of the endgame
+	Timeouts        uint64 `json:"timeouts"`
+	Late            uint64 `json:"late"` // DATA for no outstanding request
 }
 
 // LinkStats describe the engine's view of one server.

@@ -58,17 +58,18 @@ type Config struct {
 
 // Stats are the endpoint's counters.
 type Stats struct {
-	Received, Sent     uint64
-	Authenticated      uint64 // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
-	Handshakes         uint64 // sessions established
-	Evictions          uint64
-	DropGarbage        uint64 // did not parse
-	DropAuth           uint64 // bad MAC, cookie or tag
-	DropReplay         uint64
-	DropUnknownSession uint64
-	CatalogPages       uint64
-	Goodbyes           uint64
-	SendErrors         uint64
+	Received           uint64 `json:"received"`
+	Sent               uint64 `json:"sent"`
+	Authenticated      uint64 `json:"authenticated"` // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
+	Handshakes         uint64 `json:"handshakes"`    // sessions established
+	Evictions          uint64 `json:"evictions"`
+	DropGarbage        uint64 `json:"drop_garbage"` // did not parse
+	DropAuth           uint64 `json:"drop_auth"`    // bad MAC, cookie or tag
+	DropReplay         uint64 `json:"drop_replay"`
+	DropUnknownSession uint64 `json:"drop_unknown_session"`
+	CatalogPages       uint64 `json:"catalog_pages"`
+	Goodbyes           uint64 `json:"goodbyes"`
+	SendErrors         uint64 `json:"send_errors"`
 }
 
 type counters struct {
