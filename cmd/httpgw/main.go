@@ -250,9 +250,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("httpgw listening", "http", hl.Addr().String(), "tls", tlsConf != nil, "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
 
-	var servers []*demo.Server
+	var dm *demoRun
 	if o.demo {
-		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
+		// The embedded servers do not stop with ctx (the signal): they
+		// must outlive the drain, or the downloads being drained fail.
+		dm, err = startDemo(context.WithoutCancel(ctx), o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
 		if err != nil {
 			hs.Close()
 			if as != nil {
@@ -265,7 +267,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	<-ctx.Done()
-	log.Info("shutting down: draining responses", "timeout", o.drain)
+	log.Info("shutting down: draining responses (a second Ctrl-C or SIGTERM exits at once)", "timeout", o.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
@@ -275,8 +277,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if as != nil {
 		as.Close()
 	}
-	for _, s := range servers {
-		s.Stop()
+	if dm != nil {
+		dm.stop()
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil && !errors.Is(err, net.ErrClosed) {
@@ -286,36 +288,57 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) ([]*demo.Server, error) {
+// demoRun is the demo's embedded servers and the temporary folders they
+// use.
+type demoRun struct {
+	servers []*demo.Server
+	temp    []string // removed by stop
+}
+
+// stop stops the servers (they say goodbye), then removes the temporary
+// folders. run calls it before returning, so that nothing is left behind
+// when the process exits (a context.AfterFunc raced with the exit).
+func (d *demoRun) stop() {
+	for _, s := range d.servers {
+		s.Stop()
+	}
+	for _, dir := range d.temp {
+		os.RemoveAll(dir)
+	}
+}
+
+func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) (_ *demoRun, err error) {
+	d := &demoRun{}
+	defer func() {
+		if err != nil {
+			d.stop()
+		}
+	}()
 	root := o.demoRoot
 	stateDir, err := os.MkdirTemp("", "httpgw-demo-state-")
 	if err != nil {
 		return nil, err
 	}
-	context.AfterFunc(ctx, func() { os.RemoveAll(stateDir) })
+	d.temp = append(d.temp, stateDir)
 	if root == "" {
 		dir, err := os.MkdirTemp("", "httpgw-demo-files-")
 		if err != nil {
 			return nil, err
 		}
-		context.AfterFunc(ctx, func() { os.RemoveAll(dir) })
+		d.temp = append(d.temp, dir)
 		if err := demo.WriteSample(dir); err != nil {
 			return nil, err
 		}
 		root = dir
 	}
 	gwAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.Port))
-	var servers []*demo.Server
 	for i := 1; i <= o.demoServers; i++ {
 		name := fmt.Sprintf("demo-%d", i)
 		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{gwAddr}, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
 		if err != nil {
-			for _, s := range servers {
-				s.Stop()
-			}
 			return nil, err
 		}
-		servers = append(servers, s)
+		d.servers = append(d.servers, s)
 	}
 	url, curl := fmt.Sprintf("http://localhost:%d/", web.Port), "curl"
 	if tlsConf != nil {
@@ -326,10 +349,10 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 			curl = "curl -k --pinnedpubkey '" + pin + "'"
 		}
 	}
-	log.Info("demo running", "servers", len(servers), "root", root, "open", url,
+	log.Info("demo running", "servers", len(d.servers), "root", root, "open", url,
 		"try", fmt.Sprintf("%s -o video.mp4 '%svideos/sample%%20video.mp4'", curl, url),
 		"status", "http://"+o.admin+"/status")
-	return servers, nil
+	return d, nil
 }
 
 // newGuard makes the client access control from -allow, -deny, -rate-limit,

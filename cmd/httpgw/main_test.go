@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,4 +241,152 @@ func screenshot(t *testing.T, url string) {
 		t.Fatalf("no screenshot: %v", err)
 	}
 	fmt.Printf("status page screenshot: %s (%d bytes)\n", out, st.Size())
+}
+
+// bigDemoRoot is a folder with one file of n random bytes, for demo runs
+// whose download must outlast something.
+func bigDemoRoot(t *testing.T, n int) (dir string, data []byte) {
+	dir = t.TempDir()
+	data = make([]byte, n)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, data
+}
+
+// TestDemoDrainsDownloads: a download running when the demo is told to
+// stop completes; the embedded servers outlive the drain instead of saying
+// goodbye at its start.
+func TestDemoDrainsDownloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, data := bigDemoRoot(t, 16<<20)
+	web, adm := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	// A small window and no cache: most of the file is fetched after the
+	// stop begins.
+	go func() {
+		done <- run(ctx, []string{"-demo", "-demo-root", root, "-http", web, "-udp", "127.0.0.1:0", "-admin", adm,
+			"-window", "256KiB", "-window-total", "256KiB", "-cache-size", "0", "-log-level", "warn"}, io.Discard)
+	}()
+	waitDemo(t, adm)
+	resp, err := http.Get("http://" + web + "/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	head := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // SIGTERM
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), data) {
+		t.Fatalf("download cut by the shutdown: %d of %d bytes, %v", len(head)+len(rest), len(data), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// TestMain lets a test run this binary as httpgw itself (startMain), for
+// what only a real process shows: signals and exit.
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv("FSCHUNK_TEST_MAIN_ARGS"); ok {
+		os.Args = append([]string{"httpgw"}, strings.Split(args, "\x1f")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// startMain starts httpgw with args in a child process whose temp dir is
+// tmp, and waits for its "demo running" line.
+func startMain(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"), "TMPDIR="+tmp)
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "demo running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no demo running:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, out
+}
+
+// TestDemoSIGTERMRemovesTemp: SIGTERM stops the demo and leaves nothing
+// in the temp dir (its samples and hash caches are removed before exit).
+func TestDemoSIGTERMRemovesTemp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	tmp := t.TempDir()
+	cmd, out := startMain(t, tmp, "-demo", "-http", "127.0.0.1:0", "-udp", "127.0.0.1:0", "-admin", "")
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, out)
+	}
+	if es, _ := os.ReadDir(tmp); len(es) != 0 {
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("left in the temp dir after SIGTERM: %v", names)
+	}
+}
+
+// TestSecondSignalExits: while a download holds the drain, a second
+// Ctrl-C exits at once, saying so.
+func TestSecondSignalExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, _ := bigDemoRoot(t, 32<<20)
+	web := freeAddr(t)
+	cmd, out := startMain(t, t.TempDir(), "-demo", "-demo-root", root, "-http", web, "-udp", "127.0.0.1:0", "-admin", "",
+		"-drain-timeout", "10m", "-cache-size", "0")
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	// A client that stops reading keeps its response, and the drain, open.
+	var resp *http.Response
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r, err := http.Get("http://" + web + "/big.bin")
+		if err == nil && r.StatusCode == 200 {
+			resp = r
+			break
+		}
+		if err == nil {
+			r.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("big.bin not served: %v\n%s", err, out)
+		}
+	}
+	defer resp.Body.Close()
+	cmd.Process.Signal(os.Interrupt)
+	for !strings.Contains(out.String(), "shutting down") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("exited before the drain ended: %v\n%s", err, out)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := <-waited
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out.String(), "second signal") {
+		t.Fatalf("second Ctrl-C: %v\n%s", err, out)
+	}
 }
