@@ -57,6 +57,8 @@ type options struct {
 	allow, deny     string
 	rateLimit       float64
 	rateBurst       int
+	rateMaxWait     time.Duration
+	maxReqPerIP     int
 	maxConnsPerIP   int
 	maxConns        int
 }
@@ -92,9 +94,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS (and HTTP/2) with a certificate generated at start for localhost and this host; its SHA-256 fingerprint is logged")
 	fs.StringVar(&o.allow, "allow", "", "if set, only clients in these comma-separated `CIDRs` or addresses may connect (e.g. 10.0.0.0/8,2001:db8::/32)")
 	fs.StringVar(&o.deny, "deny", "", "clients in these comma-separated `CIDRs` or addresses are refused (403 over plain HTTP, closed over TLS), even if -allow admits them")
-	fs.Float64Var(&o.rateLimit, "rate-limit", 100, "sustained HTTP `requests/s` per client IP (IPv6: per /64), HTTP/2 streams included; more get 429 + Retry-After; 0: no limit")
-	fs.IntVar(&o.rateBurst, "rate-burst", 200, "`requests` a client may make at once above -rate-limit")
-	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 128, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
+	fs.Float64Var(&o.rateLimit, "rate-limit", 1000, "sustained HTTP `requests/s` per client IP (IPv6: per /64), HTTP/2 streams included; faster requests are delayed (see -rate-max-wait); 0: no limit")
+	fs.IntVar(&o.rateBurst, "rate-burst", 2000, "`requests` a client may make at once above -rate-limit")
+	fs.DurationVar(&o.rateMaxWait, "rate-max-wait", 10*time.Second, "longest a request over -rate-limit is delayed; beyond it, 429 + Retry-After; 0: refuse at once")
+	fs.IntVar(&o.maxReqPerIP, "max-requests-per-ip", 256, "requests in progress per client IP (IPv6: per /64), HTTP/2 streams included; more wait for one to finish; 0: no limit")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 256, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open client connections in total; more are answered 503 and closed; 0: no limit")
 	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
 		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
@@ -371,18 +375,22 @@ func newGuard(o *options, log *slog.Logger) (*access.Guard, error) {
 		return nil, fmt.Errorf("invalid -rate-limit %v: want requests per second ≥ 0 (0: no limit)", o.rateLimit)
 	case o.rateLimit > 0 && o.rateBurst < 1:
 		return nil, fmt.Errorf("invalid -rate-burst %d: want at least 1 with -rate-limit", o.rateBurst)
+	case o.rateMaxWait < 0:
+		return nil, fmt.Errorf("invalid -rate-max-wait %v: want ≥ 0 (0: refuse at once)", o.rateMaxWait)
+	case o.maxReqPerIP < 0:
+		return nil, fmt.Errorf("invalid -max-requests-per-ip %d: want ≥ 0 (0: no limit)", o.maxReqPerIP)
 	case o.maxConnsPerIP < 0:
 		return nil, fmt.Errorf("invalid -max-conns-per-ip %d: want ≥ 0 (0: no limit)", o.maxConnsPerIP)
 	case o.maxConns < 0:
 		return nil, fmt.Errorf("invalid -max-conns %d: want ≥ 0 (0: no limit)", o.maxConns)
 	}
-	g, err := access.New(access.Config{Allow: allow, Deny: deny, Rate: o.rateLimit, Burst: o.rateBurst,
-		MaxConnsPerClient: o.maxConnsPerIP, MaxConns: o.maxConns, Logger: log})
+	g, err := access.New(access.Config{Allow: allow, Deny: deny, Rate: o.rateLimit, Burst: o.rateBurst, MaxDelay: o.rateMaxWait,
+		MaxRequestsPerClient: o.maxReqPerIP, MaxConnsPerClient: o.maxConnsPerIP, MaxConns: o.maxConns, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("access control: %w", err)
 	}
 	log.Info("client access control", "allow", o.allow, "deny", o.deny, "rate_limit", o.rateLimit,
-		"rate_burst", o.rateBurst, "max_conns_per_ip", o.maxConnsPerIP, "max_conns", o.maxConns)
+		"rate_burst", o.rateBurst, "rate_max_wait", o.rateMaxWait, "max_requests_per_ip", o.maxReqPerIP, "max_conns_per_ip", o.maxConnsPerIP, "max_conns", o.maxConns)
 	return g, nil
 }
 

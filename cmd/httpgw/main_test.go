@@ -114,8 +114,8 @@ func TestUsageListsNewFlags(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	for _, want := range []string{"-tls-cert file", "-tls-key file", "-tls-self-signed", "$HTTPGW_TLS_SELF_SIGNED",
-		"-allow CIDRs", "-deny CIDRs", "-rate-limit requests/s", `(default "100")`, "-rate-burst requests", `(default "200")`,
-		"-max-conns-per-ip", `(default "128")`, "-max-conns int", `(default "4096")`, "$HTTPGW_MAX_CONNS]", "httpgw -demo -tls-self-signed"} {
+		"-allow CIDRs", "-deny CIDRs", "-rate-limit requests/s", `(default "1000")`, "-rate-burst requests", `(default "2000")`,
+		"-rate-max-wait", `(default "10s")`, "-max-requests-per-ip", `(default "256")`, "-max-conns-per-ip", `(default "256")`, "-max-conns int", `(default "4096")`, "$HTTPGW_MAX_CONNS]", "httpgw -demo -tls-self-signed"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("usage lacks %q", want)
 		}

@@ -187,12 +187,14 @@ var (
 	dOpenConns   = desc("httpgw_http_connections", "Open client connections on the HTTP port.")
 	dRateClients = desc("httpgw_access_rate_clients", "Clients (IPv4 addresses, IPv6 /64s) with a live rate-limit bucket.")
 	dRateEvicted = desc("httpgw_access_rate_evictions_total", "Live rate-limit buckets dropped because the table was full.")
+	dDelayed     = desc("httpgw_access_rate_delayed_total", "Requests over the rate limit served after waiting for their token.")
+	dQueued      = desc("httpgw_access_queued_total", "Requests that waited for one of their client's slots (-max-requests-per-ip).")
 )
 
 type accessCollector struct{ g *access.Guard }
 
 func (c *accessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRefused, dOpenConns, dRateClients, dRateEvicted} {
+	for _, d := range []*prometheus.Desc{dRefused, dOpenConns, dRateClients, dRateEvicted, dDelayed, dQueued} {
 		ch <- d
 	}
 }
@@ -209,4 +211,6 @@ func (c *accessCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dOpenConns, prometheus.GaugeValue, float64(s.OpenConns))
 	ch <- prometheus.MustNewConstMetric(dRateClients, prometheus.GaugeValue, float64(s.RateClients))
 	ch <- prometheus.MustNewConstMetric(dRateEvicted, prometheus.CounterValue, float64(s.RateEvictions))
+	ch <- prometheus.MustNewConstMetric(dDelayed, prometheus.CounterValue, float64(s.RateDelayed))
+	ch <- prometheus.MustNewConstMetric(dQueued, prometheus.CounterValue, float64(s.Queued))
 }
