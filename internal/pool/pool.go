@@ -57,7 +57,9 @@ type DirEntry struct {
 
 // ForgetAfter is how long a path whose holders all left stays known, so
 // that clients get 503 (come back soon) rather than 404 (never existed)
-// while servers restart.
+// while servers restart. It applies only when a holder vanished (was
+// evicted, or refused a read): a path that every live holder reported
+// deleted in its catalog is forgotten at once, and answered 404.
 const ForgetAfter = 10 * time.Minute
 
 type server struct {
@@ -75,6 +77,9 @@ type pathEntry struct {
 	versions []*versionEntry // usually one
 	orphaned time.Time       // when the last holder left; zero while held
 	last     Version         // newest version seen, for 503 answers
+	// vanished: a holder left without reporting a deletion (evicted, or
+	// a read refused), so the path may come back with it.
+	vanished bool
 }
 
 // Pool is safe for concurrent use.
@@ -156,7 +161,7 @@ func (p *Pool) Remove(id ServerID, now time.Time) bool {
 		return false
 	}
 	for name, v := range s.files {
-		p.unhold(id, name, v, now)
+		p.unhold(id, name, v, now, false)
 	}
 	delete(p.servers, id)
 	return true
@@ -189,7 +194,7 @@ func (p *Pool) SetCatalog(id ServerID, gen uint64, entries []fschunk.Entry, now 
 	}
 	for name, v := range s.files {
 		if nv, ok := next[name]; !ok || nv != v {
-			p.unhold(id, name, v, now)
+			p.unhold(id, name, v, now, true)
 			delete(s.files, name)
 		}
 	}
@@ -212,7 +217,7 @@ func (p *Pool) ApplyDelta(id ServerID, gen uint64, entries []fschunk.Entry, remo
 	}
 	for i, e := range entries {
 		if old, ok := s.files[e.Path]; ok {
-			p.unhold(id, e.Path, old, now)
+			p.unhold(id, e.Path, old, now, true)
 			delete(s.files, e.Path)
 		}
 		if !removed[i] {
@@ -235,7 +240,7 @@ func (p *Pool) DropVersion(id ServerID, hash [fschunk.HashSize]byte, now time.Ti
 	}
 	for name, v := range s.files {
 		if v.Hash == hash {
-			p.unhold(id, name, v, now)
+			p.unhold(id, name, v, now, false)
 			delete(s.files, name)
 		}
 	}
@@ -263,7 +268,11 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 	p.servers[id].hashes[v.Hash]++
 }
 
-func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
+// unhold removes id as a holder of name's version v. reported says the
+// server itself reported the path gone (its catalog), rather than the
+// server vanishing: when the last holder leaves and none vanished, the
+// path is forgotten at once.
+func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time, reported bool) {
 	// The server still holds the content if another of its paths has it.
 	s := p.servers[id]
 	if s.hashes[v.Hash]--; s.hashes[v.Hash] <= 0 {
@@ -290,7 +299,12 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 		}
 		break
 	}
+	pe.vanished = pe.vanished || !reported
 	if len(pe.versions) == 0 {
+		if !pe.vanished {
+			delete(p.paths, name)
+			return
+		}
 		pe.orphaned = now
 		p.orphans[name] = now
 	}
