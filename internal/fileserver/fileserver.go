@@ -21,9 +21,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
@@ -135,8 +138,9 @@ type Server struct {
 	// batchPool holds *batchBuf sized for the largest batch.
 	batchPool sync.Pool
 
-	viewMu sync.Mutex // serialises rebuilding view
-	view   atomic.Pointer[catView]
+	viewMu  sync.Mutex // serialises rebuilding view
+	view    atomic.Pointer[catView]
+	skipped map[string]bool // names logged as not announced; under viewMu
 
 	refusedAt         atomic.Int64 // UnixNano of the last refused-READ warning
 	refusedSuppressed atomic.Uint64
@@ -413,6 +417,7 @@ func (s *Server) currentView() *catView {
 		e, ok := wireEntry(entries[i])
 		if !ok {
 			skipped++
+			s.logSkipped(entries[i].Path)
 			continue
 		}
 		v.byPath[e.Path] = len(v.entries)
@@ -427,10 +432,30 @@ func (s *Server) currentView() *catView {
 	return v
 }
 
+// maxSkippedLogged bounds the names logSkipped remembers (and logs); past
+// it, only the count in currentView's warning grows.
+const maxSkippedLogged = 1000
+
+// logSkipped names a file left out of the catalog, once per name, escaped
+// (it may hold a tab, a newline or bytes that are not UTF-8).
+func (s *Server) logSkipped(p string) {
+	if s.skipped == nil {
+		s.skipped = map[string]bool{}
+	}
+	if s.skipped[p] || len(s.skipped) >= maxSkippedLogged {
+		return
+	}
+	s.skipped[p] = true
+	s.log.Warn("fileserver: file not announced: its name has a control character, a backslash or bytes that are not UTF-8, which no URL can name; rename it to serve it",
+		"path", strconv.QuoteToASCII(p))
+}
+
 // wireEntry converts a catalog entry; ok is false for paths the protocol
-// does not allow (control characters, backslashes, over-long names).
+// does not allow (control characters, backslashes, over-long names) and
+// for those no HTTP client could ask for (C1 control characters, which
+// the gateway refuses in a URL): every name announced can be fetched.
 func wireEntry(e catalog.Entry) (fschunk.Entry, bool) {
-	if fschunk.ValidPath(e.Path) != nil {
+	if fschunk.ValidPath(e.Path) != nil || strings.ContainsFunc(e.Path, unicode.IsControl) {
 		return fschunk.Entry{}, false
 	}
 	return fschunk.Entry{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime.UTC(), Path: e.Path}, true

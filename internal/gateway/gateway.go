@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/cache"
@@ -90,6 +91,9 @@ type Gateway struct {
 	ctr   counters
 	bufs  sync.Pool
 	fills singleflight.Group // whole-file fetches for the cache, by hash
+	// authLog paces the warning about handshakes that fail
+	// authentication: one line per authLogEvery, whatever the flood.
+	authLog rate.Sometimes
 
 	mu       sync.RWMutex
 	sessions map[uint32]*session
@@ -166,6 +170,7 @@ func New(cfg Config) (*Gateway, error) {
 		byNonce:    map[[fschunk.NonceSize]byte]*session{},
 		usedNonces: map[[fschunk.NonceSize]byte]time.Time{},
 		peers:      map[pool.ServerID]*peer{},
+		authLog:    rate.Sometimes{Interval: authLogEvery},
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
@@ -294,7 +299,7 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 		defer g.putBuf(out)
 		ch, err := g.resp.HandleHello(pkt, from, (*out)[:0])
 		if err != nil {
-			g.dropHandshake(err)
+			g.dropHandshake(err, from)
 			return
 		}
 		g.write(ch, from)
@@ -307,9 +312,22 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 	}
 }
 
-func (g *Gateway) dropHandshake(err error) {
+// authLogEvery is the most often the gateway warns about handshakes that
+// fail authentication.
+const authLogEvery = 10 * time.Second
+
+func (g *Gateway) dropHandshake(err error, from netip.AddrPort) {
 	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
-		g.ctr.authFail.Add(1)
+		n := g.ctr.authFail.Add(1)
+		if errors.Is(err, auth.ErrBadMAC) {
+			// Nothing is answered (the sender could be anyone), so this
+			// line is the only way an operator learns that a server was
+			// started with another key.
+			g.authLog.Do(func() {
+				g.log.Warn("handshake failed authentication: probably a FastFileSrv with a different key file (or a forged packet); nothing was answered",
+					"from", from.String(), "auth_failures", n, "next_report_in", authLogEvery)
+			})
+		}
 		return
 	}
 	g.ctr.garbage.Add(1)
@@ -318,7 +336,7 @@ func (g *Gateway) dropHandshake(err error) {
 func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	acc, err := g.resp.HandleAuth(pkt, from)
 	if err != nil {
-		g.dropHandshake(err)
+		g.dropHandshake(err, from)
 		return
 	}
 	now := g.cfg.Now()

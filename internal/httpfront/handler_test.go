@@ -756,7 +756,7 @@ func TestAccessLog(t *testing.T) {
 	ts.do(t, "GET", "/a%25b/f.bin", "Range", "bytes=0-99")
 	ts.do(t, "HEAD", "/a%25b/f.bin")
 	ts.do(t, "POST", "/x")
-	ts.do(t, "GET", "/a%252e")
+	ts.do(t, "GET", "/a%00")
 	recs := ts.waitRecords(t, 4)
 	want := []struct {
 		method string
@@ -768,7 +768,7 @@ func TestAccessLog(t *testing.T) {
 		{"GET", "/a%25b/f.bin", 206, 100, false},
 		{"HEAD", "/a%25b/f.bin", 200, 0, false},
 		{"POST", "/x", 405, int64(len("method not allowed\n")), false},
-		{"GET", "/a%252e", 400, int64(len("bad request path\n")), true},
+		{"GET", "/a%00", 400, int64(len("bad request path\n")), true},
 	}
 	for i, w := range want {
 		r := recs[i]
