@@ -20,6 +20,7 @@ import (
 	"github.com/fastfile/fschunk/internal/catalog"
 	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/fileserver"
+	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/transport"
 )
 
@@ -27,6 +28,7 @@ const envPrefix = "FASTFILESRV"
 
 type options struct {
 	root, keyFile, listen, state string
+	name                         string
 	gateways                     []string
 	maxReads                     int
 	logFormat, logLevel          string
@@ -41,6 +43,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	var gw gatewayList
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
+	host, _ := os.Hostname()
+	fs.StringVar(&o.name, "name", host, "this server's stable `name` in the gateway's logs, metrics and status page (no spaces, at most 64 bytes)")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
@@ -63,6 +67,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	o.gateways = gws
+	if err := fschunk.ValidServerName(o.name); err != nil {
+		return nil, fmt.Errorf("invalid -name %q: %w", o.name, err)
+	}
 	if o.maxReads < 1 {
 		return nil, fmt.Errorf("invalid -max-reads %d: want at least 1", o.maxReads)
 	}
@@ -180,11 +187,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer uc.Close()
-	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
+	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Name: o.name, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
 	if err != nil {
 		return err
 	}
-	log.Info("fastfilesrv starting", "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
+	log.Info("fastfilesrv starting", "name", o.name, "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
 	catDone := make(chan error, 1)
 	go func() { catDone <- cat.Run(ctx) }()
 	err = srv.Run(ctx)

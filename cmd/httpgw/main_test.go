@@ -390,3 +390,47 @@ func TestSecondSignalExits(t *testing.T) {
 		t.Fatalf("second Ctrl-C: %v\n%s", err, out)
 	}
 }
+
+// TestServerNames: servers are known by their stable names (the demo's are
+// demo-1…) in the log, /api/servers (with the instance ID beside) and the
+// metrics labels, not by the random instance ID alone.
+func TestServerNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	web, adm := freeAddr(t), freeAddr(t)
+	var logs syncBuffer
+	runGateway(t, &logs, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm)
+	waitDemo(t, adm)
+	resp, err := http.Get("http://" + adm + "/api/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []struct{ Name, ID string }
+	json.NewDecoder(resp.Body).Decode(&servers)
+	resp.Body.Close()
+	names := map[string]bool{}
+	for _, s := range servers {
+		names[s.Name] = true
+		if s.ID == "" || s.ID == s.Name {
+			t.Errorf("server %+v: want a name and an instance ID", s)
+		}
+	}
+	resp, err = http.Get("http://" + adm + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, n := range []string{"demo-1", "demo-2", "demo-3"} {
+		if !names[n] {
+			t.Errorf("/api/servers lacks %s: %+v", n, servers)
+		}
+		if !strings.Contains(string(metrics), `,server="`+n+`"} 1`) {
+			t.Errorf("no metrics series for %s", n)
+		}
+		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
+			t.Errorf("no join line naming %s in the log", n)
+		}
+	}
+}

@@ -38,7 +38,7 @@ async function refresh(){
   try{
     const [servers,downloads,stats]=await Promise.all(["/api/servers","/api/downloads","/api/stats"].map(u=>fetch(u).then(r=>r.json())));
     document.getElementById("servers").innerHTML=(servers||[]).map(s=>row([
-      "<td>"+esc(s.id)+"</td>","<td>"+esc(s.addr)+"</td>",
+      "<td title='instance "+esc(s.id)+"'>"+esc(s.name)+"</td>","<td>"+esc(s.addr)+"</td>",
       "<td class='"+(s.health=="up"?"up'>up":"down'>silent")+"</td>",
       "<td class=n>"+fmtUs(s.srtt_us)+"</td>","<td class=n>"+fmtBytes(Math.round(s.rate_bytes_per_sec))+"/s</td>",
       "<td class=n>"+fmtBytes(s.inflight_bytes)+"</td>","<td class=n>"+fmtBytes(s.window_bytes)+"</td>",

@@ -95,6 +95,9 @@ type Config struct {
 	// session with each. Names are resolved again at each handshake
 	// attempt, so DNS changes are followed.
 	Gateways []string
+	// Name is the server's stable name, sent in every HEARTBEAT (see
+	// fschunk.Heartbeat.Name); "" sends none.
+	Name string
 	// Conn is the one UDP socket used for everything. The caller creates
 	// and closes it; Run only sets its read deadline to stop reading.
 	Conn net.PacketConn
@@ -160,6 +163,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		if host == "" || port == "" {
 			return nil, fmt.Errorf("fileserver: gateway %q: want host:port", g)
+		}
+	}
+	if cfg.Name != "" {
+		if err := fschunk.ValidServerName(cfg.Name); err != nil {
+			return nil, fmt.Errorf("fileserver: %w", err)
 		}
 	}
 	if cfg.Conn == nil {

@@ -525,6 +525,7 @@ func (g *gateway) sendHeartbeat(cur *session, now time.Time) {
 		TxRate:      rate,
 		CatalogGen:  v.gen,
 		Files:       uint32(len(v.entries)),
+		Name:        s.cfg.Name,
 	}
 	pkt := fschunk.AppendHeader(g.buf[:0], fschunk.Header{Type: fschunk.TypeHeartbeat})
 	pkt = hb.Append(pkt)

@@ -494,6 +494,11 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
+		if hb.Name != "" && g.pool.SetName(p.id, hb.Name) {
+			// The first HEARTBEAT names a server: from here on logs,
+			// metrics and the status page use the name.
+			g.log.Info("server joined", "name", hb.Name, "server", p.id.String(), "addr", p.addr.Load().String(), "files", hb.Files)
+		}
 		ack := fschunk.HeartbeatAck{Seq: hb.Seq, CatalogGen: g.pool.CatalogGen(p.id)}
 		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)
 	case fschunk.TypeGoodbye:
@@ -710,6 +715,7 @@ func (g *Gateway) dropSessionLocked(s *session) {
 
 // evict removes a server: its sessions, its files, its outstanding reads.
 func (g *Gateway) evict(id pool.ServerID, why string) {
+	name := g.pool.Name(id) // before Remove forgets it
 	g.mu.Lock()
 	p := g.peers[id]
 	if p != nil {
@@ -727,7 +733,7 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 	g.mu.Unlock()
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "server", id.String(), "reason", why)
+		g.log.Info("server evicted", "name", name, "server", id.String(), "reason", why)
 	}
 	g.eng.ServerGone(id)
 }

@@ -38,6 +38,7 @@ type Load struct {
 // ServerInfo is a snapshot of one live server.
 type ServerInfo struct {
 	ID         ServerID
+	Name       string // stable across restarts (HEARTBEAT); "" until known
 	Addr       string
 	Joined     time.Time
 	LastHeard  time.Time
@@ -132,6 +133,27 @@ func (p *Pool) SetLoad(id ServerID, l Load) {
 		s.info.Load = l
 	}
 	p.mu.Unlock()
+}
+
+// SetName stores a server's name and reports whether it changed.
+func (p *Pool) SetName(id ServerID, name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.servers[id]; ok && s.info.Name != name {
+		s.info.Name = name
+		return true
+	}
+	return false
+}
+
+// Name is a server's name, or its ID while it has none.
+func (p *Pool) Name(id ServerID) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if s, ok := p.servers[id]; ok && s.info.Name != "" {
+		return s.info.Name
+	}
+	return id.String()
 }
 
 // Has reports whether id is a live server.
