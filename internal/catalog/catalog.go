@@ -54,6 +54,7 @@ type Options struct {
 	RescanInterval time.Duration // safety-net full rescan period; default 60s
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
+	ProgressEvery  time.Duration // hashing progress log period while files wait; default 5s
 	Logger         *slog.Logger  // nil = discard
 }
 
@@ -85,6 +86,7 @@ const (
 	defaultRescan   = 60 * time.Second
 	defaultDebounce = 200 * time.Millisecond
 	defaultWorkers  = 2
+	defaultProgress = 5 * time.Second
 	// maxHistory bounds Since: older clients get a full snapshot, which is
 	// cheaper than keeping an unbounded change log.
 	maxHistory = 64
@@ -195,6 +197,9 @@ func Open(root string, opt Options) (*Catalog, error) {
 	}
 	if opt.HashWorkers <= 0 {
 		opt.HashWorkers = defaultWorkers
+	}
+	if opt.ProgressEvery <= 0 {
+		opt.ProgressEvery = defaultProgress
 	}
 	log := opt.Logger
 	if log == nil {
