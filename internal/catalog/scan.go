@@ -1,9 +1,9 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"io/fs"
-	"cmp"
 	"slices"
 	"strings"
 	"time"
