@@ -163,9 +163,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer d.e.mu.Unlock()
 	n := copy(p, (*c.buf)[rel:c.n])
 	d.advance(c, rel, n)
-	d.e.mu.Unlock()
 	return n, nil
 }
 
@@ -173,30 +173,53 @@ func (r *Reader) Read(p []byte) (int, error) {
 // complete and returns it, and the offset in it, with e.mu held; on an
 // error the lock is not held.
 func (d *download) next() (*chunk, int, error) {
-	e := d.e
 	for {
-		e.mu.Lock()
-		if d.closed {
-			e.mu.Unlock()
-			return nil, 0, ErrClosed
+		c, rel, err := d.ready()
+		if err != nil || c != nil {
+			return c, rel, err
 		}
-		d.startAt()
-		if d.err != nil {
-			err := d.err
-			e.mu.Unlock()
-			return nil, 0, err
-		}
-		d.fill() // pos < size, so the window holds at least one chunk
-		if c := d.chunks[0]; c.done {
-			return c, int(d.streamPos - c.off), nil
-		}
-		e.mu.Unlock()
 		select {
 		case <-d.progress:
 		case <-d.ctx.Done():
 			return nil, 0, d.ctx.Err()
 		}
 	}
+}
+
+// errEmptyWindow: the window holds no chunk at a position before the end,
+// which the arithmetic of fill rules out; it is an error, not a panic, so
+// that a bug cannot leave Engine.mu locked.
+var errEmptyWindow = errors.New("fetch: empty window before the end of the version")
+
+// ready returns the chunk at the stream position if it is complete, with
+// e.mu held; otherwise (nil chunk, or an error) the lock is released,
+// also if anything in between panics.
+func (d *download) ready() (c *chunk, rel int, err error) {
+	e := d.e
+	e.mu.Lock()
+	defer func() {
+		if c == nil {
+			e.mu.Unlock()
+		}
+	}()
+	if d.closed {
+		return nil, 0, ErrClosed
+	}
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	d.startAt()
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	d.fill() // pos < size, so the window holds at least one chunk
+	if len(d.chunks) == 0 {
+		return nil, 0, fmt.Errorf("%w: offset %d of %d", errEmptyWindow, d.streamPos, d.size)
+	}
+	if c := d.chunks[0]; c.done {
+		return c, int(d.streamPos - c.off), nil
+	}
+	return nil, 0, nil
 }
 
 // startAt starts fetching at d.pos: the pump on the first read, a new
@@ -212,6 +235,13 @@ func (d *download) startAt() {
 		d.pumpDone = make(chan struct{})
 		go d.pump()
 	}
+}
+
+// advanceLocked is advance under e.mu, taken and released here.
+func (d *download) advanceLocked(c *chunk, rel, n int) {
+	d.e.mu.Lock()
+	defer d.e.mu.Unlock()
+	d.advance(c, rel, n)
 }
 
 // advance moves the stream past n bytes of c, the first chunk and complete,
@@ -257,9 +287,7 @@ func (r *Reader) WriteToN(w io.Writer, n int64) (int64, error) {
 		// can be handed to w without the lock.
 		e.mu.Unlock()
 		wn, werr := w.Write((*c.buf)[rel : rel+k])
-		e.mu.Lock()
-		d.advance(c, rel, wn)
-		e.mu.Unlock()
+		d.advanceLocked(c, rel, wn)
 		written += int64(wn)
 		if werr != nil {
 			return written, werr
@@ -354,10 +382,14 @@ func (d *download) fill() {
 	limit := min(d.win, e.share())
 	for len(d.chunks) < limit && (len(d.chunks) < minStreamChunks || e.held < e.budget) {
 		k := d.base + int64(len(d.chunks))
-		lo, hi := max(k*cs, d.streamPos), min((k+1)*cs, d.size)
-		if lo >= hi {
+		// Sizes are at most fschunk.MaxFileSize (Open), so k*cs does not
+		// overflow; the end is computed from what is left, never as
+		// (k+1)*cs, which would for the last chunk of a size near 2⁶³.
+		lo := max(k*cs, d.streamPos)
+		if lo >= d.size {
 			return
 		}
+		hi := lo + min(cs-lo%cs, d.size-lo)
 		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
 	}
 }

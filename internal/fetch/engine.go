@@ -9,6 +9,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -312,15 +313,28 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 
 // HandleError takes an ERROR from server id about one of our READs.
 func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
+	hash, dropped, ok := e.refused(id, m)
+	if !ok {
+		return
+	}
+	e.cfg.Logger.Debug("read refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
+	if dropped {
+		e.cfg.Dropped(id, hash)
+	}
+}
+
+// refused applies an ERROR to its request under e.mu; dropped says the
+// server no longer holds the version; ok is false if the ERROR names no
+// request of that server.
+func (e *Engine) refused(id ServerID, m *fschunk.Error) (hash [fschunk.HashSize]byte, dropped, ok bool) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	r := e.reqs[m.ID]
 	if r == nil || r.l.id != id {
-		e.mu.Unlock()
-		return
+		return hash, false, false
 	}
 	now := e.cfg.Now()
 	d, l := r.d, r.l
-	var dropped bool
 	switch m.Code {
 	case fschunk.CodeNotFound, fschunk.CodeStale, fschunk.CodeRange:
 		d.bad[id] = true
@@ -333,12 +347,7 @@ func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
 	e.finish(r, false)
 	notify(d.wake)
 	e.wakeStarved()
-	hash := d.hash
-	e.mu.Unlock()
-	e.cfg.Logger.Debug("read refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
-	if dropped {
-		e.cfg.Dropped(id, hash)
-	}
+	return d.hash, dropped, true
 }
 
 // ServerGone forgets a server that left the pool; its outstanding reads
@@ -425,6 +434,11 @@ func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int
 		progress: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		maxWin:   max(e.cfg.Window/e.cfg.ChunkSize, 2),
+	}
+	if size < 0 || size > fschunk.MaxFileSize {
+		// The codec refuses such sizes; a caller passing one anyway gets
+		// an error on the first read, not an overflow in the window.
+		d.err = fmt.Errorf("fetch: size %d outside [0, %d]", size, int64(fschunk.MaxFileSize))
 	}
 	e.mu.Lock()
 	e.readers[d] = struct{}{}

@@ -425,16 +425,16 @@ func (s *Server) currentView() *catView {
 		e, ok := wireEntry(entries[i])
 		if !ok {
 			skipped++
-			s.logSkipped(entries[i].Path)
+			s.logSkipped(entries[i])
 			continue
 		}
 		v.byPath[e.Path] = len(v.entries)
 		v.entries = append(v.entries, e)
 	}
 	if skipped > 0 {
-		// A gateway rejects a whole page for one such path, which would
+		// A gateway rejects a whole page for one such entry, which would
 		// stall the sync forever: leave them out.
-		s.log.Warn("fileserver: files with names the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
+		s.log.Warn("fileserver: files with names or sizes the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
 	}
 	s.view.Store(v)
 	return v
@@ -446,7 +446,8 @@ const maxSkippedLogged = 1000
 
 // logSkipped names a file left out of the catalog, once per name, escaped
 // (it may hold a tab, a newline or bytes that are not UTF-8).
-func (s *Server) logSkipped(p string) {
+func (s *Server) logSkipped(e catalog.Entry) {
+	p := e.Path
 	if s.skipped == nil {
 		s.skipped = map[string]bool{}
 	}
@@ -454,6 +455,10 @@ func (s *Server) logSkipped(p string) {
 		return
 	}
 	s.skipped[p] = true
+	if e.Size < 0 || e.Size > fschunk.MaxFileSize {
+		s.log.Warn("fileserver: file not announced: larger than the protocol's limit", "path", strconv.QuoteToASCII(p), "size", e.Size, "max", int64(fschunk.MaxFileSize))
+		return
+	}
 	s.log.Warn("fileserver: file not announced: its name has a control character, a backslash or bytes that are not UTF-8, which no URL can name; rename it to serve it",
 		"path", strconv.QuoteToASCII(p))
 }
@@ -461,9 +466,11 @@ func (s *Server) logSkipped(p string) {
 // wireEntry converts a catalog entry; ok is false for paths the protocol
 // does not allow (control characters, backslashes, over-long names) and
 // for those no HTTP client could ask for (C1 control characters, which
-// the gateway refuses in a URL): every name announced can be fetched.
+// the gateway refuses in a URL): every name announced can be fetched. It
+// also refuses files larger than fschunk.MaxFileSize.
 func wireEntry(e catalog.Entry) (fschunk.Entry, bool) {
-	if fschunk.ValidPath(e.Path) != nil || strings.ContainsFunc(e.Path, unicode.IsControl) {
+	if fschunk.ValidPath(e.Path) != nil || strings.ContainsFunc(e.Path, unicode.IsControl) ||
+		e.Size < 0 || e.Size > fschunk.MaxFileSize {
 		return fschunk.Entry{}, false
 	}
 	return fschunk.Entry{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime.UTC(), Path: e.Path}, true

@@ -469,8 +469,8 @@ func (e *Entry) decode(r *reader) {
 	if r.err != nil {
 		return
 	}
-	if size > math.MaxInt64 {
-		r.fail(invalid("size %d", size))
+	if size > MaxFileSize {
+		r.fail(invalid("size %d above %d", size, uint64(MaxFileSize)))
 		return
 	}
 	e.Size = int64(size)
@@ -757,7 +757,7 @@ func (m *Read) Decode(b []byte) error {
 	for i := 0; i < n && r.err == nil; i++ {
 		off := r.u64()
 		l := r.u32()
-		if r.err == nil && (off > math.MaxInt64-MaxReadLength || l == 0 || l > MaxReadLength) {
+		if r.err == nil && (off > MaxFileSize || l == 0 || l > MaxReadLength || off+uint64(l) > MaxFileSize) {
 			r.fail(invalid("range %d+%d", off, l))
 		}
 		m.Ranges = append(m.Ranges, Range{Offset: int64(off), Length: l})
@@ -790,7 +790,7 @@ func (d *Data) Decode(b []byte) error {
 		return ErrShort
 	}
 	off := be.Uint64(b[4:12])
-	if off > math.MaxInt64-MaxDatagramSize {
+	if off > MaxFileSize || off+uint64(len(b)-DataHeaderSize) > MaxFileSize {
 		return invalid("offset %d", off)
 	}
 	d.ID = be.Uint32(b[0:4])

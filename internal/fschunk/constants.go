@@ -120,6 +120,14 @@ const (
 	MaxReadRanges    = 32      // ranges in one READ
 	MaxReadLength    = 4 << 20 // bytes of one range
 	CatalogEntryBase = HashSize + 8 + 8 + 2
+
+	// MaxFileSize bounds every size and offset on the wire: 2⁴⁸ bytes
+	// (256 TiB), far above any file a server shares, and far enough below
+	// 2⁶³ that offset + length, chunk index × chunk size and window
+	// arithmetic can never overflow an int64. A catalog entry announcing
+	// more is refused by the decoder, like a bad path; a server leaves
+	// such a file out of its catalog.
+	MaxFileSize = 1 << 48
 )
 
 // Timers of the specification.

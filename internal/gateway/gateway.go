@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,10 +72,13 @@ type Stats struct {
 	CatalogPages       uint64 `json:"catalog_pages"`
 	Goodbyes           uint64 `json:"goodbyes"`
 	SendErrors         uint64 `json:"send_errors"`
+	// Panics counts datagrams whose handling panicked: recovered, logged,
+	// and the server that sent the datagram (if it authenticated) evicted.
+	Panics uint64 `json:"panics"`
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics atomic.Uint64
 }
 
 // readErrorPause separates socket reads after an unexpected error.
@@ -104,6 +108,10 @@ type Gateway struct {
 	// would seal from counter 0 again.
 	usedNonces map[[fschunk.NonceSize]byte]time.Time
 	peers      map[pool.ServerID]*peer
+
+	// rxPeer is the server whose datagram the receive loop is handling
+	// (once authenticated): the one evicted if the handling panics.
+	rxPeer *peer
 }
 
 type session struct {
@@ -209,7 +217,7 @@ func (g *Gateway) Stats() Stats {
 	c := &g.ctr
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
-		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load()}
+		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load()}
 }
 
 // Run serves until ctx is done, then says GOODBYE to every server (so they
@@ -255,7 +263,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// sealed on its own.
 		now := g.cfg.Now() // one clock read for the whole burst
 		for off := 0; off < n; off += seg {
-			g.handle(buf[off:min(off+seg, n)], from, now)
+			g.handleSafe(buf[off:min(off+seg, n)], from, now)
 			g.ctr.received.Add(1) // after: Received counts datagrams handled
 		}
 	}
@@ -285,6 +293,37 @@ func (g *Gateway) reader() func([]byte) (n, seg int, from netip.AddrPort, err er
 		}
 		return n, n, ap, nil
 	}
+}
+
+// handleSafe handles one datagram and survives a panic in any handler: a
+// bug triggered by one server's data must not stop the only goroutine
+// that reads the socket (every server would then be lost). The panic is
+// logged with its stack and counted, and the server whose authenticated
+// datagram caused it is evicted (it re-registers, and its catalog is
+// fetched afresh). Locks taken by handlers are released by defer, so
+// nothing stays held.
+func (g *Gateway) handleSafe(pkt []byte, from netip.AddrPort, now time.Time) {
+	g.rxPeer = nil
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		g.ctr.panics.Add(1)
+		attrs := []any{"addr", from.String(), "panic", p, "stack", string(debug.Stack())}
+		if len(pkt) >= 2 {
+			attrs = append(attrs, "type", fschunk.Type(pkt[1]).String())
+		}
+		if g.rxPeer != nil {
+			attrs = append(attrs, "server", g.rxPeer.id.String())
+		}
+		g.log.Error("datagram handler panicked; dropping the server that sent it", attrs...)
+		if g.rxPeer != nil {
+			g.evict(g.rxPeer.id, "handler panic")
+		}
+		g.rxPeer = nil
+	}()
+	g.handle(pkt, from, now)
 }
 
 func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
@@ -340,49 +379,16 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	now := g.cfg.Now()
-	g.mu.Lock()
-	s := g.byNonce[acc.Nonce]
-	fresh := s == nil
-	if _, used := g.usedNonces[acc.Nonce]; fresh && used {
-		g.mu.Unlock()
-		g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
-		return
-	}
-	if fresh {
-		var idx uint32
-		for idx == 0 || g.sessions[idx] != nil {
-			var b [4]byte
-			rand.Read(b[:])
-			idx = binary.BigEndian.Uint32(b[:])
-		}
-		as, err := acc.NewSession(idx, now)
-		if err != nil {
-			g.mu.Unlock()
-			g.log.Error("new session", "err", err)
+	s, fresh, err := g.admit(acc, from, now)
+	if err != nil {
+		if errors.Is(err, auth.ErrReplay) {
+			g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
 			return
 		}
-		id := pool.ServerID(acc.Instance)
-		p := g.peers[id]
-		if p == nil {
-			p = &peer{id: id, datagram: g.pickDatagram(from)}
-			g.peers[id] = p
-		}
-		s = &session{s: as, p: p, nonce: acc.Nonce}
-		if p.cur.Load() == nil {
-			p.cur.Store(s)
-			p.addr.Store(&from)
-		} else {
-			if p.next != nil {
-				g.dropSessionLocked(p.next)
-			}
-			p.next = s
-		}
-		g.sessions[idx] = s
-		g.byNonce[acc.Nonce] = s
-		g.usedNonces[acc.Nonce] = now
+		g.log.Error("new session", "err", err)
+		return
 	}
 	p := s.p
-	g.mu.Unlock()
 	if fresh {
 		g.ctr.handshakes.Add(1)
 		rejoin := g.pool.Has(p.id)
@@ -404,6 +410,50 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	g.write(pkt, from)
+}
+
+// admit finds the session an accepted AUTH made before (a retransmitted
+// AUTH), or makes it; auth.ErrReplay if the AUTH made a session that has
+// ended since.
+func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) (s *session, fresh bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s := g.byNonce[acc.Nonce]; s != nil {
+		return s, false, nil
+	}
+	if _, used := g.usedNonces[acc.Nonce]; used {
+		return nil, false, auth.ErrReplay
+	}
+	var idx uint32
+	for idx == 0 || g.sessions[idx] != nil {
+		var b [4]byte
+		rand.Read(b[:])
+		idx = binary.BigEndian.Uint32(b[:])
+	}
+	as, err := acc.NewSession(idx, now)
+	if err != nil {
+		return nil, false, err
+	}
+	id := pool.ServerID(acc.Instance)
+	p := g.peers[id]
+	if p == nil {
+		p = &peer{id: id, datagram: g.pickDatagram(from)}
+		g.peers[id] = p
+	}
+	s = &session{s: as, p: p, nonce: acc.Nonce}
+	if p.cur.Load() == nil {
+		p.cur.Store(s)
+		p.addr.Store(&from)
+	} else {
+		if p.next != nil {
+			g.dropSessionLocked(p.next)
+		}
+		p.next = s
+	}
+	g.sessions[idx] = s
+	g.byNonce[acc.Nonce] = s
+	g.usedNonces[acc.Nonce] = now
+	return s, true, nil
 }
 
 func (g *Gateway) pickDatagram(from netip.AddrPort) int {
@@ -456,6 +506,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 	}
 	g.ctr.authenticated.Add(1)
 	p := s.p
+	g.rxPeer = p
 	if s != p.cur.Load() {
 		g.promote(s)
 	}

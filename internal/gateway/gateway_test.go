@@ -23,11 +23,19 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startGW(t *testing.T, key *auth.Key) (*Gateway, *net.UDPAddr) {
 	t.Helper()
+	return startGWWith(t, Config{Key: key})
+}
+
+// startGWWith starts a gateway on a loopback socket with cfg (Conn is set
+// here).
+func startGWWith(t *testing.T, cfg Config) (*Gateway, *net.UDPAddr) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Config{Conn: pc, Key: key})
+	cfg.Conn = pc
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +100,13 @@ func (c *client) recv(wait time.Duration) []byte {
 // register runs a real handshake and returns the server's session.
 func register(t *testing.T, c *client, key *auth.Key) *auth.Session {
 	t.Helper()
-	in := auth.NewInitiator(key, 42, auth.DefaultLimits)
+	return registerAs(t, c, key, 42)
+}
+
+// registerAs is register for the server instance given.
+func registerAs(t *testing.T, c *client, key *auth.Key, instance uint64) *auth.Session {
+	t.Helper()
+	in := auth.NewInitiator(key, instance, auth.DefaultLimits)
 	c.send(in.Hello(nil))
 	ch := c.recv(2 * time.Second)
 	a, err := in.HandleChallenge(ch, nil)

@@ -104,6 +104,7 @@ var (
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
 	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), auth (bad MAC, cookie or tag), replay, unknown_session.", "cause")
 	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
+	dPanics     = desc("httpgw_udp_handler_panics_total", "Datagrams whose handling panicked (recovered; the sending server evicted). Any is a bug.")
 	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence or goodbye).")
 	dServers    = desc("httpgw_servers", "Servers in the pool.")
 	dFiles      = desc("httpgw_catalog_files", "Distinct paths with a live holder.")
@@ -126,7 +127,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dEvictions, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dPanics, dEvictions, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -147,6 +148,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dDrops, u.DropReplay, "replay")
 	counter(dDrops, u.DropUnknownSession, "unknown_session")
 	counter(dHandshakes, u.Handshakes)
+	counter(dPanics, u.Panics)
 	counter(dEvictions, u.Evictions)
 	e := c.g.Engine().Stats()
 	gauge(dActive, float64(e.Active))
