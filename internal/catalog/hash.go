@@ -105,6 +105,8 @@ func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want s
 		m, rerr := f.Read(buf)
 		h.Write(buf[:m])
 		n += int64(m)
+		// Counted as read, so that progress moves during a large file.
+		c.hashedBytes.Add(uint64(m))
 		if rerr == io.EOF {
 			break
 		}
@@ -136,7 +138,6 @@ func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want s
 }
 
 func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, sum [32]byte, n int64, err error) {
-	c.hashedBytes.Add(uint64(n))
 	c.mu.Lock()
 	c.inflight--
 	rec.hashing = false

@@ -55,7 +55,7 @@ func (p *hashProgress) report(c *Catalog, now time.Time) {
 		rate = float64(hashed-p.atBytes) / el.Seconds()
 	}
 	eta := "unknown"
-	if rate > 0 {
+	if rate >= 1 {
 		eta = time.Duration(float64(leftBytes) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	c.log.Info("catalog: hashing (files are announced as they are hashed, smallest first)",

@@ -595,7 +595,7 @@ func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
 	if held := g.pool.CatalogGen(p.id); held < m.Gen {
 		if all, _, done := p.addPage(false, 0, m.Gen, m.Page, m.Pages, m.Entries, nil); done {
 			g.pool.SetCatalog(p.id, m.Gen, all, now)
-			g.log.Info("catalog", "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
+			g.log.Info("catalog", "name", g.pool.Name(p.id), "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
 		}
 	}
 	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
@@ -617,7 +617,8 @@ func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
 	default:
 		if all, rm, done := p.addPage(true, m.Base, m.Gen, m.Page, m.Pages, m.Entries, m.Removed); done {
 			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
-			g.log.Info("catalog delta", "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
+			// Routine (several a second while a server hashes its tree).
+			g.log.Debug("catalog delta", "name", g.pool.Name(p.id), "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
 		}
 	}
 	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
