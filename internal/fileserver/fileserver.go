@@ -420,18 +420,21 @@ func (s *Server) currentView() *catView {
 		return v
 	}
 	v := &catView{gen: gen, entries: make([]fschunk.Entry, 0, len(entries)), byPath: make(map[string]int, len(entries))}
-	skipped := 0
+	skipped, fresh := 0, 0
 	for i := range entries {
 		e, ok := wireEntry(entries[i])
 		if !ok {
 			skipped++
-			s.logSkipped(entries[i])
+			if s.logSkipped(entries[i]) {
+				fresh++
+			}
 			continue
 		}
 		v.byPath[e.Path] = len(v.entries)
 		v.entries = append(v.entries, e)
 	}
-	if skipped > 0 {
+	if fresh > 0 {
+		// Said when new names are skipped, not at every generation.
 		// A gateway rejects a whole page for one such entry, which would
 		// stall the sync forever: leave them out.
 		s.log.Warn("fileserver: files with names or sizes the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
@@ -446,21 +449,22 @@ const maxSkippedLogged = 1000
 
 // logSkipped names a file left out of the catalog, once per name, escaped
 // (it may hold a tab, a newline or bytes that are not UTF-8).
-func (s *Server) logSkipped(e catalog.Entry) {
+func (s *Server) logSkipped(e catalog.Entry) (logged bool) {
 	p := e.Path
 	if s.skipped == nil {
 		s.skipped = map[string]bool{}
 	}
 	if s.skipped[p] || len(s.skipped) >= maxSkippedLogged {
-		return
+		return false
 	}
 	s.skipped[p] = true
 	if e.Size < 0 || e.Size > fschunk.MaxFileSize {
 		s.log.Warn("fileserver: file not announced: larger than the protocol's limit", "path", strconv.QuoteToASCII(p), "size", e.Size, "max", int64(fschunk.MaxFileSize))
-		return
+		return true
 	}
 	s.log.Warn("fileserver: file not announced: its name has a control character, a backslash or bytes that are not UTF-8, which no URL can name; rename it to serve it",
 		"path", strconv.QuoteToASCII(p))
+	return true
 }
 
 // wireEntry converts a catalog entry; ok is false for paths the protocol
