@@ -12,26 +12,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 )
-
-// Version is set at build time with -ldflags "-X .../cli.Version=v1.2.3";
-// otherwise the module version or "devel".
-var Version = ""
-
-// VersionString describes the build.
-func VersionString(prog string) string {
-	v := Version
-	if v == "" {
-		v = "devel"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-	}
-	return fmt.Sprintf("%s %s (FS Chunk Protocol v1)", prog, v)
-}
 
 // EnvName is the environment variable for a flag: PREFIX_NAME with dashes
 // as underscores, e.g. HTTPGW_KEY_FILE for -key-file.
