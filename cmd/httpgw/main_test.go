@@ -293,23 +293,13 @@ func TestDemoDrainsDownloads(t *testing.T) {
 	}
 }
 
-// TestMain lets a test run this binary as httpgw itself (startMain), for
-// what only a real process shows: signals and exit.
-func TestMain(m *testing.M) {
-	if args, ok := os.LookupEnv("FSCHUNK_TEST_MAIN_ARGS"); ok {
-		os.Args = append([]string{"httpgw"}, strings.Split(args, "\x1f")...)
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
-
 // startMain starts httpgw with args in a child process whose temp dir is
 // tmp, and waits for its "demo running" line.
 func startMain(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"), "TMPDIR="+tmp)
+	// TestMain (version_test.go) runs main() in the child.
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1", "TMPDIR="+tmp)
 	out := &syncBuffer{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
