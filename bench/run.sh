@@ -19,6 +19,8 @@
 #   d  (root) same links with 2% and 5% loss, and with one link 10x slower
 #   e  one of three servers SIGKILLed halfway through a download
 #   f  gateway peak RSS while 10 clients fetch the large file at once
+#   g  (root) the WAN grid over emulated links with delay and loss: a Go
+#      program of its own, go run ./bench/wan (see bench/README.md)
 #
 # Traffic goes only to 127.0.0.0/8 and to addresses inside the network
 # namespaces this script creates; every process it starts and every

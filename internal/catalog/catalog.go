@@ -55,7 +55,11 @@ type Options struct {
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
 	ProgressEvery  time.Duration // hashing progress log period while files wait; default 5s
-	Logger         *slog.Logger  // nil = discard
+	// NoWatch turns fsnotify off: changes are seen by the periodic
+	// rescan only (tests in a testing/synctest bubble, where a goroutine
+	// blocked reading inotify would stop the virtual clock).
+	NoWatch bool
+	Logger  *slog.Logger // nil = discard
 }
 
 // Stats are counters for monitoring and tests. They are a consistent-enough
@@ -250,6 +254,7 @@ func Open(root string, opt Options) (*Catalog, error) {
 		pending:    make(map[string]struct{}),
 		restat:     make(map[string]struct{}),
 		byHash:     make(map[[32]byte][]pubRef),
+		noWatch:    opt.NoWatch,
 	}
 	c.handles.init(c)
 	if stateFile != "" {

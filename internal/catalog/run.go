@@ -230,6 +230,9 @@ func (l *loop) afterChange() {
 func (l *loop) startWatcher() {
 	c := l.c
 	if c.noWatch {
+		if c.opt.NoWatch {
+			return // asked for: nothing to warn about
+		}
 		c.log.Warn("catalog: fsnotify disabled, relying on periodic rescan")
 		return
 	}

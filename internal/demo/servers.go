@@ -24,6 +24,12 @@ type ServerConfig struct {
 	Logger   *slog.Logger
 	// Wrap, if set, wraps the server's socket (tests inject faults here).
 	Wrap func(net.PacketConn) net.PacketConn
+	// Conn, if set, is the server's socket instead of a fresh loopback
+	// one (a simulated network's); Stop closes it.
+	Conn net.PacketConn
+	// NoWatch turns the catalog's fsnotify watch off (tests in virtual
+	// time).
+	NoWatch bool
 }
 
 // Server is a running embedded FastFileSrv.
@@ -43,7 +49,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	opt := catalog.Options{Logger: cfg.Logger}
+	opt := catalog.Options{Logger: cfg.Logger, NoWatch: cfg.NoWatch}
 	if cfg.StateDir != "" {
 		opt.StateFile = filepath.Join(cfg.StateDir, name+".state")
 	}
@@ -51,14 +57,17 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", name, err)
 	}
-	uc, err := transport.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		cat.Close()
-		return nil, fmt.Errorf("server %s: %w", name, err)
+	conn := cfg.Conn
+	if conn == nil {
+		uc, err := transport.Listen(ctx, "127.0.0.1:0")
+		if err != nil {
+			cat.Close()
+			return nil, fmt.Errorf("server %s: %w", name, err)
+		}
+		conn = uc
 	}
-	var conn net.PacketConn = uc
 	if cfg.Wrap != nil {
-		conn = cfg.Wrap(uc)
+		conn = cfg.Wrap(conn)
 	}
 	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Name: name, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/admin"
+	"github.com/fastfile/fschunk/internal/linkemu"
 )
 
 // The statement's topology, each host a network namespace on one bridge
@@ -33,6 +35,8 @@ const (
 	topoClientRate = "100mbit"
 	topoPDFWidth   = 2048 // × 4096 RGB pixels: a 24 MiB image in the PDF
 	topoVideoSize  = 32 << 20
+	topoLinkDelay  = 5 * time.Millisecond // one-way, each server link
+	topoLinkLoss   = 0.005                // each way, each server link
 )
 
 // topoHosts are the namespaces besides the switch: name → address. s4
@@ -248,6 +252,21 @@ func TestTopologyNamespaces(t *testing.T) {
 			t.Errorf("%s delivered nothing", h.name)
 		}
 	}
+	if len(n.links) > 0 {
+		var in, lost, out uint64
+		for _, l := range n.links {
+			for _, d := range []*linkemu.Direction{l.Up, l.Down} {
+				s := d.Stats()
+				in, lost, out = in+s.PacketsIn, lost+s.RandomDrops, out+s.PacketsOut
+			}
+		}
+		t.Logf("emulated server links: %d frames in, %d lost at random (%.2f%%), %d delivered %v late", in, lost,
+			100*float64(lost)/float64(max(in, 1)), out, topoLinkDelay)
+		// The loss was applied: about 0.5% of tens of thousands of frames.
+		if lost == 0 || float64(lost) > 3*topoLinkLoss*float64(in) {
+			t.Errorf("%d of %d frames lost on links configured for %.1f%% loss", lost, in, 100*topoLinkLoss)
+		}
+	}
 	t.Logf("wall time: build %.1f s, set-up and registration %.1f s, downloads %.1f s, total %.1f s",
 		built.Sub(began).Seconds(), ready.Sub(built).Seconds(), el.Seconds(), time.Since(began).Seconds())
 }
@@ -303,6 +322,7 @@ type topoNet struct {
 	t      *testing.T
 	prefix string
 	dir    string
+	links  []*linkemu.Pair // the emulated server links, if any
 }
 
 func (n *topoNet) ns(host string) string { return n.prefix + host }
@@ -324,27 +344,80 @@ func topoSetup(t *testing.T, dir string) *topoNet {
 	sw := n.addNS("sw")
 	n.must("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
 	n.must("ip", "-n", sw, "link", "set", "br0", "up")
-	netem := exec.Command("ip", "netns", "exec", sw, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms").Run() == nil
-	if netem {
+	// The server links' delay and loss: from the user-space link emulator
+	// where TAP devices work (this kernel has no netem), else from netem,
+	// else none.
+	emu := topoTAP()
+	netem := !emu && exec.Command("ip", "netns", "exec", sw, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms").Run() == nil
+	switch {
+	case emu:
+		t.Logf("server links get %v delay and %.1f%% loss each way from the link emulator (internal/linkemu, TAP devices)", topoLinkDelay, 100*topoLinkLoss)
+	case netem:
 		n.must("ip", "netns", "exec", sw, "tc", "qdisc", "del", "dev", "lo", "root")
 		t.Logf("netem available: server links also get 5 ms ± 1 ms delay and 0.5%% loss")
-	} else {
-		t.Logf("netem unavailable in this kernel (tc qdisc add … netem fails): links are rate-limited only, the delay and loss part is skipped")
+	default:
+		t.Logf("neither TAP devices nor netem here: links are rate-limited only, the delay and loss part is skipped")
 	}
 	for _, h := range topoHosts {
 		ns := n.addNS(h.name)
 		port := "p-" + h.name
 		n.must("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", sw)
-		n.must("ip", "-n", sw, "link", "set", port, "master", "br0")
+		server := strings.HasPrefix(h.name, "s")
+		if emu && server {
+			n.emulate(h.name, port)
+		} else {
+			n.must("ip", "-n", sw, "link", "set", port, "master", "br0")
+		}
 		n.must("ip", "-n", sw, "link", "set", port, "up")
 		n.must("ip", "-n", ns, "addr", "add", h.ip+"/24", "dev", "eth0")
 		n.must("ip", "-n", ns, "link", "set", "eth0", "up")
 		// Both directions: the host's egress and the switch's egress
 		// towards the host.
-		n.shape(ns, "eth0", h.rate, netem && strings.HasPrefix(h.name, "s"))
+		n.shape(ns, "eth0", h.rate, netem && server)
 		n.shape(sw, port, h.rate, false)
 	}
 	return n
+}
+
+// topoTAP reports whether TAP devices can be made here.
+func topoTAP() bool {
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// emulate puts the link emulator between the switch and a server host:
+// the host's switch port goes into a bridge of its own with one TAP
+// device, whose twin is a port of br0, and the emulator carries frames
+// between the two with the links' delay and loss. Addresses and ARP are
+// unchanged (it is still one Ethernet segment).
+func (n *topoNet) emulate(host, port string) {
+	n.t.Helper()
+	sw := n.ns("sw")
+	br, toSwitch, toHost := "b-"+host, "ta-"+host, "tb-"+host
+	n.must("ip", "-n", sw, "link", "add", br, "type", "bridge")
+	n.must("ip", "-n", sw, "link", "set", br, "up")
+	n.must("ip", "-n", sw, "link", "set", port, "master", br)
+	cfg := linkemu.Config{Delay: topoLinkDelay, Loss: topoLinkLoss, Seed: uint64(len(n.links))}
+	p, err := linkemu.OpenPair("/var/run/netns/"+sw, "link "+host, toSwitch, toHost, linkemu.TAP, cfg, cfg)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	n.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			n.t.Errorf("emulator: %v", err)
+		}
+	})
+	n.must("ip", "-n", sw, "link", "set", toSwitch, "master", "br0")
+	n.must("ip", "-n", sw, "link", "set", toHost, "master", br)
+	n.links = append(n.links, p)
 }
 
 func (n *topoNet) addNS(host string) string {
