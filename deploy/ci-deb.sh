@@ -117,9 +117,16 @@ udp=$(grep -o ' udp=[^ ]*' "$work/httpgw.log" | head -1 | cut -d= -f2 || true)
 	exec "${cmd[@]}"
 ) >"$work/fastfilesrv.log" 2>&1 &
 pids+=($!)
+fetch() { # url, file: curl, or wget (which .ci/run installs)
+	if command -v curl >/dev/null; then
+		curl -fsS -o "$2" "$1"
+	else
+		wget -q -O "$2" "$1"
+	fi
+}
 ok=
 for _ in $(seq 300); do
-	if curl -fsS -o "$work/got.bin" "http://$http/sample.bin" 2>/dev/null; then
+	if fetch "http://$http/sample.bin" "$work/got.bin" 2>/dev/null; then
 		ok=1
 		break
 	fi
