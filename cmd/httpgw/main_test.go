@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fastfile/fschunk/internal/demo"
 )
 
 func TestFlagErrors(t *testing.T) {
@@ -140,7 +142,7 @@ func TestDemo(t *testing.T) {
 	}
 	web, adm := freeAddr(t), freeAddr(t)
 	runGateway(t, io.Discard, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm, "-log-level", "warn")
-	waitDemo(t, adm)
+	waitDemo(t, adm, len(demo.SampleFiles))
 	for _, p := range []string{"/", "/README.txt", "/images/gradient.png", "/docs/report.pdf", "/videos/sample%20video.mp4", "/data/empty.txt", "/nested/a/b/c/deep%20file.txt"} {
 		resp, err := http.Get("http://" + web + p)
 		if err != nil {
@@ -176,7 +178,9 @@ func runGateway(t *testing.T, stderr io.Writer, args ...string) {
 }
 
 // waitDemo waits for three servers with their catalogs.
-func waitDemo(t *testing.T, adm string) {
+// waitDemo waits for three servers that each announce at least files
+// files (they announce them as they are hashed).
+func waitDemo(t *testing.T, adm string, files int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -187,7 +191,7 @@ func waitDemo(t *testing.T, adm string) {
 		}
 		n := 0
 		for _, s := range servers {
-			if s.Files > 0 {
+			if s.Files >= files {
 				n++
 			}
 		}
@@ -273,7 +277,7 @@ func TestDemoDrainsDownloads(t *testing.T) {
 		done <- run(ctx, []string{"-demo", "-demo-root", root, "-http", web, "-udp", "127.0.0.1:0", "-admin", adm,
 			"-window", "256KiB", "-window-total", "256KiB", "-cache-size", "0", "-log-level", "warn"}, io.Discard)
 	}()
-	waitDemo(t, adm)
+	waitDemo(t, adm, 1)
 	resp, err := http.Get("http://" + web + "/big.bin")
 	if err != nil {
 		t.Fatal(err)
@@ -391,7 +395,7 @@ func TestServerNames(t *testing.T) {
 	web, adm := freeAddr(t), freeAddr(t)
 	var logs syncBuffer
 	runGateway(t, &logs, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm)
-	waitDemo(t, adm)
+	waitDemo(t, adm, len(demo.SampleFiles))
 	resp, err := http.Get("http://" + adm + "/api/servers")
 	if err != nil {
 		t.Fatal(err)
