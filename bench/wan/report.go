@@ -99,6 +99,16 @@ func rate(x transfer) string {
 	return s
 }
 
+// wire is the IP bytes the links delivered towards the client per file
+// byte: headers (1,500 for 1,428 file bytes, 1.050×) and every byte sent
+// twice.
+func wire(x transfer) float64 {
+	if x.Bytes == 0 {
+		return 0
+	}
+	return float64(x.Down.Bytes) / float64(x.Bytes)
+}
+
 func redundant(x transfer) float64 {
 	if x.Bytes == 0 {
 		return 0
@@ -128,7 +138,7 @@ func markdown(res *results, forDocs bool) string {
 		"3 × %.0f Mbit/s × 1448/1500 = %.1f MB/s (the gateway's datagrams carry 1,428 file bytes per 1,500). "+
 		"`httpgw` is one `curl` of a %s file through the gateway; aria2 is `aria2c` on three nginx mirrors over the same links, "+
 		"the best of `%s` and `%s`. Redundant bytes are the gateway's `httpgw_duplicate_bytes_total` over the download, "+
-		"as a share of the file. Queue figures are the emulator's, over the three links towards the client during the download. "+
+		"as a share of the file; in brackets, the IP bytes the links delivered towards the client over the file's size (1.050× is the headers alone). Queue figures are the emulator's, over the three links towards the client during the download. "+
 		"A download slower than the cap is measured over the cap.\n\n",
 		linkRate/1e6, linkQueue, linkRate/1e6, capacity(nServers)/1e6, human(res.Size),
 		strings.Join(aria2Opts[0], " "), strings.Join(aria2Opts[1], " "))
@@ -144,8 +154,8 @@ func markdown(res *results, forDocs bool) string {
 			ratio = fmt.Sprintf("%.2f", g.Rate()/a.Rate())
 			aq = fmt.Sprintf("%d, %.1f / %.1f ms", a.Down.QueueDrops, a.Down.MeanQueueMs, a.Down.MaxQueueMs)
 		}
-		p("| %s | %s | %s | %.2f | %s | %s | %.2f%% (%.0f READs re-asked) | %d, %d, %.1f / %.1f ms | %s |\n", rtt(c.Delay), pct(c.Loss), rate(g),
-			g.Rate()/capacity(nServers), ar, ratio, 100*redundant(g), g.Retransmits, g.Down.QueueDrops, g.Down.RandomDrops,
+		p("| %s | %s | %s | %.2f | %s | %s | %.2f%% (%.0f READs re-asked; the links carried %.3f× the file) | %d, %d, %.1f / %.1f ms | %s |\n", rtt(c.Delay), pct(c.Loss), rate(g),
+			g.Rate()/capacity(nServers), ar, ratio, 100*redundant(g), g.Retransmits, wire(g), g.Down.QueueDrops, g.Down.RandomDrops,
 			g.Down.MeanQueueMs, g.Down.MaxQueueMs, aq)
 	}
 	if s := res.Short; s != nil {

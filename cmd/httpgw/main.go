@@ -75,10 +75,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
-	o.chunk, o.window, o.budget = size{s: "128KiB", n: 128 << 10}, size{s: "8MiB", n: 8 << 20}, size{s: "32MiB", n: 32 << 20}
+	o.chunk, o.window, o.budget = size{s: "128KiB", n: 128 << 10}, size{s: "24MiB", n: 24 << 20}, size{s: "32MiB", n: 32 << 20}
 	o.cacheSize, o.cacheMaxFile = size{s: "32MiB", n: 32 << 20, zeroOK: true}, size{s: "1MiB", n: 1 << 20}
 	fs.Var(&o.chunk, "chunk-size", "`bytes` per chunk and per READ")
-	fs.Var(&o.window, "window", "`bytes` buffered ahead per response (memory bound)")
+	fs.Var(&o.window, "window", "`bytes` buffered ahead per response (memory bound; a long lossy path needs several round trips of it)")
 	fs.Var(&o.budget, "window-total", "`bytes` buffered ahead by all responses together; each gets an equal share; beyond it, one chunk each (memory bound)")
 	fs.Var(&o.cacheSize, "cache-size", "memory `bytes` for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
 	fs.Var(&o.cacheMaxFile, "cache-max-file", "largest file the cache keeps, in `bytes`")

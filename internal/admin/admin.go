@@ -39,6 +39,9 @@ type ServerView struct {
 	Delivered   uint64    `json:"delivered_bytes"`
 	Retransmits uint64    `json:"retransmits"`
 	Timeouts    uint64    `json:"timeouts"`
+	// Blamed: verdicts against the server (bytes or hashes that failed
+	// verification); at gateway.MaxBlames it is evicted.
+	Blamed int `json:"blamed"`
 }
 
 // Handler returns the admin mux for g; metrics serves /metrics (nil: none);
@@ -95,7 +98,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	for _, s := range g.Pool().Servers() {
 		v := ServerView{Name: s.Name, ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
-			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up"}
+			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up", Blamed: s.Blamed}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
 			v.Health = "silent"
 		}
@@ -117,7 +120,7 @@ type fileView struct {
 	Path    string    `json:"path"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modified"`
-	Hash    string    `json:"sha256"`
+	Hash    string    `json:"sha256"` // the content hash: root of the SHA-256 hash tree (name kept for API compatibility)
 	Holders int       `json:"holders"`
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -8,12 +9,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/demo"
+	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
@@ -180,6 +184,30 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 				up0 = append(up0, h.Up())
 			}
 			start := time.Now()
+			traceDone := make(chan struct{})
+			if os.Getenv("WAN_TRACE") != "" {
+				go func() {
+					tk := time.NewTicker(50 * time.Millisecond)
+					defer tk.Stop()
+					for {
+						select {
+						case <-traceDone:
+							return
+						case <-tk.C:
+						}
+						line := fmt.Sprintf("%6v", time.Since(start).Round(time.Millisecond))
+						for _, dl := range gw.Engine().Downloads() {
+							line += fmt.Sprintf(" win=%d pos=%dK", dl.Window, dl.Pos>>10)
+						}
+						links := gw.Engine().Links()
+						slices.SortFunc(links, func(a, b fetch.LinkStats) int { return cmp.Compare(a.ID, b.ID) })
+						for _, l := range links {
+							line += fmt.Sprintf(" | infl=%dK cwnd=%dK bw=%.1f rate=%.1f ss=%v srtt=%v", l.Inflight>>10, l.Window>>10, l.Bandwidth/1e6, l.Rate/1e6, l.Startup, l.SRTT.Round(time.Millisecond))
+						}
+						t.Log(line)
+					}
+				}()
+			}
 			content, err := src.Open(ctx, f)
 			if err != nil {
 				t.Fatal(err)
@@ -187,6 +215,7 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 			w := &firstWrite{Hash: sha256.New()}
 			_, err = content.(httpfront.DirectWriter).WriteToN(w, f.Size)
 			elapsed := time.Since(start)
+			close(traceDone)
 			content.Close()
 			if err != nil {
 				t.Fatalf("%v: download of %d bytes: %v", c, n, err)
@@ -210,6 +239,12 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 			if queued > 0 {
 				r.meanQueue = qd / time.Duration(queued)
 			}
+			if testing.Verbose() {
+				t.Logf("engine %+v", gw.Engine().Stats())
+				for _, l := range gw.Engine().Links() {
+					t.Logf("link %+v", l)
+				}
+			}
 			out = append(out, r)
 		}
 	})
@@ -222,12 +257,19 @@ func TestWANGrid(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates several transfers")
 	}
-	const size = 32 << 20
+	// 32 MiB keeps the four cases at a few tens of seconds under -race;
+	// WAN_SIZE_MIB=100 runs the real grid's size (BENCHMARKS.md). The
+	// floors are the goals of issue 12 where they are met at 32 MiB, and
+	// what is met (a little below, for margin) where not yet.
+	size := 32 << 20
+	if v, err := strconv.Atoi(os.Getenv("WAN_SIZE_MIB")); err == nil && v > 0 {
+		size = v << 20
+	}
 	cases := []wanCase{
-		{rtt: 60 * time.Millisecond, size: size, minShare: 0.45, maxRedundant: 0.03},
-		{rtt: 60 * time.Millisecond, loss: 0.01, size: size, minShare: 0.33, maxRedundant: 0.03},
-		{rtt: 200 * time.Millisecond, loss: 0.01, size: size, minShare: 0.13, maxRedundant: 0.03},
-		{rtt: 10 * time.Millisecond, loss: 0.05, size: size, minShare: 0.45, maxRedundant: 0.03},
+		{rtt: 60 * time.Millisecond, size: size, minShare: 0.88, maxRedundant: 0.03},
+		{rtt: 60 * time.Millisecond, loss: 0.01, size: size, minShare: 0.60, maxRedundant: 0.03},
+		{rtt: 200 * time.Millisecond, loss: 0.01, size: size, minShare: 0.27, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, loss: 0.05, size: size, minShare: 0.75, maxRedundant: 0.03},
 	}
 	for _, c := range cases {
 		t.Run(c.String(), func(t *testing.T) {

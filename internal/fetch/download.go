@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
+	"github.com/fastfile/fschunk/internal/pool"
 )
 
 // chunk is one slot of a response's reorder window. Once done its bytes
@@ -17,10 +19,14 @@ type chunk struct {
 	n          int
 	buf        *[]byte
 	have       spanSet
-	reqs       []*request // outstanding READs for it
-	asked      bool       // asked for before: later READs are retransmissions
-	dupped     bool       // an endgame duplicate was sent
-	done       bool
+	reqs       []*request   // outstanding READs for it
+	asked      bool         // asked for before: later READs are retransmissions
+	dupped     bool         // an endgame duplicate was sent
+	done       bool         // every byte is in
+	verified   bool         // and matches the content hash: the reader may send it
+	verifying  bool         // being checked by the pump, outside the lock
+	dropped    bool         // left the window while being checked: the checker frees it
+	src        [][]ServerID // per leaf, the servers that sent its bytes (for blame)
 	firstAsked time.Time
 }
 
@@ -41,6 +47,7 @@ type request struct {
 	retrans  bool
 	dup      bool
 	tailAt   time.Time // when the request's last datagram arrived with holes left
+	gapAt    time.Time // when a datagram arrived beyond a hole (not yet asked again)
 }
 
 // complete reports whether every byte the request asked for is held
@@ -58,7 +65,25 @@ func (r *request) complete() bool {
 // lost: after a reordering allowance of a quarter of the server's RTT
 // (at least 1 ms), like RFC 9002's time threshold.
 func (r *request) lossAt() time.Time {
-	return r.tailAt.Add(max(r.l.srtt/4, time.Millisecond))
+	return r.tailAt.Add(r.l.reorderAllowance())
+}
+
+// lostAt is when a READ with no answer yet is declared lost, RACK-style
+// (RFC 8985), long before its RTO: once the server answered a READ sent
+// after it (servers start READs in the order they arrive), a reordering
+// allowance later. ok is false when that does not apply (the RTO
+// decides). A READ whose tail is lost is left to its RTO: the server
+// interleaves the batches of the READs it serves, so a READ's silence
+// says little while others are sent.
+func (r *request) lostAt() (at time.Time, ok bool) {
+	l := r.l
+	if !r.first {
+		if l.firstSent.After(r.sentAt) {
+			return l.firstSeenAt.Add(l.reorderAllowance()), true
+		}
+		return time.Time{}, false
+	}
+	return time.Time{}, false
 }
 
 // position maps a chunk-relative datagram to its place in the request's
@@ -88,12 +113,16 @@ func (r *request) deadline() time.Time {
 // download is the state of one Reader. Everything but the channels and
 // pos is guarded by Engine.mu.
 type download struct {
-	e      *Engine
-	hash   [fschunk.HashSize]byte
-	size   int64
-	ctx    context.Context
-	label  string
-	opened time.Time
+	e    *Engine
+	hash [fschunk.HashSize]byte
+	size int64
+	key  pool.Key
+	t    *vtree // the version's hash tree, shared with its other readers
+	// hashOut: HASH_REQUESTs decided by assign, sent by the pump.
+	hashOut []outHash
+	ctx     context.Context
+	label   string
+	opened  time.Time
 	// streaming: counted in e.streaming (see setStreaming).
 	streaming bool
 
@@ -216,7 +245,7 @@ func (d *download) ready() (c *chunk, rel int, err error) {
 	if len(d.chunks) == 0 {
 		return nil, 0, fmt.Errorf("%w: offset %d of %d", errEmptyWindow, d.streamPos, d.size)
 	}
-	if c := d.chunks[0]; c.done {
+	if c := d.chunks[0]; c.verified {
 		return c, int(d.streamPos - c.off), nil
 	}
 	return nil, 0, nil
@@ -325,6 +354,7 @@ func (r *Reader) Close() error {
 	d.setStreaming(false)
 	delete(e.readers, d)
 	delete(e.starved, d)
+	e.releaseTree(d.t)
 	e.mu.Unlock()
 	return nil
 }
@@ -349,6 +379,9 @@ func (d *download) restart(pos int64) {
 	cs := int64(d.e.cfg.ChunkSize)
 	d.streamPos, d.base = pos, pos/cs
 	d.win = min(2, d.maxWin)
+	if d.e.held+initialReadahead <= d.e.budget/2 {
+		d.win = min(initialReadahead, d.maxWin) // an idle gateway: start big
+	}
 	d.lastProgress = d.e.cfg.Now()
 	d.fill()
 	notify(d.wake)
@@ -360,13 +393,22 @@ func (d *download) drop() {
 		for len(c.reqs) > 0 {
 			d.e.finish(c.reqs[0], false)
 		}
-		if c.buf != nil {
+		if c.verifying {
+			c.dropped = true // the pump is reading it: it frees it after
+		} else if c.buf != nil {
 			d.e.putBuf(c.buf)
 			c.buf = nil
 		}
 	}
 	d.chunks = d.chunks[:0]
 }
+
+// initialReadahead is the window a response starts with, in chunks, when
+// the gateway holds less than half its budget (otherwise two; it grows by
+// two per chunk the client takes): 2 MiB of 128 KiB chunks, a round
+// trip's worth on a fast long path, so that the first RTTs of a large
+// download are not spent growing it.
+const initialReadahead = 16
 
 // minStreamChunks is the least window of a response, whatever the budget:
 // the chunk the client is being sent. Beyond the budget each response
@@ -385,12 +427,18 @@ func (d *download) fill() {
 		// Sizes are at most fschunk.MaxFileSize (Open), so k*cs does not
 		// overflow; the end is computed from what is left, never as
 		// (k+1)*cs, which would for the last chunk of a size near 2⁶³.
-		lo := max(k*cs, d.streamPos)
+		// A chunk starts on a leaf boundary even when the stream starts
+		// inside it: a leaf is verified whole, so it is fetched whole
+		// (chunk sizes are multiples of the leaf).
+		lo := max(k*cs, d.streamPos/hashtree.LeafSize*hashtree.LeafSize)
 		if lo >= d.size {
 			return
 		}
 		hi := lo + min(cs-lo%cs, d.size-lo)
-		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
+		c := &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()}
+		_, nl := chunkLeaves(c)
+		c.src = make([][]ServerID, nl)
+		d.chunks = append(d.chunks, c)
 	}
 }
 
@@ -414,18 +462,42 @@ func (d *download) pump() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var out []outRead
+	var outH []outHash
+	var jobs []verifyJob
+	var hasher hashtree.Hasher
 	for {
 		e.mu.Lock()
-		out = out[:0]
+		out, outH, jobs = out[:0], outH[:0], jobs[:0]
 		var next time.Time
 		if !d.closed && d.err == nil {
 			out, next = d.schedule(out, e.cfg.Now())
+			outH = append(outH, d.hashOut...)
+			d.hashOut = d.hashOut[:0]
+			jobs = d.takeVerifyJobs(jobs)
 		}
 		e.mu.Unlock()
+		for i := range outH {
+			if err := e.cfg.Sender.SendHashRequest(outH[i].id, &outH[i].msg); err != nil {
+				e.cfg.Logger.Debug("send hash request", "server", uint64(outH[i].id), "err", err)
+			}
+		}
 		for i := range out {
 			if err := e.cfg.Sender.SendRead(out[i].id, &out[i].msg); err != nil {
 				e.cfg.Logger.Debug("send read", "server", uint64(out[i].id), "err", err)
 			}
+		}
+		if len(jobs) > 0 {
+			// Checking runs here, on the response's own goroutine, in
+			// parallel with the client's writes and the receive loop.
+			for i := range jobs {
+				jobs[i].verify(&hasher)
+			}
+			e.mu.Lock()
+			blames := d.applyVerified(jobs, nil)
+			notify(d.progress)
+			e.mu.Unlock()
+			e.report(blames)
+			continue // schedule again: refetches, or more chunks to check
 		}
 		wait := time.Hour
 		if !next.IsZero() {
@@ -458,6 +530,16 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 			if !r.tailAt.IsZero() && r.lossAt().Before(t) {
 				t = r.lossAt()
 			}
+			if !r.gapAt.IsZero() {
+				// A gap already due waits for room (recoverGaps is then
+				// starved and woken with the others), not for a timer.
+				if at := r.gapAt.Add(r.l.reorderAllowance()); at.Before(t) && at.After(now) {
+					t = at
+				}
+			}
+			if at, ok := r.lostAt(); ok && at.Before(t) {
+				t = at
+			}
 			if next.IsZero() || t.Before(next) {
 				next = t
 			}
@@ -467,54 +549,110 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 }
 
 // assign times out READs, assigns chunks and copies them; see schedule.
+// One pass is a round: its phases are the round's methods, in order.
 func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
-	e := d.e
-	var next time.Time
-	soon := func(t time.Time) {
-		if next.IsZero() || t.Before(next) {
-			next = t
-		}
-	}
+	r := round{d: d, e: d.e, now: now, out: out}
 	d.fill()
-	// Time out silent requests; their chunks become unassigned.
-	for _, c := range d.chunks {
+	r.expire()
+	if !r.checkStall() || !r.holders() {
+		return r.out, r.next
+	}
+	starved := r.recoverGaps()
+	starved = starved || r.assignMissing()
+	r.hedge()
+	d.queued = false
+	if starved {
+		d.e.starved[d] = struct{}{}
+		d.queued = true
+		for _, c := range d.chunks {
+			if len(c.reqs) > 0 {
+				d.queued = false // its own READs decide whether it stalls
+				break
+			}
+		}
+		return r.out, r.next
+	}
+	r.endgame()
+	return r.out, r.next
+}
+
+// round is one scheduling pass over a download, under the engine lock:
+// the READs it decides and the earliest time something falls due.
+type round struct {
+	d          *download
+	e          *Engine
+	now        time.Time
+	out        []outRead
+	next       time.Time
+	links      []*link // holders not known to lack the version
+	allSuspect bool
+	cands      [16]Candidate
+	candLinks  [16]*link
+}
+
+// soon makes the pump look again at t at the latest.
+func (r *round) soon(t time.Time) {
+	if r.next.IsZero() || t.Before(r.next) {
+		r.next = t
+	}
+}
+
+// expire ends READs whose holes are declared lost (a reordering
+// allowance after their tail) and times out silent ones; their chunks
+// become unassigned.
+func (r *round) expire() {
+	e, now := r.e, r.now
+	for _, c := range r.d.chunks {
 		for i := 0; i < len(c.reqs); {
-			r := c.reqs[i]
-			if !r.tailAt.IsZero() {
-				if at := r.lossAt(); !now.Before(at) {
-					e.finish(r, true) // a loss, not a timeout: ask again below
+			q := c.reqs[i]
+			if !q.tailAt.IsZero() {
+				if at := q.lossAt(); !now.Before(at) {
+					e.finish(q, true) // a loss, not a timeout: ask again below
 					continue
 				} else {
-					soon(at)
+					r.soon(at)
 				}
 			}
-			if dl := r.deadline(); !now.Before(dl) {
-				if r.l.lastData.After(r.lastAct) {
+			if at, ok := q.lostAt(); ok {
+				if !now.Before(at) {
+					e.stats.EarlyLosses++
+					e.finish(q, true) // lost, the server is fine: ask again below
+					continue
+				}
+				r.soon(at)
+			}
+			if dl := q.deadline(); !now.Before(dl) {
+				if q.l.lastData.After(q.lastAct) {
 					// The server kept delivering other reads after this one
 					// went quiet: the READ or its tail was lost, the server
 					// is fine. Ask again without backing off. (Late answers
 					// to READs given up on do not count: a server drowning
 					// in them must see the gateway back off.)
-					e.finish(r, true)
+					e.finish(q, true)
 					continue
 				}
-				e.cfg.Logger.Debug("read timed out", "server", uint64(r.l.id), "id", r.id, "offset", r.c.off,
-					"asked", r.asked, "released", r.released, "first", r.first, "age", now.Sub(r.sentAt), "quiet", now.Sub(r.lastAct), "rto", r.l.rto())
-				r.l.onTimeout(now, e.cfg.ChunkSize)
+				e.cfg.Logger.Debug("read timed out", "server", uint64(q.l.id), "id", q.id, "offset", q.c.off,
+					"asked", q.asked, "released", q.released, "first", q.first, "age", now.Sub(q.sentAt), "quiet", now.Sub(q.lastAct), "rto", q.l.rto())
+				q.l.onTimeout(now, e.cfg.ChunkSize)
 				e.stats.Timeouts++
-				e.finish(r, false)
+				e.finish(q, false)
 				continue
 			} else {
-				soon(dl)
+				r.soon(dl)
 			}
 			i++
 		}
 	}
-	// A response stalls when chunks it waits for make no progress; a
-	// slow client with a full window is not a stall.
+}
+
+// checkStall fails the download when the chunks it waits for made no
+// progress for the stall timeout; a slow client with a full window is not
+// a stall. It reports whether the download goes on.
+func (r *round) checkStall() bool {
+	d, e, now := r.d, r.e, r.now
 	waiting := false
 	for _, c := range d.chunks {
-		waiting = waiting || !c.done
+		waiting = waiting || !c.verified
 	}
 	switch {
 	case !waiting:
@@ -525,140 +663,193 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 		// not a stall, and failing it would turn load into 504s. If
 		// nothing at all is delivered for StallTimeout, it is a stall.
 		d.lastProgress = now
-		soon(now.Add(e.cfg.StallTimeout))
+		r.soon(now.Add(e.cfg.StallTimeout))
 	case now.Sub(d.lastProgress) > e.cfg.StallTimeout:
 		d.fail(fmt.Errorf("%w: no data for %v", ErrTimeout, e.cfg.StallTimeout))
 		d.logStall(now)
-		return out, next
+		return false
 	default:
-		soon(d.lastProgress.Add(e.cfg.StallTimeout + time.Millisecond))
+		r.soon(d.lastProgress.Add(e.cfg.StallTimeout + time.Millisecond))
 	}
+	return true
+}
 
-	holders := e.cfg.Holders(d.hash)
+// holders finds the links of the servers holding the version. With none,
+// the download waits for one to (re)appear, up to HolderWait; it reports
+// whether there is any.
+func (r *round) holders() bool {
+	d, e, now := r.d, r.e, r.now
 	links := d.links[:0] // scratch, reused every round
-	for _, h := range holders {
-		if !d.bad[h] {
+	for _, h := range e.cfg.Holders(d.key) {
+		if !d.bad[h] && !d.t.excluded(h) {
 			links = append(links, e.link(h))
 		}
 	}
-	d.links = links
+	d.links, r.links = links, links
+	d.wantHashes(links, now, r.soon)
 	if len(links) == 0 {
+		if len(d.t.blamed) > 0 {
+			// Every holder left was caught lying about this version.
+			d.fail(ErrUnverified)
+			return false
+		}
 		if d.noHolder.IsZero() {
 			d.noHolder = now
 		}
 		if now.Sub(d.noHolder) >= e.cfg.HolderWait {
 			d.fail(ErrUnavailable)
-			return out, next
+			return false
 		}
 		// Servers re-register within a couple of heartbeats: look again soon.
-		soon(now.Add(50 * time.Millisecond))
-		return out, next
+		r.soon(now.Add(50 * time.Millisecond))
+		return false
 	}
 	d.noHolder = time.Time{}
-
-	allSuspect := true
+	r.allSuspect = true
 	for _, l := range links {
-		allSuspect = allSuspect && l.suspect()
+		r.allSuspect = r.allSuspect && l.suspect()
 	}
-	var cands [16]Candidate
-	var candLinks [16]*link
-	pick := func(n int, exclude *chunk, idleOnly bool) *link {
-		cs, ls := cands[:0], candLinks[:0]
-		if !e.room(n) {
-			return nil
+	return true
+}
+
+// pick chooses, by the policy, a holder with room for n more bytes: not
+// one already serving exclude, and, if idleOnly, one with nothing in
+// flight. nil if none has room.
+func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
+	e, now := r.e, r.now
+	cs, ls := r.cands[:0], r.candLinks[:0]
+	if !e.room(n) {
+		return nil
+	}
+	for _, l := range r.links {
+		if !l.room(n, now, r.allSuspect) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
+			if now.Before(l.suspendTill) {
+				r.soon(l.suspendTill)
+			}
+			continue
 		}
-		for _, l := range links {
-			if !l.room(n, now, allSuspect) || idleOnly && l.inflight > 0 || exclude != nil && serves(exclude, l) {
-				if now.Before(l.suspendTill) {
-					soon(l.suspendTill)
-				}
+		if len(cs) == cap(r.cands) {
+			break
+		}
+		cs = append(cs, Candidate{SRTT: l.srtt, Rate: l.policyRate(), Inflight: l.inflight})
+		ls = append(ls, l)
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	i := e.cfg.Policy.Pick(cs, n)
+	if i < 0 || i >= len(ls) {
+		return nil
+	}
+	return ls[i]
+}
+
+// recoverGaps asks again for bytes lost in the middle of a READ still in
+// progress: a server sends a READ's bytes in order, so a datagram beyond
+// a hole means the hole was lost (or overtaken: hence the reordering
+// allowance). Waiting for the READ's last datagram would add the rest of
+// the READ's sending time, which with paced, interleaved READs is many
+// milliseconds, to the time the chunk takes.
+func (r *round) recoverGaps() (starved bool) {
+	d, e, now := r.d, r.e, r.now
+	for _, c := range d.chunks {
+		if c.done {
+			continue
+		}
+		for _, q := range c.reqs {
+			if q.gapAt.IsZero() || q.dup {
 				continue
 			}
-			if len(cs) == cap(cands) {
-				break
+			if at := q.gapAt.Add(q.l.reorderAllowance()); now.Before(at) {
+				r.soon(at)
+				continue
 			}
-			cs = append(cs, Candidate{SRTT: l.srtt, Rate: l.rate, Inflight: l.inflight})
-			ls = append(ls, l)
+			d.miss = c.holesBehind(d.miss[:0], q)
+			if len(d.miss) == 0 {
+				q.gapAt = time.Time{}
+				continue
+			}
+			l := r.pick(spanBytes(d.miss), nil, false)
+			if l == nil {
+				return true // no room now: woken when there is
+			}
+			q.gapAt = time.Time{}
+			e.stats.GapRecoveries++
+			r.out = append(r.out, e.issue(d, c, l, d.miss, false, now))
+			break // c.reqs changed
 		}
-		if len(cs) == 0 {
-			return nil
-		}
-		i := e.cfg.Policy.Pick(cs, n)
-		if i < 0 || i >= len(ls) {
-			return nil
-		}
-		return ls[i]
 	}
+	return false
+}
 
-	starved := false
+// assignMissing gives every chunk with missing bytes and no READ for them
+// to a holder; it reports whether it ran out of room first (starved).
+func (r *round) assignMissing() bool {
+	d, e := r.d, r.e
 	for _, c := range d.chunks {
 		if c.done || c.assigned() {
 			continue
 		}
 		d.miss = c.have.missing(d.miss[:0], c.n) // scratch: issue copies what it keeps
-		l := pick(spanBytes(d.miss), nil, false)
+		l := r.pick(spanBytes(d.miss), nil, false)
 		if l == nil {
-			starved = true
-			break
+			return true
 		}
-		out = append(out, e.issue(d, c, l, d.miss, false, now))
+		r.out = append(r.out, e.issue(d, c, l, d.miss, false, r.now))
 	}
-	// copyChunk asks a second server for c's missing bytes, within the
-	// response's duplicate budget; false when it could not.
+	return false
+}
+
+// copyChunk asks a second server for c's missing bytes, within the
+// response's duplicate budget; false when it could not.
+func (r *round) copyChunk(c *chunk, idleOnly bool) bool {
+	d, e := r.d, r.e
 	budget := int64(e.cfg.DupBudget*float64(d.size)) + int64(e.cfg.ChunkSize)
-	copyChunk := func(c *chunk, idleOnly bool) bool {
-		d.miss = c.have.missing(d.miss[:0], c.n)
-		n := spanBytes(d.miss)
-		if d.dupBytes+int64(n) > budget {
-			return false
-		}
-		l := pick(n, c, idleOnly)
-		if l == nil || l.suspect() {
-			return false
-		}
-		c.dupped = true
-		d.dupBytes += int64(n)
-		e.stats.EndgameRequests++
-		out = append(out, e.issue(d, c, l, d.miss, true, now))
-		return true
+	d.miss = c.have.missing(d.miss[:0], c.n)
+	n := spanBytes(d.miss)
+	if d.dupBytes+int64(n) > budget {
+		return false
 	}
-	// Hedge: a chunk whose only READs are on suspect servers (a timeout,
-	// nothing since) is asked of a healthy one too, at once, so a dying
-	// server does not hold up the response for its backed-off RTO.
-	for _, c := range d.chunks {
+	l := r.pick(n, c, idleOnly)
+	if l == nil || l.suspect() {
+		return false
+	}
+	c.dupped = true
+	d.dupBytes += int64(n)
+	e.stats.EndgameRequests++
+	r.out = append(r.out, e.issue(d, c, l, d.miss, true, r.now))
+	return true
+}
+
+// hedge asks a healthy server too for a chunk whose only READs are on
+// suspect servers (a timeout, nothing since), at once, so a dying server
+// does not hold up the response for its backed-off RTO.
+func (r *round) hedge() {
+	for _, c := range r.d.chunks {
 		if c.done || c.dupped || len(c.reqs) == 0 || !onlySuspects(c) {
 			continue
 		}
-		if !copyChunk(c, false) {
+		if !r.copyChunk(c, false) {
 			break
 		}
 	}
-	d.queued = false
-	if starved {
-		e.starved[d] = struct{}{}
-		d.queued = true
-		for _, c := range d.chunks {
-			if len(c.reqs) > 0 {
-				d.queued = false // its own READs decide whether it stalls
-				break
-			}
-		}
-		return out, next
-	}
-	// Endgame: nothing left to assign and the window at its maximum
-	// (-window; a window held smaller by the budget's share does not
-	// count: extra copies would only add to an overload). At the tail of
-	// the response, a server with nothing to do takes a copy of the oldest
-	// unfinished chunk, so one slow server does not hold up the end.
-	// Mid-file only the chunk the client is waiting for is hedged, and
-	// only once it is late.
+}
+
+// endgame: nothing left to assign and the window at its maximum (-window;
+// a window held smaller by the budget's share does not count: extra
+// copies would only add to an overload). At the tail of the response, a
+// server with nothing to do takes a copy of the oldest unfinished chunk,
+// so one slow server does not hold up the end. Mid-file only the chunk
+// the client is waiting for is hedged, and only once it is late.
+func (r *round) endgame() {
+	d := r.d
 	if len(d.chunks) == 0 {
-		return out, next
+		return
 	}
 	last := d.chunks[len(d.chunks)-1]
 	tail := last.off+int64(last.n) >= d.size
 	if !tail && len(d.chunks) < d.maxWin {
-		return out, next
+		return
 	}
 	for i, c := range d.chunks {
 		if c.done || c.dupped {
@@ -668,16 +859,92 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 			if i > 0 {
 				break
 			}
-			if at := lateAt(c); now.Before(at) {
-				soon(at)
+			if at := lateAt(c); r.now.Before(at) {
+				r.soon(at)
 				break
 			}
 		}
-		if !copyChunk(c, true) {
+		if !r.copyChunk(c, true) {
 			break
 		}
 	}
-	return out, next
+}
+
+// holesBehind appends to dst the bytes q asked for that are missing
+// behind the furthest datagram q delivered, less those another
+// outstanding READ asks for.
+func (c *chunk) holesBehind(dst []span, q *request) []span {
+	base := 0
+	for _, s := range q.ranges {
+		if base >= q.expect {
+			break
+		}
+		hi := min(s.hi, s.lo+q.expect-base)
+		dst = c.missingIn(dst, s.lo, hi, q)
+		base += s.hi - s.lo
+	}
+	return dst
+}
+
+// missingIn appends the bytes of [lo, hi) that c lacks and no READ for c
+// other than q asks for.
+func (c *chunk) missingIn(dst []span, lo, hi int, q *request) []span {
+	at := lo
+	for at < hi {
+		// Skip what is held or asked for elsewhere.
+		if end := c.coveredFrom(at, q); end > at {
+			at = end
+			continue
+		}
+		// A hole from at to the next held or asked-for byte.
+		end := hi
+		for _, s := range c.have {
+			if s.lo > at && s.lo < end {
+				end = s.lo
+			}
+		}
+		for _, o := range c.reqs {
+			if o == q {
+				continue
+			}
+			for _, s := range o.ranges {
+				if s.lo > at && s.lo < end {
+					end = s.lo
+				}
+			}
+		}
+		if len(dst) == fschunk.MaxReadRanges {
+			return dst
+		}
+		dst = append(dst, span{at, end})
+		at = end
+	}
+	return dst
+}
+
+// coveredFrom returns the end of the held or asked-for (by a READ other
+// than q) run of bytes that contains at, or at if none does.
+func (c *chunk) coveredFrom(at int, q *request) int {
+	end := at
+	for changed := true; changed; {
+		changed = false
+		for _, s := range c.have {
+			if s.lo <= end && end < s.hi {
+				end, changed = s.hi, true
+			}
+		}
+		for _, o := range c.reqs {
+			if o == q {
+				continue
+			}
+			for _, s := range o.ranges {
+				if s.lo <= end && end < s.hi {
+					end, changed = s.hi, true
+				}
+			}
+		}
+	}
+	return end
 }
 
 // lateAt is when a chunk's READs have taken twice what they should: the
@@ -731,15 +998,18 @@ func spanBytes(ss []span) int {
 	return n
 }
 
-// issue records a READ for the missing spans of c on link l.
-func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, now time.Time) outRead {
+// newID is a request ID not in use by a READ or a HASH_REQUEST. Under e.mu.
+func (e *Engine) newID() uint32 {
 	e.nextID++
-	if e.nextID == 0 {
-		e.nextID = 1
-	}
-	for e.reqs[e.nextID] != nil {
+	for e.nextID == 0 || e.reqs[e.nextID] != nil || e.hreqs[e.nextID] != nil {
 		e.nextID++
 	}
+	return e.nextID
+}
+
+// issue records a READ for the missing spans of c on link l.
+func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, now time.Time) outRead {
+	e.newID()
 	if len(miss) > fschunk.MaxReadRanges {
 		miss = miss[:fschunk.MaxReadRanges] // the rest on the next round
 	}
@@ -763,7 +1033,14 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 		c.firstAsked = now
 	}
 	c.asked = true
-	msg := fschunk.Read{ID: r.id, Hash: d.hash, MaxDatagram: uint16(min(e.cfg.DatagramSize(l.id), fschunk.MaxDatagramSize))}
+	dg := e.cfg.DatagramSize(l.id)
+	msg := fschunk.Read{ID: r.id, Hash: d.hash, MaxDatagram: uint16(min(dg, fschunk.MaxDatagramSize))}
+	if l.paced = dg < fschunk.LoopbackDatagramSize; l.paced {
+		// A server on this host (loopback-sized datagrams) has no router
+		// queue on its path to protect, only the socket buffer, which the
+		// global bound on bytes in flight protects: it is not paced.
+		msg.Pace = l.paceKiB(now)
+	}
 	msg.Ranges = make([]fschunk.Range, len(r.ranges))
 	for i, s := range r.ranges {
 		msg.Ranges[i] = fschunk.Range{Offset: c.off + int64(s.lo), Length: uint32(s.hi - s.lo)}
@@ -787,6 +1064,6 @@ func (d *download) logStall(now time.Time) {
 	for _, l := range d.e.links {
 		d.e.cfg.Logger.Warn("stalled link", "server", l.id.String(), "inflight", l.inflight, "cwnd", l.cwnd,
 			"suspect", l.suspect(), "suspended_for", l.suspendTill.Sub(now), "total_inflight", d.e.inflight, "max_inflight", d.e.cfg.MaxInflight,
-			"holders", len(d.e.cfg.Holders(d.hash)), "bad", len(d.bad), "reqs", len(d.e.reqs))
+			"holders", len(d.e.cfg.Holders(d.key)), "bad", len(d.bad), "blamed", len(d.t.blamed), "reqs", len(d.e.reqs))
 	}
 }

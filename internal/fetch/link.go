@@ -36,17 +36,29 @@ type link struct {
 	roundLost      int
 
 	// Delivery rate, bytes/s, smoothed over samples taken while busy.
-	rate        float64
-	rateBytes   int
-	rateStart   time.Time
+	rate       float64
+	rateBytes  int
+	rateStart  time.Time
+	lastSample float64   // the latest delivery rate sample
+	model      pathModel // bandwidth model: the pace asked of the server
+	// paced: the server is not on this host, so its READs carry the
+	// model's pace and the model sets the window. On loopback the window
+	// grows as it always did (slow start, then a chunk per window), the
+	// model only watching.
+	paced       bool
 	suspendTill time.Time // no new work before this (BUSY, timeouts)
 	lastTimeout time.Time
 	lastData    time.Time // when the server last delivered new bytes
+	// firstSent is the latest send time of a READ whose first datagram
+	// arrived, at firstSeenAt: READs sent before it and still unanswered
+	// were lost (request.lostAt).
+	firstSent, firstSeenAt time.Time
 
 	// Counters for metrics.
 	delivered   uint64
 	retransmits uint64
 	timeouts    uint64
+	blamed      uint64 // verdicts against it: bytes or hashes that did not verify
 }
 
 // Window tuning. A chunk is the unit of work; the window is in bytes.
@@ -60,7 +72,10 @@ const (
 	lossTolerance = 0.10
 	decrease      = 0.7
 	rateGain      = 0.25
-	rateInterval  = 10 * time.Millisecond
+	// rateInterval is the least interval of a delivery rate sample: long
+	// against one paced batch (about 1 ms), so that where an interval
+	// starts and ends hardly matters.
+	rateInterval = 20 * time.Millisecond
 	// busyPause is how long a server that answered BUSY gets no new reads.
 	busyPause = 20 * time.Millisecond
 	// queueDelay is how much first-byte latency above the minimum means
@@ -79,8 +94,56 @@ func (l *link) queueing(chunk int) bool {
 }
 
 func newLink(id ServerID, chunk, maxWindow int) *link {
-	return &link{id: id, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow}
+	return &link{id: id, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow, model: newPathModel()}
 }
+
+// policyRate is the rate the scheduling policy sees: the model's
+// bandwidth, or 0 (unmeasured: optimistic) in startup, where the rates
+// measured are those of a link the scheduler has not yet given enough
+// work; judged by them it would never be given more.
+func (l *link) policyRate() float64 {
+	if !l.paced {
+		return l.rate
+	}
+	if l.model.startup {
+		return 0
+	}
+	return l.model.bw.get()
+}
+
+// reorderAllowance is how long a hole may wait for a datagram that was
+// overtaken before it is declared lost: a quarter of the RTT, at least
+// 1 ms (RFC 9002's time threshold, scaled to a first-byte RTT).
+func (l *link) reorderAllowance() time.Duration { return max(l.srtt/4, time.Millisecond) }
+
+// windowSlackChunks are added to the model's window: a READ is a whole
+// chunk, and the bytes of a READ whose loss is not detected yet still
+// count in flight.
+const windowSlackChunks = 4
+
+// startupQueue reports whether the latest latency shows that startup's
+// doubling has filled the path: a queue of more than a quarter of the
+// minimum RTT (at least minRound). Waiting for three rounds without
+// growth, as BBR does, overflows a router buffer shorter than the RTT
+// twice over at the doubled pace.
+func (l *link) startupQueue() bool {
+	return l.minRTT > 0 && l.latest-l.minRTT > max(l.minRTT/4, minRound)
+}
+
+// paceKiB is the pace to put in a READ, KiB/s (0: unpaced): the model's
+// rate, or nothing above maxPace, where pacing would only cost the
+// server CPU (loopback, a LAN).
+func (l *link) paceKiB(now time.Time) uint32 {
+	p := l.model.pace(now, l.minRTT)
+	if p <= 0 || p >= maxPace {
+		return 0
+	}
+	return uint32(max(p/1024, 1))
+}
+
+// maxPace is the fastest pace asked for, bytes/s (8 Gbit/s): beyond it a
+// READ is served unpaced.
+const maxPace = 1e9
 
 // rto is the retransmission timeout: SRTT + max(4·RTTVAR, 1 ms), within
 // [MinRTO, MaxRTO], doubled per consecutive timeout.
@@ -133,7 +196,10 @@ func (l *link) onDelivered(n int, now time.Time) {
 	l.roundDelivered += n
 	l.backoff = 0
 	if l.rateStart.IsZero() {
+		// The interval starts with this datagram: its bytes arrived
+		// before it, so they do not count.
 		l.rateStart = now
+		return
 	}
 	l.rateBytes += n
 	if el := now.Sub(l.rateStart); el >= rateInterval {
@@ -143,6 +209,8 @@ func (l *link) onDelivered(n int, now time.Time) {
 		} else {
 			l.rate += rateGain * (sample - l.rate)
 		}
+		l.lastSample = sample
+		l.model.onSample(sample, now, l.minRTT)
 		l.rateBytes, l.rateStart = 0, now
 	}
 }
@@ -166,8 +234,13 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 	// End of a round (a window's worth of bytes accounted).
 	total := l.roundDelivered + l.roundLost
 	if float64(l.roundLost) > lossTolerance*float64(total) {
-		l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
-		l.ssthresh = l.cwnd
+		if !l.paced || l.model.startup {
+			l.cwnd = max(int(float64(l.cwnd)*decrease), minWindowChunks*chunk)
+			l.ssthresh = l.cwnd
+			l.model.exitStartup(l.lastData)
+		} else {
+			l.model.onHeavyLoss()
+		}
 	} else {
 		l.grow(got, chunk, maxWindow)
 	}
@@ -175,7 +248,16 @@ func (l *link) onRequestDone(asked, got, chunk, maxWindow int) {
 }
 
 func (l *link) grow(n, chunk, maxWindow int) {
-	if l.queueing(chunk) {
+	if l.paced && !l.model.startup {
+		// The model decides: twice the bandwidth-delay product, plus a
+		// chunk for the READ granularity.
+		if w := l.model.window(l.minRTT, minWindowChunks*chunk); w > 0 {
+			l.cwnd = min(w+windowSlackChunks*chunk, maxWindow)
+		}
+		return
+	}
+	if l.queueing(chunk) || l.paced && l.startupQueue() {
+		l.model.exitStartup(l.lastData)
 		return // more in flight would only lengthen the queue
 	}
 	if l.cwnd < l.ssthresh {

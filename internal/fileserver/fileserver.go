@@ -502,6 +502,7 @@ type Stats struct {
 	ErrorsSent       map[fschunk.Code]uint64
 	ErrorsReceived   uint64 // ERROR messages from gateways (logged, otherwise ignored)
 	MetaServed       uint64
+	HashesServed     uint64 // HASHES answers: blocks of hash trees
 	CatalogPagesSent uint64 // CATALOG_PAGE and CATALOG_DELTA datagrams, retransmissions included
 	CatalogSyncs     uint64 // catalog syncs completed (every page acknowledged)
 	GoodbyesReceived uint64
@@ -523,6 +524,7 @@ type counters struct {
 	hellos, handshakes, rekeys, rereg, restarts  atomic.Uint64
 	heartbeats, readsServed, dataSent, bytesSent atomic.Uint64
 	sendErrors, errorsRecv, metaServed           atomic.Uint64
+	hashesServed                                 atomic.Uint64
 	pagesSent, syncs, goodbyes                   atomic.Uint64
 	errorsSent                                   [16]atomic.Uint64 // by fschunk.Code
 	garbage, authFail, replay, unknown           atomic.Uint64
@@ -550,6 +552,7 @@ func (s *Server) Stats() Stats {
 		ErrorsSent:        map[fschunk.Code]uint64{},
 		ErrorsReceived:    c.errorsRecv.Load(),
 		MetaServed:        c.metaServed.Load(),
+		HashesServed:      c.hashesServed.Load(),
 		CatalogPagesSent:  c.pagesSent.Load(),
 		CatalogSyncs:      c.syncs.Load(),
 		GoodbyesReceived:  c.goodbyes.Load(),

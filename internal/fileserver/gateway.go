@@ -115,6 +115,7 @@ type gateway struct {
 	init   *auth.Initiator
 	events chan gwEvent
 	kick   chan struct{} // the catalog changed
+	pace   *pacer        // spaces DATA at the gateway's READ.Pace
 
 	cur  atomic.Pointer[session] // nil until registered, and after GOODBYE
 	addr atomic.Pointer[peer]    // the gateway's address as last resolved
@@ -195,6 +196,7 @@ func newGateway(s *Server, name string) *gateway {
 		init:   auth.NewInitiator(s.cfg.Key, s.instance, s.cfg.Limits),
 		events: make(chan gwEvent, eventQueueSize),
 		kick:   make(chan struct{}, 1),
+		pace:   newPacer(),
 		buf:    make([]byte, 0, s.maxDG),
 
 		badChallenge: rate.Sometimes{Interval: 10 * time.Second},

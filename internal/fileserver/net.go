@@ -247,6 +247,8 @@ func (s *Server) handle(pkt []byte) {
 		s.onRead(g, body)
 	case fschunk.TypeMetaRequest:
 		s.onMeta(g, body)
+	case fschunk.TypeHashRequest:
+		s.onHashRequest(g, body)
 	case fschunk.TypeHeartbeatAck:
 		ev := gwEvent{kind: evHeartbeatAck, sess: sess}
 		if ev.hbAck.Decode(body) != nil {
@@ -279,7 +281,7 @@ func (s *Server) handle(pkt []byte) {
 		}
 		s.st.errorsRecv.Add(1)
 		g.log.Debug("fileserver: gateway reported an error", "session", sess.auth.LocalIndex, "code", e.Code.String(), "err", e.Message)
-	case fschunk.TypeHeartbeat, fschunk.TypeCatalogPage, fschunk.TypeCatalogDelta, fschunk.TypeMeta, fschunk.TypeData:
+	case fschunk.TypeHeartbeat, fschunk.TypeCatalogPage, fschunk.TypeCatalogDelta, fschunk.TypeMeta, fschunk.TypeData, fschunk.TypeHashes:
 		s.st.unexpected.Add(1)
 	default:
 		s.sendError(g, 0, fschunk.CodeUnsupported, "unsupported message type")

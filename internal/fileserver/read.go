@@ -103,6 +103,8 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 	// the file and one system call to send them (one per datagram where
 	// the socket has no GSO).
 	segs := max(1, min(transport.MaxSegments, transport.MaxSegmentBytes/dg))
+	// Paced, a batch is about a millisecond at the gateway's rate.
+	segs = g.pace.set(r.Pace, dg, segs)
 	bb := s.getBatch()
 	defer s.putBatch(bb)
 	var sent int64
@@ -145,6 +147,9 @@ func (s *Server) serveRead(ctx context.Context, g *gateway, r *fschunk.Read) {
 					return // the session can no longer seal
 				}
 				out = pkt[:at+len(sealed)]
+			}
+			if err := g.pace.wait(ctx, n); err != nil { // Pace counts file bytes
+				return
 			}
 			if s.sendBatch(cur, out, dg) {
 				failed = 0
@@ -235,6 +240,36 @@ func (s *Server) onMeta(g *gateway, body []byte) {
 	pkt = meta.Append(pkt)
 	if s.sendCurrent(g, pkt) == nil {
 		s.st.metaServed.Add(1)
+	}
+}
+
+// onHashRequest answers a HASH_REQUEST with a block of the version's hash
+// tree, kept by the catalog since the file was hashed: no file access.
+// Like META, the answer is about as large as the request (≤ 1,072 bytes
+// for 80), and it needs the key.
+func (s *Server) onHashRequest(g *gateway, body []byte) {
+	var m fschunk.HashRequest
+	if err := m.Decode(body); err != nil {
+		s.st.garbage.Add(1)
+		return
+	}
+	t, ok := s.cfg.Catalog.Tree(m.Hash)
+	if !ok {
+		s.sendError(g, m.ID, fschunk.CodeNotFound, errorText(fschunk.CodeNotFound))
+		return
+	}
+	nodes, err := t.Block(int(m.Level), m.Index, int(m.Count))
+	if err != nil {
+		s.sendError(g, m.ID, fschunk.CodeRange, err.Error())
+		return
+	}
+	bp := s.getBuf()
+	defer s.putBuf(bp)
+	pkt := fschunk.AppendHeader((*bp)[:0], fschunk.Header{Type: fschunk.TypeHashes})
+	h := fschunk.Hashes{ID: m.ID, Level: m.Level, Index: m.Index, Nodes: nodes}
+	pkt = h.Append(pkt)
+	if s.sendCurrent(g, pkt) == nil {
+		s.st.hashesServed.Add(1)
 	}
 }
 

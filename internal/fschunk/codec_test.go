@@ -47,10 +47,14 @@ func samples() map[string][]message {
 		"CatalogAck":  {&CatalogAck{Gen: 2, Page: 1, Status: CatalogOK}, &CatalogAck{Gen: 2, Status: CatalogResync}},
 		"MetaRequest": {&MetaRequest{ID: 5, Path: "docs/report.pdf"}},
 		"Meta":        {&Meta{ID: 5, Entry: sampleEntry("docs/report.pdf", 1234)}},
-		"Read": {&Read{ID: 8, Hash: sha256.Sum256([]byte("x")), MaxDatagram: DefaultDatagramSize,
+		"Read": {&Read{ID: 8, Hash: sha256.Sum256([]byte("x")), MaxDatagram: DefaultDatagramSize, Pace: 12207,
 			Ranges: []Range{{0, 1}, {1 << 33, MaxReadLength}}}},
 		"Data":  {&Data{ID: 8, Offset: 1 << 33, Payload: []byte("hello, world")}},
 		"Error": {&Error{ID: 8, Code: CodeStale, Message: "file changed"}, &Error{ID: 1, Code: 999}},
+		"HashRequest": {&HashRequest{ID: 9, Hash: sha256.Sum256([]byte("x")), Level: 5, Count: TreeBlockNodes, Index: 64},
+			&HashRequest{ID: 10, Level: MaxTreeLevel, Count: 1}},
+		"Hashes": {&Hashes{ID: 9, Level: 5, Index: 64, Nodes: bytes.Repeat([]byte{7}, TreeBlockNodes*HashSize)},
+			&Hashes{ID: 10, Level: 0, Index: 0, Nodes: make([]byte, HashSize)}},
 	}
 }
 

@@ -38,6 +38,9 @@ const (
 	TypeRead  Type = 0x40 // gateway → server: byte ranges of a content hash
 	TypeData  Type = 0x41 // server → gateway: bytes at an offset
 	TypeError Type = 0x42 // either way: a request failed
+
+	TypeHashRequest Type = 0x43 // gateway → server: nodes of a version's hash tree
+	TypeHashes      Type = 0x44 // server → gateway: those nodes
 )
 
 // IsHandshake reports whether t is authenticated by the pre-shared key
@@ -76,6 +79,10 @@ func (t Type) String() string {
 		return "DATA"
 	case TypeError:
 		return "ERROR"
+	case TypeHashRequest:
+		return "HASH_REQUEST"
+	case TypeHashes:
+		return "HASHES"
 	}
 	return "UNKNOWN"
 }
@@ -130,6 +137,25 @@ const (
 	MaxFileSize = 1 << 48
 )
 
+// The content hash tree (docs/PROTOCOL.md §5.17). A version's content hash
+// is the root of a binary SHA-256 tree over its leaves, so every leaf can
+// be checked on its own as it streams, and the root also commits to the
+// size.
+const (
+	// TreeLeafSize is the bytes under one leaf hash: the unit the gateway
+	// verifies (and so fetches whole). 64 KiB keeps the hashes at 0.05%
+	// of the content and a one-byte range read at one leaf.
+	TreeLeafSize = 64 << 10
+	// TreeBlockLevels: a HASHES message carries an aligned block of up to
+	// 2^TreeBlockLevels nodes of one level, which hash up to one node
+	// TreeBlockLevels levels higher.
+	TreeBlockLevels = 5
+	TreeBlockNodes  = 1 << TreeBlockLevels
+	// MaxTreeLevel is the height of the tree of the largest file
+	// (2^63 − 1 bytes: 2^47 leaves).
+	MaxTreeLevel = 47
+)
+
 // Timers of the specification.
 const (
 	HeartbeatInterval = time.Second
@@ -157,8 +183,11 @@ const (
 	RekeyAfterMessages  = 1 << 40
 	RejectAfterMessages = 1 << 41
 
-	// Retransmission timers of the gateway's reads (RFC 6298 shape with LAN floors).
-	InitialRTO = 100 * time.Millisecond
+	// Retransmission timers of the gateway's reads (RFC 6298 shape with LAN
+	// floors). The initial RTO, before the first RTT sample, is RFC 6298's
+	// 1 s: a shorter one times out the first READs of every path longer
+	// than it (a 200 ms RTT took three RTTs to its first byte with 100 ms).
+	InitialRTO = time.Second
 	MinRTO     = 5 * time.Millisecond
 	MaxRTO     = 2 * time.Second
 

@@ -72,13 +72,14 @@ type Stats struct {
 	CatalogPages       uint64 `json:"catalog_pages"`
 	Goodbyes           uint64 `json:"goodbyes"`
 	SendErrors         uint64 `json:"send_errors"`
+	Blamed             uint64 `json:"blamed"` // verdicts against servers: content or hashes that failed verification
 	// Panics counts datagrams whose handling panicked: recovered, logged,
 	// and the server that sent the datagram (if it authenticated) evicted.
 	Panics uint64 `json:"panics"`
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, blamed atomic.Uint64
 }
 
 // readErrorPause separates socket reads after an unexpected error.
@@ -184,7 +185,8 @@ func New(cfg Config) (*Gateway, error) {
 	fc := cfg.Fetch
 	fc.Sender = g
 	fc.Holders = g.pool.Holders
-	fc.Dropped = func(id pool.ServerID, h [fschunk.HashSize]byte) { g.pool.DropVersion(id, h, g.cfg.Now()) }
+	fc.Dropped = func(id pool.ServerID, k pool.Key) { g.pool.DropVersion(id, k, g.cfg.Now()) }
+	fc.Blamed = g.blamed
 	fc.DatagramSize = g.datagramSize
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok && fc.MaxInflight == 0 {
 		// Linux reports twice the buffer asked for (the rest is its
@@ -217,7 +219,7 @@ func (g *Gateway) Stats() Stats {
 	c := &g.ctr
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
-		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load()}
+		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
 }
 
 // Run serves until ctx is done, then says GOODBYE to every server (so they
@@ -539,6 +541,12 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.eng.HandleError(p.id, &e)
+	case fschunk.TypeHashes:
+		var hs fschunk.Hashes
+		if !g.decode(&hs, body) {
+			return
+		}
+		g.eng.HandleHashes(p.id, &hs)
 	case fschunk.TypeHeartbeat:
 		var hb fschunk.Heartbeat
 		if !g.decode(&hb, body) {
@@ -663,6 +671,48 @@ func (g *Gateway) SendRead(id pool.ServerID, r *fschunk.Read) error {
 		return fmt.Errorf("server %016x: not in the pool", uint64(id))
 	}
 	return g.sendTo(p, fschunk.TypeRead, r.Append)
+}
+
+// SendHashRequest implements fetch.Sender.
+func (g *Gateway) SendHashRequest(id pool.ServerID, r *fschunk.HashRequest) error {
+	g.mu.RLock()
+	p := g.peers[id]
+	g.mu.RUnlock()
+	if p == nil {
+		return fmt.Errorf("server %016x: not in the pool", uint64(id))
+	}
+	return g.sendTo(p, fschunk.TypeHashRequest, r.Append)
+}
+
+// MaxBlames is how many verdicts a server may collect (bytes or hashes
+// that did not match a content hash) before the gateway drops it: one bad
+// leaf is a disk error or a file rewritten under the server; a few are a
+// broken or hostile server.
+const MaxBlames = 3
+
+// blamed is the engine's report that server id sent bytes or hashes of
+// version k that do not match it. The engine has ejected it from that
+// version already; the third verdict evicts it.
+func (g *Gateway) blamed(id pool.ServerID, k pool.Key, reason string) {
+	n := g.pool.Blame(id)
+	g.ctr.blamed.Add(1)
+	addr := ""
+	if p := g.peer(id); p != nil {
+		if a := p.addr.Load(); a != nil {
+			addr = a.String()
+		}
+	}
+	g.log.Warn("server failed verification: ejected from the version", "server", id.String(), "addr", addr,
+		"hash", fmt.Sprintf("%x", k.Hash[:8]), "size", k.Size, "reason", reason, "verdicts", n)
+	if n >= MaxBlames {
+		g.evict(id, fmt.Sprintf("failed verification %d times", n))
+	}
+}
+
+func (g *Gateway) peer(id pool.ServerID) *peer {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.peers[id]
 }
 
 // sendTo seals a message on the server's current session and sends it to

@@ -1,13 +1,11 @@
 package transport
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +42,9 @@ type Offload struct {
 	gro bool
 }
 
-// NewOffload probes c for GSO and, if enableGRO, turns GRO on.
+// NewOffload probes c for GSO and, if enableGRO, turns GRO on (both are
+// Linux offloads: elsewhere both stay off and every datagram is its own
+// system call).
 func NewOffload(c *net.UDPConn, enableGRO bool) (*Offload, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -52,14 +52,9 @@ func NewOffload(c *net.UDPConn, enableGRO bool) (*Offload, error) {
 	}
 	o := &Offload{c: c}
 	cerr := rc.Control(func(fd uintptr) {
-		// Reading the option back is the probe: kernels without GSO
-		// reject it with ENOPROTOOPT.
-		if _, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT); err == nil {
-			o.gso.Store(true)
-		}
-		if enableGRO && unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil {
-			o.gro = true
-		}
+		gso, gro := probe(int(fd), enableGRO)
+		o.gso.Store(gso)
+		o.gro = gro
 	})
 	if cerr != nil {
 		return nil, fmt.Errorf("offload: %w", cerr)
@@ -108,17 +103,6 @@ func (o *Offload) WriteBatch(b []byte, seg int, to netip.AddrPort) (int, error) 
 	return sent, first
 }
 
-func (o *Offload) writeGSO(b []byte, seg int, to netip.AddrPort) error {
-	var oob [unix.SizeofCmsghdr + 8]byte // CmsgSpace(2)
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	h.Level = unix.IPPROTO_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.SizeofCmsghdr:], uint16(seg))
-	_, _, err := o.c.WriteMsgUDPAddrPort(b, oob[:unix.CmsgSpace(2)], to)
-	return err
-}
-
 // Reader reads from an Offload's socket, one goroutine at a time, without
 // allocating: its control-message buffer is reused, and the address
 // comes back as a netip.AddrPort.
@@ -129,7 +113,7 @@ type Reader struct {
 
 // NewReader returns a Reader; each reading goroutine needs its own.
 func (o *Offload) NewReader() *Reader {
-	return &Reader{o: o, oob: make([]byte, unix.CmsgSpace(4)*2)}
+	return &Reader{o: o, oob: make([]byte, oobSize)}
 }
 
 // Read reads into b, which should be GROBufferSize long when GRO is on.
@@ -150,24 +134,4 @@ func (r *Reader) Read(b []byte) (n, seg int, from netip.AddrPort, err error) {
 		}
 	}
 	return n, seg, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
-}
-
-// groSize finds the UDP_GRO control message (the segment size, an int).
-func groSize(oob []byte) (int, bool) {
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
-			return 0, false
-		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(binary.NativeEndian.Uint32(oob[unix.SizeofCmsghdr:])), true
-		}
-		sp := unix.CmsgSpace(l - unix.SizeofCmsghdr)
-		if sp > len(oob) {
-			break
-		}
-		oob = oob[sp:]
-	}
-	return 0, false
 }
