@@ -45,7 +45,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
 	host, _ := os.Hostname()
 	fs.StringVar(&o.name, "name", host, "this server's stable `name` in the gateway's logs, metrics and status page (no spaces, at most 64 bytes)")
-	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
@@ -162,6 +162,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	key, err := auth.LoadKey(o.keyFile)
 	if err != nil {
 		return err
+	}
+	if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
+		log.Warn("key file readable by others", "err", werr)
 	}
 	if st, err := os.Stat(o.root); err != nil {
 		return fmt.Errorf("root: %w", err)

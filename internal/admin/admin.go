@@ -45,8 +45,11 @@ type ServerView struct {
 }
 
 // Handler returns the admin mux for g; metrics serves /metrics (nil: none);
-// acc's counters are added to /api/stats (nil: none).
-func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.Handler {
+// acc's counters are added to /api/stats (nil: none). It answers only
+// requests whose Host is a loopback address, localhost or one of hosts
+// (403 otherwise): a defence against DNS rebinding from a browser on the
+// operator's machine.
+func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard, hosts ...string) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -83,7 +86,7 @@ func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.H
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/status", http.StatusFound)
 	})
-	return mux
+	return hostGuard(mux, hosts)
 }
 
 // Servers joins the pool's and the engine's view of each server.

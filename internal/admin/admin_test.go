@@ -55,7 +55,9 @@ func TestJSONSnakeCase(t *testing.T) {
 	}
 	for _, p := range []string{"/api/stats", "/api/servers", "/api/files", "/api/downloads"} {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), "GET", p, nil))
+		req := httptest.NewRequestWithContext(context.Background(), "GET", p, nil)
+		req.Host, req.RemoteAddr = "localhost", "127.0.0.1:40000" // the admin listener answers loopback only
+		h.ServeHTTP(rec, req)
 		var v any
 		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
 			t.Fatalf("%s: %v: %s", p, err, rec.Body)

@@ -280,7 +280,8 @@ type Welcome struct {
 	MaxDatagram       uint32 // largest datagram the gateway accepts
 }
 
-const welcomeSize = 4 + 8 + 4 + 4 + 4
+// WelcomeBodySize is the sealed part of a WELCOME.
+const WelcomeBodySize = 4 + 8 + 4 + 4 + 4
 
 func (w *Welcome) Append(b []byte) []byte {
 	b = be.AppendUint32(b, w.GatewayIndex)
