@@ -42,7 +42,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	var gw gatewayList
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
-	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address` (default: any port)")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
@@ -154,6 +154,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	key, err := auth.LoadKey(o.keyFile)
 	if err != nil {
 		return err
+	}
+	if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
+		log.Warn("key file readable by others", "err", werr)
 	}
 	if st, err := os.Stat(o.root); err != nil {
 		return fmt.Errorf("root: %w", err)

@@ -41,6 +41,7 @@ const envPrefix = "HTTPGW"
 
 type options struct {
 	http, udp, admin, keyFile string
+	adminHosts                string
 	datagram                  int
 	policy                    string
 	chunk, window, budget     string
@@ -70,7 +71,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
 	fs.StringVar(&o.udp, "udp", ":8888", "UDP `address` for the FS Chunk Protocol (servers register here)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:8081", "admin listen `address` (API, pprof); keep it on loopback; \"\" disables it")
-	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.StringVar(&o.adminHosts, "admin-host", "", "comma-separated host `names` the admin listener answers to besides loopback addresses, localhost and the -admin address (others get 403: a DNS rebinding defence)")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
@@ -197,6 +199,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		key, err = auth.NewKey(b)
 	default:
 		key, err = auth.LoadKey(o.keyFile)
+		if err == nil {
+			if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
+				log.Warn("key file readable by others", "err", werr)
+			}
+		}
 	}
 	if err != nil {
 		return err
@@ -249,7 +256,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	var as *http.Server
 	if al != nil {
-		as = &http.Server{Handler: admin.Handler(gw, m.Handler(), guard), ReadHeaderTimeout: 10 * time.Second}
+		as = &http.Server{Handler: admin.Handler(gw, m.Handler(), guard, adminHosts(o)...), ReadHeaderTimeout: 10 * time.Second}
 		go as.Serve(al)
 	}
 	log.Info("httpgw listening", "http", hl.Addr().String(), "tls", tlsConf != nil, "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
@@ -408,4 +415,20 @@ func newTLS(o *options, log *slog.Logger) (*tls.Config, error) {
 		return nil, nil
 	}
 	return tlscert.ServerConfig(cert), nil
+}
+
+// adminHosts are the Host names the admin listener answers to besides
+// loopback addresses and localhost: its own address (when it is not a
+// wildcard) and -admin-host.
+func adminHosts(o *options) []string {
+	var hosts []string
+	if h, _, err := net.SplitHostPort(o.admin); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		hosts = append(hosts, h)
+	}
+	for _, h := range strings.Split(o.adminHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

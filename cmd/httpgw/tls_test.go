@@ -2,12 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"io"
 	"net/http"
 	"regexp"
@@ -81,7 +81,7 @@ func TestDemoTLS(t *testing.T) {
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		sum := sha256.Sum256(body)
+		sum := contentHash(body)
 		if err != nil || resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || resp.Header.Get("ETag") != `"`+hex.EncodeToString(sum[:])+`"` {
 			t.Fatalf("GET %s: %s %s, %d bytes, ETag %s, %v", p, resp.Proto, resp.Status, len(body), resp.Header.Get("ETag"), err)
 		}
@@ -109,4 +109,11 @@ func TestDemoTLS(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Access == nil || st.Access.OpenConns < 1 || st.Access.RateClients != 1 {
 		t.Fatalf("/api/stats access: %+v, %v", st.Access, err)
 	}
+}
+
+// contentHash is a file's content hash, its ETag: the root of its hash tree.
+func contentHash(b []byte) [32]byte {
+	t := hashtree.NewBuilder()
+	t.Write(b)
+	return t.Tree().Root
 }

@@ -38,11 +38,17 @@ type ServerView struct {
 	Delivered   uint64    `json:"delivered_bytes"`
 	Retransmits uint64    `json:"retransmits"`
 	Timeouts    uint64    `json:"timeouts"`
+	// Blamed: verdicts against the server (bytes or hashes that failed
+	// verification); at gateway.MaxBlames it is evicted.
+	Blamed int `json:"blamed"`
 }
 
 // Handler returns the admin mux for g; metrics serves /metrics (nil: none);
-// acc's counters are added to /api/stats (nil: none).
-func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.Handler {
+// acc's counters are added to /api/stats (nil: none). It answers only
+// requests whose Host is a loopback address, localhost or one of hosts
+// (403 otherwise): a defence against DNS rebinding from a browser on the
+// operator's machine.
+func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard, hosts ...string) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -79,7 +85,7 @@ func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.H
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/status", http.StatusFound)
 	})
-	return mux
+	return hostGuard(mux, hosts)
 }
 
 // Servers joins the pool's and the engine's view of each server.
@@ -94,7 +100,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	for _, s := range g.Pool().Servers() {
 		v := ServerView{ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
-			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up"}
+			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up", Blamed: s.Blamed}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
 			v.Health = "silent"
 		}
@@ -113,7 +119,7 @@ type fileView struct {
 	Path    string    `json:"path"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modified"`
-	Hash    string    `json:"sha256"`
+	Hash    string    `json:"sha256"` // the content hash: root of the SHA-256 hash tree (name kept for API compatibility)
 	Holders int       `json:"holders"`
 }
 

@@ -32,6 +32,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 // Entry describes one published version of one file.
@@ -39,7 +41,7 @@ type Entry struct {
 	Path    string    // slash-separated, relative to the root, no leading slash, clean (no "." or ".." elements)
 	Size    int64     // bytes
 	ModTime time.Time // full nanosecond precision as stat reports it
-	Hash    [32]byte  // SHA-256 of the content
+	Hash    [32]byte  // content hash: the root of the hash tree (package hashtree)
 }
 
 // Change is one element of a delta between two generations.
@@ -55,8 +57,10 @@ type Options struct {
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
 	// NoWatch turns fsnotify off: changes are seen by the periodic
-	// rescan only (tests in a testing/synctest bubble, where a goroutine
-	// blocked reading inotify would stop the virtual clock).
+	// rescan only (file systems where inotify sees nothing, such as
+	// network mounts; tests in a testing/synctest bubble, where a
+	// goroutine blocked reading inotify would stop the virtual clock; and
+	// tests of what a server serves when its disk changes behind its back).
 	NoWatch bool
 	Logger  *slog.Logger // nil = discard
 }
@@ -70,10 +74,13 @@ type Stats struct {
 	Queued      int    // files waiting to be hashed
 	HashedFiles uint64 // files whose content was read and hashed since Open
 	HashedBytes uint64 // bytes read for hashing since Open
-	CacheHits   uint64 // hashes reused without reading (state file or rename)
-	Rescans     uint64 // full scans done, including the initial one
-	WatchedDirs int    // directories with an fsnotify watch
-	OpenHandles int    // cached *os.File handles (in use or idle)
+	// RacyRehashes counts files hashed again because their first hash
+	// was racy (not in HashedFiles; their bytes are in HashedBytes).
+	RacyRehashes uint64
+	CacheHits    uint64 // hashes reused without reading (state file or rename)
+	Rescans      uint64 // full scans done, including the initial one
+	WatchedDirs  int    // directories with an fsnotify watch
+	OpenHandles  int    // cached *os.File handles (in use or idle)
 }
 
 var (
@@ -130,8 +137,11 @@ type Catalog struct {
 	gen        uint64
 	snap       []Entry               // published entries sorted by Path; never mutated once published
 	byHash     map[[32]byte][]pubRef // published entries by content
-	hist       []batch               // changes of the last generations, oldest first
-	histN      int                   // total changes in hist
+	// trees holds the hash tree of every hashed content, by root: the
+	// gateway asks for blocks of them to verify what it streams.
+	trees map[[32]byte]*hashtree.Tree
+	hist  []batch // changes of the last generations, oldest first
+	histN int     // total changes in hist
 
 	// stateCache holds the hashes loaded from the state file until the first
 	// scan has consumed them. Only touched by Open and the Run goroutine.
@@ -143,11 +153,12 @@ type Catalog struct {
 
 	handles handleCache
 
-	hashedFiles atomic.Uint64
-	hashedBytes atomic.Uint64
-	cacheHits   atomic.Uint64
-	rescans     atomic.Uint64
-	watchedDirs atomic.Int64
+	hashedFiles  atomic.Uint64
+	hashedBytes  atomic.Uint64
+	racyRehashes atomic.Uint64
+	cacheHits    atomic.Uint64
+	rescans      atomic.Uint64
+	watchedDirs  atomic.Int64
 }
 
 // fileRec is the catalog's knowledge about one path on disk. Guarded by
@@ -157,6 +168,7 @@ type fileRec struct {
 	path    string
 	size    int64
 	mtime   int64  // ns since the epoch
+	ctime   int64  // ns since the epoch; 0 where the platform has none
 	ino     uint64 // 0 where the platform has no inode
 	ver     uint32 // bumped when the stat changes, so that in-flight hashing can tell
 	seen    uint32 // scan epoch of the last observation, for mark and sweep
@@ -166,6 +178,10 @@ type fileRec struct {
 	hashing bool
 	failed  bool // reading failed for this stat; retried only by a full rescan
 	removed bool
+	// racyUntil: the hash may have missed a write in the same timestamp
+	// tick (see racy); hash again after this time. Zero: not racy.
+	racyUntil time.Time
+	recheck   bool // hashed, but queued to be hashed again (racy)
 }
 
 func (r *fileRec) entry() Entry {
@@ -240,6 +256,7 @@ func Open(root string, opt Options) (*Catalog, error) {
 		opt:        opt,
 		log:        log,
 		maxHandles: defaultMaxHandles,
+		noWatch:    opt.NoWatch,
 		saveDelay:  defaultSaveDelay,
 		ready:      make(chan struct{}),
 		changed:    make(chan struct{}, 1),
@@ -249,7 +266,7 @@ func Open(root string, opt Options) (*Catalog, error) {
 		pending:    make(map[string]struct{}),
 		restat:     make(map[string]struct{}),
 		byHash:     make(map[[32]byte][]pubRef),
-		noWatch:    opt.NoWatch,
+		trees:      make(map[[32]byte]*hashtree.Tree),
 	}
 	c.handles.init(c)
 	if stateFile != "" {
@@ -372,6 +389,17 @@ func (c *Catalog) Lookup(hash [32]byte) (Entry, bool) {
 	return Entry{}, false
 }
 
+// Tree returns the hash tree of a published content hash.
+func (c *Catalog) Tree(hash [32]byte) (*hashtree.Tree, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if len(c.byHash[hash]) == 0 {
+		return nil, false
+	}
+	t := c.trees[hash]
+	return t, t != nil
+}
+
 // Stats returns counters for monitoring and tests.
 func (c *Catalog) Stats() Stats {
 	c.mu.RLock()
@@ -384,6 +412,7 @@ func (c *Catalog) Stats() Stats {
 	c.mu.RUnlock()
 	s.HashedFiles = c.hashedFiles.Load()
 	s.HashedBytes = c.hashedBytes.Load()
+	s.RacyRehashes = c.racyRehashes.Load()
 	s.CacheHits = c.cacheHits.Load()
 	s.Rescans = c.rescans.Load()
 	s.WatchedDirs = int(c.watchedDirs.Load())

@@ -3,8 +3,8 @@ package catalog
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -54,7 +54,7 @@ func TestScanHashesTree(t *testing.T) {
 	}
 	for _, e := range es {
 		content := files[e.Path]
-		if e.Hash != sha256.Sum256([]byte(content)) {
+		if e.Hash != sum(content) {
 			t.Errorf("%s: hash mismatch", e.Path)
 		}
 		fi, err := os.Stat(filepath.Join(root, filepath.FromSlash(e.Path)))
@@ -375,7 +375,7 @@ func TestStateFileReuse(t *testing.T) {
 
 func TestCorruptStateFile(t *testing.T) {
 	var valid bytes.Buffer
-	if err := encodeState(&valid, []stateRec{{path: "a", size: 1, mtime: 2, ino: 3, hash: sum("x")}}); err != nil {
+	if err := encodeState(&valid, []stateRec{{path: "a", size: 1, mtime: 2, ino: 3, hash: sum("x")}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	flipped := bytes.Clone(valid.Bytes())
@@ -414,7 +414,7 @@ func TestCorruptStateFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m, err := decodeState(b); err != nil || len(m) != 2 {
+			if m, _, err := decodeState(b); err != nil || len(m) != 2 {
 				t.Errorf("rewritten state: %d records, %v", len(m), err)
 			}
 		})
@@ -423,14 +423,17 @@ func TestCorruptStateFile(t *testing.T) {
 
 func TestStateCodec(t *testing.T) {
 	recs := []stateRec{
-		{path: "a", size: 0, mtime: -5, ino: 0, hash: sum("")},
-		{path: "dir/with space/ü.txt", size: 1 << 40, mtime: time.Now().UnixNano(), ino: 1<<63 + 7, hash: sum("z")},
+		{path: "a", size: 0, mtime: -5, ctime: 7, ino: 0, hash: sum("")},
+		{path: "dir/with space/ü.txt", size: 1 << 40, mtime: time.Now().UnixNano(), ctime: -1, ino: 1<<63 + 7, hash: sum("z")},
 	}
+	big := hashtree.NewBuilder()
+	big.Write(bytes.Repeat([]byte("tree"), 50000))
+	trees := []*hashtree.Tree{treeOf(""), big.Tree()}
 	var buf bytes.Buffer
-	if err := encodeState(&buf, recs); err != nil {
+	if err := encodeState(&buf, recs, trees); err != nil {
 		t.Fatal(err)
 	}
-	m, err := decodeState(buf.Bytes())
+	m, mt, err := decodeState(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,19 +442,24 @@ func TestStateCodec(t *testing.T) {
 			t.Errorf("%q: got %+v, want %+v", r.path, m[r.path], r)
 		}
 	}
+	for _, tr := range trees {
+		if got := mt[tr.Root]; got == nil || got.Size != tr.Size || len(got.Leaves()) != len(tr.Leaves()) {
+			t.Errorf("tree of %d bytes not restored", tr.Size)
+		}
+	}
 	// No prefix of a valid file decodes, and none panics.
 	for n := 0; n < buf.Len(); n++ {
-		if _, err := decodeState(buf.Bytes()[:n]); err == nil {
+		if _, _, err := decodeState(buf.Bytes()[:n]); err == nil {
 			t.Fatalf("prefix of %d bytes decoded", n)
 		}
 	}
 	// Records with paths that would escape are refused even with a good CRC.
 	for _, p := range []string{"../x", "/abs", "a/../b", "."} {
 		buf.Reset()
-		if err := encodeState(&buf, []stateRec{{path: p}}); err != nil {
+		if err := encodeState(&buf, []stateRec{{path: p}}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeState(buf.Bytes()); err == nil {
+		if _, _, err := decodeState(buf.Bytes()); err == nil {
 			t.Errorf("path %q accepted", p)
 		}
 	}
@@ -712,18 +720,19 @@ func TestHashRejectsOtherVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := statOf(fi)
-	rec := &fileRec{path: "f", size: st.size, mtime: st.mtime, ino: st.ino}
+	rec := &fileRec{path: "f", size: st.size, mtime: st.mtime, ctime: st.ctime, ino: st.ino}
 	buf := make([]byte, 1024)
-	got, _, err := c.hashFile(context.Background(), rec, 0, st, buf)
-	if err != nil || got != sum("content") {
-		t.Fatalf("hashFile = %x, %v", got, err)
+	got, _, _, err := c.hashFile(context.Background(), rec, 0, st, buf)
+	if err != nil || got.Root != sum("content") {
+		t.Fatalf("hashFile = %v, %v", got, err)
 	}
 	for _, want := range []statInfo{
-		{size: st.size, mtime: st.mtime + 1, ino: st.ino},
-		{size: st.size + 1, mtime: st.mtime, ino: st.ino},
-		{size: st.size, mtime: st.mtime, ino: st.ino + 1},
+		{size: st.size, mtime: st.mtime + 1, ctime: st.ctime, ino: st.ino},
+		{size: st.size + 1, mtime: st.mtime, ctime: st.ctime, ino: st.ino},
+		{size: st.size, mtime: st.mtime, ctime: st.ctime, ino: st.ino + 1},
+		{size: st.size, mtime: st.mtime, ctime: st.ctime + 1, ino: st.ino},
 	} {
-		if _, _, err := c.hashFile(context.Background(), rec, 0, want, buf); !errors.Is(err, errChanged) {
+		if _, _, _, err := c.hashFile(context.Background(), rec, 0, want, buf); !errors.Is(err, errChanged) {
 			t.Errorf("hashFile against %+v: %v, want errChanged", want, err)
 		}
 	}
@@ -793,5 +802,64 @@ func TestChurn(t *testing.T) {
 		if !sameEntry(es[i], es2[i]) {
 			t.Fatalf("entry %d: incremental %+v, fresh %+v", i, es[i], es2[i])
 		}
+	}
+}
+
+// TestRewriteKeepingMtime: a file rewritten in place with its size and
+// mtime put back (cp -p, touch -r) must be hashed again. Its ctime moved,
+// and that is what the version check now looks at; before, the catalog
+// kept announcing the old hash for the new bytes.
+func TestRewriteKeepingMtime(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, root, "f", "old content 1234")
+	r := start(t, root, testOptions(t))
+	defer r.stop(t)
+	waitSnapshot(t, r.Catalog, "first hash", func(_ uint64, es []Entry) bool {
+		return len(es) == 1 && es[0].Hash == sum("old content 1234")
+	})
+	p := filepath.Join(root, "f")
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the clock tick past the first write's ctime
+	if err := os.WriteFile(p, []byte("new content 5678"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, r.Catalog, "the new content's hash", func(_ uint64, es []Entry) bool {
+		return len(es) == 1 && es[0].Hash == sum("new content 5678") && es[0].ModTime.Equal(fi.ModTime())
+	})
+}
+
+// TestRacyFileHashedAgain: a file hashed within the timestamp granularity
+// of its last write may have been written again in the same tick, which
+// no stat shows (git's racy rule): it is published, then hashed once more
+// after the window.
+func TestRacyFileHashedAgain(t *testing.T) {
+	st := statInfo{mtime: time.Now().UnixNano(), ctime: time.Now().UnixNano() + 1}
+	if r, _ := racy(st, time.Now()); !r {
+		t.Fatal("a file written just now is not racy")
+	}
+	old := time.Now().Add(-time.Minute).UnixNano() + 1
+	if r, _ := racy(statInfo{mtime: old, ctime: old}, time.Now()); r {
+		t.Fatal("a file written a minute ago is racy")
+	}
+	whole := time.Now().Truncate(time.Second).Add(-time.Second).UnixNano()
+	if r, until := racy(statInfo{mtime: whole, ctime: whole}, time.Now()); !r || until.Sub(time.Unix(0, whole)) != racyWindowCoarse {
+		t.Fatal("whole-second timestamps do not get the coarse window")
+	}
+
+	root := t.TempDir()
+	r := start(t, root, testOptions(t))
+	defer r.stop(t)
+	writeFile(t, root, "racy", "written and hashed in one tick")
+	waitSnapshot(t, r.Catalog, "published", func(_ uint64, es []Entry) bool { return len(es) == 1 })
+	// The debounce (20 ms) is inside the 50 ms window: a second hash follows.
+	poll(t, "second hash", func() bool { return r.Stats().RacyRehashes >= 1 })
+	if _, es := r.Snapshot(); len(es) != 1 || es[0].Hash != sum("written and hashed in one tick") {
+		t.Fatalf("after the second hash: %+v", es)
 	}
 }

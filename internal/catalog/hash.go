@@ -2,12 +2,14 @@ package catalog
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 // errChanged means the file changed while it was being hashed; the result is
@@ -39,8 +41,9 @@ func (c *Catalog) hashWorker(ctx context.Context) {
 				continue
 			}
 		}
-		sum, n, err := c.hashFile(ctx, rec, ver, want, buf)
-		c.finishJob(ctx, rec, ver, sum, n, err)
+		start := time.Now()
+		tree, st, n, err := c.hashFile(ctx, rec, ver, want, buf)
+		c.finishJob(ctx, rec, ver, tree, st, start, n, err)
 		if ctx.Err() != nil {
 			return
 		}
@@ -62,7 +65,7 @@ func (c *Catalog) nextJob() (*fileRec, uint32, statInfo) {
 			c.queue, c.qhead = c.queue[:n], 0
 		}
 		rec.queued = false
-		if rec.removed || rec.hashed {
+		if rec.removed || rec.hashed && !rec.recheck {
 			continue
 		}
 		rec.hashing = true
@@ -74,32 +77,41 @@ func (c *Catalog) nextJob() (*fileRec, uint32, statInfo) {
 			default:
 			}
 		}
-		return rec, rec.ver, statInfo{size: rec.size, mtime: rec.mtime, ino: rec.ino}
+		return rec, rec.ver, statInfo{size: rec.size, mtime: rec.mtime, ctime: rec.ctime, ino: rec.ino}
 	}
 	return nil, 0, statInfo{}
 }
 
-// hashFile hashes one file through the root. It succeeds only if the file
-// had the expected size/mtime/inode before and after reading, so that a hash
-// is never attached to a version it was not computed from.
-func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (sum [32]byte, n int64, err error) {
+// hashFile builds the hash tree of one file through the root. It succeeds
+// only if the file had the expected size/mtime/ctime/inode before and
+// after reading, so that a hash is never attached to a version it was not
+// computed from.
+func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (tree *hashtree.Tree, before statInfo, n int64, err error) {
+	sum, before, n, err := c.hashFileTree(ctx, rec, ver, want, buf)
+	if err != nil {
+		return nil, before, n, err
+	}
+	return sum.Tree(), before, n, nil
+}
+
+func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (h *hashtree.Builder, before statInfo, n int64, err error) {
 	f, err := c.root.OpenFile(osPath(rec.path), openFlags, 0)
 	if err != nil {
-		return sum, 0, err
+		return nil, before, 0, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return sum, 0, err
+		return nil, before, 0, err
 	}
-	before := statOf(fi)
+	before = statOf(fi)
 	if !before.regular {
-		return sum, 0, fmt.Errorf("not a regular file")
+		return nil, before, 0, fmt.Errorf("not a regular file")
 	}
 	if !before.sameVersion(want) {
-		return sum, 0, errChanged
+		return nil, before, 0, errChanged
 	}
-	h := sha256.New()
+	h = hashtree.NewBuilder()
 	next := int64(checkEvery)
 	for {
 		m, rerr := f.Read(buf)
@@ -109,33 +121,32 @@ func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want s
 			break
 		}
 		if rerr != nil {
-			return sum, n, rerr
+			return nil, before, n, rerr
 		}
 		if n >= next {
 			next += checkEvery
 			if err := ctx.Err(); err != nil {
-				return sum, n, err
+				return nil, before, n, err
 			}
 			c.mu.RLock()
 			stale := rec.ver != ver || rec.removed
 			c.mu.RUnlock()
 			if stale {
-				return sum, n, errChanged
+				return nil, before, n, errChanged
 			}
 		}
 	}
 	fi, err = f.Stat()
 	if err != nil {
-		return sum, n, err
+		return nil, before, n, err
 	}
 	if after := statOf(fi); !after.sameVersion(before) || n != before.size {
-		return sum, n, errChanged
+		return nil, before, n, errChanged
 	}
-	h.Sum(sum[:0])
-	return sum, n, nil
+	return h, before, n, nil
 }
 
-func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, sum [32]byte, n int64, err error) {
+func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, tree *hashtree.Tree, st statInfo, start time.Time, n int64, err error) {
 	c.hashedBytes.Add(uint64(n))
 	c.mu.Lock()
 	c.inflight--
@@ -146,9 +157,23 @@ func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, sum [
 		// The Run loop saw a newer version while we were reading.
 		c.enqueueLocked(rec)
 	case err == nil:
-		c.setHashLocked(rec, sum)
-		c.hashedFiles.Add(1)
-		c.log.Debug("catalog: hashed", "path", rec.path, "size", rec.size, "hash", shortHash(sum))
+		if rec.recheck {
+			c.racyRehashes.Add(1)
+		} else {
+			c.hashedFiles.Add(1)
+		}
+		rec.recheck = false
+		if c.trees[tree.Root] == nil {
+			c.trees[tree.Root] = tree
+		}
+		if old := rec.hash; !rec.hashed || old != tree.Root {
+			c.setHashLocked(rec, tree.Root)
+		}
+		if r, until := racy(st, start); r {
+			rec.racyUntil = until
+			c.recheckLater(rec.path, until)
+		}
+		c.log.Debug("catalog: hashed", "path", rec.path, "size", rec.size, "hash", shortHash(tree.Root), "racy", !rec.racyUntil.IsZero())
 	case ctx.Err() != nil:
 		// Shutting down; the next run picks it up.
 	case errors.Is(err, errChanged):
@@ -164,4 +189,15 @@ func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, sum [
 	}
 	c.mu.Unlock()
 	c.signalWake()
+}
+
+// recheckLater asks the Run loop to look at path again once its racy
+// window has passed. Under c.mu.
+func (c *Catalog) recheckLater(path string, at time.Time) {
+	time.AfterFunc(time.Until(at)+time.Millisecond, func() {
+		c.mu.Lock()
+		c.restat[path] = struct{}{}
+		c.mu.Unlock()
+		c.signalWake()
+	})
 }

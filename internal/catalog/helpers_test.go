@@ -2,8 +2,8 @@ package catalog
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,7 +21,14 @@ func TestMain(m *testing.M) {
 // waitTimeout is generous: it only bounds a failing test.
 const waitTimeout = 15 * time.Second
 
-func sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+// sum is the content hash of s: the root of its hash tree.
+func sum(s string) [32]byte { return treeOf(s).Root }
+
+func treeOf(s string) *hashtree.Tree {
+	b := hashtree.NewBuilder()
+	b.Write([]byte(s))
+	return b.Tree()
+}
 
 // writeTree creates files (path -> content) below dir.
 func writeTree(tb testing.TB, dir string, files map[string]string) {

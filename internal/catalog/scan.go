@@ -10,16 +10,17 @@ import (
 
 // statInfo is what the catalog compares to decide whether a file changed.
 type statInfo struct {
-	size, mtime     int64
-	dev, ino, nlink uint64
-	regular         bool
+	size, mtime, ctime int64
+	dev, ino, nlink    uint64
+	regular            bool
 }
 
 func statOf(fi fs.FileInfo) statInfo {
-	dev, ino, nlink := sysStat(fi)
+	dev, ino, nlink, ctime := sysStat(fi)
 	return statInfo{
 		size:    fi.Size(),
 		mtime:   fi.ModTime().UnixNano(),
+		ctime:   ctime,
 		dev:     dev,
 		ino:     ino,
 		nlink:   nlink,
@@ -27,10 +28,34 @@ func statOf(fi fs.FileInfo) statInfo {
 	}
 }
 
-// sameVersion is the version check: size, mtime and inode, as promised to
-// readers. ctime is deliberately ignored: chmod must not invalidate hashes.
+// sameVersion is the version check: size, mtime, ctime and inode, as
+// promised to readers. ctime counts because mtime can be set back (cp -p,
+// touch -r) after a rewrite in place, and ctime cannot: a chmod costs a
+// re-hash, a rewrite that keeps its mtime no longer keeps its old hash.
 func (s statInfo) sameVersion(o statInfo) bool {
-	return s.size == o.size && s.mtime == o.mtime && s.ino == o.ino
+	return s.size == o.size && s.mtime == o.mtime && s.ctime == o.ctime && s.ino == o.ino
+}
+
+// Racy hashes (git's rule): a file whose mtime or ctime lies within the
+// file system's timestamp granularity of the moment its hashing started
+// may have been written again in the same tick, invisibly to stat. Its
+// hash is published (the gateway verifies every byte anyway) but the file
+// is hashed again once the window has passed. File systems with whole
+// second timestamps (FAT, some network file systems) get 2 s.
+const (
+	racyWindow       = 50 * time.Millisecond
+	racyWindowCoarse = 2 * time.Second
+)
+
+// racy reports whether a hash that started at start may miss a write to
+// a file with stat st, and until when.
+func racy(st statInfo, start time.Time) (bool, time.Time) {
+	w := racyWindow
+	if st.mtime%int64(time.Second) == 0 && st.ctime%int64(time.Second) == 0 {
+		w = racyWindowCoarse
+	}
+	last := time.Unix(0, max(st.mtime, st.ctime))
+	return !last.Before(start.Add(-w)), last.Add(w)
 }
 
 // ident lets a renamed file keep its hash: same inode, size and mtime means
@@ -244,19 +269,25 @@ func (s *scan) applyLocked(o observation) {
 	c := s.l.c
 	rec := c.files[o.path]
 	if rec == nil {
-		rec = &fileRec{path: o.path, size: o.st.size, mtime: o.st.mtime, ino: o.st.ino, seen: s.l.epoch}
+		rec = &fileRec{path: o.path, size: o.st.size, mtime: o.st.mtime, ctime: o.st.ctime, ino: o.st.ino, seen: s.l.epoch}
 		c.files[o.path] = rec
 		s.needHash(rec)
 		return
 	}
 	rec.seen = s.l.epoch
-	if rec.size == o.st.size && rec.mtime == o.st.mtime && rec.ino == o.st.ino {
+	if rec.size == o.st.size && rec.mtime == o.st.mtime && rec.ctime == o.st.ctime && rec.ino == o.st.ino {
 		if !rec.hashed && !rec.queued && !rec.hashing && (!rec.failed || s.full) {
 			s.needHash(rec)
+		} else if rec.hashed && !rec.racyUntil.IsZero() && !time.Now().Before(rec.racyUntil) {
+			// Racy: hash it again, still published meanwhile.
+			rec.racyUntil, rec.recheck = time.Time{}, false
+			rec.recheck = true
+			c.enqueueLocked(rec)
 		}
 		return
 	}
-	rec.size, rec.mtime, rec.ino = o.st.size, o.st.mtime, o.st.ino
+	rec.size, rec.mtime, rec.ctime, rec.ino = o.st.size, o.st.mtime, o.st.ctime, o.st.ino
+	rec.racyUntil = time.Time{}
 	rec.ver++
 	rec.failed = false
 	if rec.hashed {
@@ -305,7 +336,7 @@ func (c *Catalog) resolveLocked(recs []*fileRec, gone goneSet) {
 		if rec.removed || rec.hashed {
 			continue
 		}
-		if sr, ok := c.stateCache[rec.path]; ok && sr.size == rec.size && sr.mtime == rec.mtime && sr.ino == rec.ino {
+		if sr, ok := c.stateCache[rec.path]; ok && sr.size == rec.size && sr.mtime == rec.mtime && sr.ctime == rec.ctime && sr.ino == rec.ino && c.trees[sr.hash] != nil {
 			// Already in the state file: no need to rewrite it for this.
 			dirty := c.stateDirty
 			c.setHashLocked(rec, sr.hash)
@@ -315,7 +346,7 @@ func (c *Catalog) resolveLocked(recs []*fileRec, gone goneSet) {
 			continue
 		}
 		if rec.ino != 0 {
-			if g, ok := gone[ident{rec.size, rec.mtime, rec.ino}]; ok {
+			if g, ok := gone[ident{rec.size, rec.mtime, rec.ino}]; ok && c.trees[g.hash] != nil {
 				c.setHashLocked(rec, g.hash)
 				c.cacheHits.Add(1)
 				continue

@@ -10,24 +10,30 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 // The state file caches hashes across restarts so that a restart over a
 // large tree does not re-read it. It is a cache: anything wrong with it only
 // costs re-hashing, so errors are logged and the file ignored.
 //
-// Format (version 1), all integers varint-encoded:
+// Format (version 2), all integers varint-encoded:
 //
-//	magic "FSCKCAT" version byte 1
+//	magic "FSCKCAT" version byte 2
 //	count
-//	count × { len(path) path size mtime-ns ino sha256[32] }
+//	count × { len(path) path size mtime-ns ctime-ns ino root[32] }
+//	trees
+//	trees × { size leaves leaf-hash[32] × leaves }
 //	CRC-32C (Castagnoli) of everything above, 4 bytes big endian
 //
-// A binary format rather than gob keeps it compact (~70 bytes per file),
-// fast to load and independent of Go type names.
+// A binary format rather than gob keeps it compact (~70 bytes per file
+// plus 32 per 64 KiB of content for the leaves), fast to load and
+// independent of Go type names. Version 1 (whole-file SHA-256, no trees)
+// is not read: its hashes are no longer content hashes.
 const (
 	stateMagic   = "FSCKCAT"
-	stateVersion = 1
+	stateVersion = 2
 	maxStateSize = 1 << 30
 	maxPathLen   = 64 << 10
 )
@@ -35,15 +41,15 @@ const (
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 type stateRec struct {
-	path        string
-	size, mtime int64
-	ino         uint64
-	hash        [32]byte
+	path               string
+	size, mtime, ctime int64
+	ino                uint64
+	hash               [32]byte
 }
 
 var errStateCorrupt = errors.New("corrupt state file")
 
-func encodeState(w io.Writer, recs []stateRec) error {
+func encodeState(w io.Writer, recs []stateRec, trees []*hashtree.Tree) error {
 	crc := crc32.New(crcTable)
 	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
 	var tmp [binary.MaxVarintLen64]byte
@@ -55,8 +61,17 @@ func encodeState(w io.Writer, recs []stateRec) error {
 		bw.WriteString(r.path)
 		bw.Write(tmp[:binary.PutVarint(tmp[:], r.size)])
 		bw.Write(tmp[:binary.PutVarint(tmp[:], r.mtime)])
+		bw.Write(tmp[:binary.PutVarint(tmp[:], r.ctime)])
 		bw.Write(tmp[:binary.PutUvarint(tmp[:], r.ino)])
 		bw.Write(r.hash[:])
+	}
+	bw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(len(trees)))])
+	for _, t := range trees {
+		bw.Write(tmp[:binary.PutVarint(tmp[:], t.Size)])
+		bw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(len(t.Leaves())))])
+		for _, l := range t.Leaves() {
+			bw.Write(l[:])
+		}
 	}
 	if err := bw.Flush(); err != nil {
 		return err
@@ -65,45 +80,64 @@ func encodeState(w io.Writer, recs []stateRec) error {
 	return err
 }
 
-func decodeState(b []byte) (map[string]stateRec, error) {
+func decodeState(b []byte) (map[string]stateRec, map[[32]byte]*hashtree.Tree, error) {
 	if len(b) < len(stateMagic)+1+1+4 || string(b[:len(stateMagic)]) != stateMagic {
-		return nil, fmt.Errorf("%w: bad magic", errStateCorrupt)
+		return nil, nil, fmt.Errorf("%w: bad magic", errStateCorrupt)
 	}
 	if v := b[len(stateMagic)]; v != stateVersion {
-		return nil, fmt.Errorf("unsupported state file version %d", v)
+		return nil, nil, fmt.Errorf("unsupported state file version %d", v)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, crcTable) != sum {
-		return nil, fmt.Errorf("%w: checksum mismatch", errStateCorrupt)
+		return nil, nil, fmt.Errorf("%w: checksum mismatch", errStateCorrupt)
 	}
 	d := decoder{b: body[len(stateMagic)+1:]}
 	n := d.uvarint()
 	// Each record takes at least 1+0+1+1+1+32 bytes: refuse absurd counts
 	// before allocating for them.
 	if d.err != nil || n > uint64(len(d.b))/36 {
-		return nil, fmt.Errorf("%w: bad count", errStateCorrupt)
+		return nil, nil, fmt.Errorf("%w: bad count", errStateCorrupt)
 	}
 	m := make(map[string]stateRec, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var r stateRec
 		l := d.uvarint()
 		if l > maxPathLen {
-			return nil, fmt.Errorf("%w: bad path length", errStateCorrupt)
+			return nil, nil, fmt.Errorf("%w: bad path length", errStateCorrupt)
 		}
 		r.path = string(d.bytes(int(l)))
 		r.size = d.varint()
 		r.mtime = d.varint()
+		r.ctime = d.varint()
 		r.ino = d.uvarint()
 		copy(r.hash[:], d.bytes(32))
 		if d.err == nil && (!fs.ValidPath(r.path) || r.path == "." || r.size < 0) {
-			return nil, fmt.Errorf("%w: bad record", errStateCorrupt)
+			return nil, nil, fmt.Errorf("%w: bad record", errStateCorrupt)
 		}
 		m[r.path] = r
 	}
-	if d.err != nil || len(d.b) != 0 {
-		return nil, fmt.Errorf("%w: bad record", errStateCorrupt)
+	nt := d.uvarint()
+	if d.err != nil || nt > uint64(len(d.b))/34 {
+		return nil, nil, fmt.Errorf("%w: bad tree count", errStateCorrupt)
 	}
-	return m, nil
+	trees := make(map[[32]byte]*hashtree.Tree, nt)
+	for i := uint64(0); i < nt && d.err == nil; i++ {
+		size := d.varint()
+		nl := d.uvarint()
+		if d.err != nil || size < 0 || nl != uint64(hashtree.Leaves(size)) || nl > uint64(len(d.b))/32 {
+			return nil, nil, fmt.Errorf("%w: bad tree", errStateCorrupt)
+		}
+		leaves := make([]hashtree.Hash, nl)
+		for k := range leaves {
+			copy(leaves[k][:], d.bytes(32))
+		}
+		t := hashtree.FromLeaves(size, leaves)
+		trees[t.Root] = t
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, nil, fmt.Errorf("%w: bad record", errStateCorrupt)
+	}
+	return m, trees, nil
 }
 
 type decoder struct {
@@ -168,8 +202,10 @@ func (c *Catalog) loadState() map[string]stateRec {
 	b, err := io.ReadAll(f)
 	if err == nil {
 		var m map[string]stateRec
-		if m, err = decodeState(b); err == nil {
-			c.log.Debug("catalog: state file loaded", "path", c.stateFile, "files", len(m))
+		var trees map[[32]byte]*hashtree.Tree
+		if m, trees, err = decodeState(b); err == nil {
+			c.log.Debug("catalog: state file loaded", "path", c.stateFile, "files", len(m), "trees", len(trees))
+			c.trees = trees
 			return m
 		}
 	}
@@ -186,14 +222,23 @@ func (c *Catalog) saveState() {
 	}
 	c.mu.Lock()
 	recs := make([]stateRec, 0, len(c.files))
+	used := make(map[[32]byte]*hashtree.Tree)
 	for _, r := range c.files {
 		if r.hashed {
-			recs = append(recs, stateRec{path: r.path, size: r.size, mtime: r.mtime, ino: r.ino, hash: r.hash})
+			recs = append(recs, stateRec{path: r.path, size: r.size, mtime: r.mtime, ctime: r.ctime, ino: r.ino, hash: r.hash})
+			if t := c.trees[r.hash]; t != nil {
+				used[r.hash] = t
+			}
 		}
+	}
+	c.gcTreesLocked(used)
+	trees := make([]*hashtree.Tree, 0, len(used))
+	for _, t := range used {
+		trees = append(trees, t)
 	}
 	c.stateDirty = false
 	c.mu.Unlock()
-	if err := c.writeState(recs); err != nil {
+	if err := c.writeState(recs, trees); err != nil {
 		c.log.Warn("catalog: cannot save state file", "path", c.stateFile, "err", err)
 		c.mu.Lock()
 		c.stateDirty = true
@@ -203,7 +248,17 @@ func (c *Catalog) saveState() {
 	c.log.Debug("catalog: state file saved", "path", c.stateFile, "files", len(recs))
 }
 
-func (c *Catalog) writeState(recs []stateRec) (err error) {
+// gcTreesLocked forgets the trees of contents no file has any more (nor
+// a file that just disappeared: a rename in two halves may still need it).
+func (c *Catalog) gcTreesLocked(used map[[32]byte]*hashtree.Tree) {
+	for h := range c.trees {
+		if used[h] == nil && len(c.byHash[h]) == 0 {
+			delete(c.trees, h)
+		}
+	}
+}
+
+func (c *Catalog) writeState(recs []stateRec, trees []*hashtree.Tree) (err error) {
 	dir, base := filepath.Split(c.stateFile)
 	f, err := os.CreateTemp(dir, base+".tmp*")
 	if err != nil {
@@ -215,7 +270,7 @@ func (c *Catalog) writeState(recs []stateRec) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err = encodeState(f, recs); err != nil {
+	if err = encodeState(f, recs, trees); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {

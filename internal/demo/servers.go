@@ -24,6 +24,9 @@ type ServerConfig struct {
 	Logger   *slog.Logger
 	// Wrap, if set, wraps the server's socket (tests inject faults here).
 	Wrap func(net.PacketConn) net.PacketConn
+	// Catalog tunes the server's catalog (Logger and StateFile are set
+	// from the fields above).
+	Catalog catalog.Options
 	// Conn, if set, is the server's socket instead of a fresh loopback
 	// one (a simulated network's); Stop closes it.
 	Conn net.PacketConn
@@ -49,7 +52,9 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	opt := catalog.Options{Logger: cfg.Logger, NoWatch: cfg.NoWatch}
+	opt := cfg.Catalog
+	opt.Logger = cfg.Logger
+	opt.NoWatch = opt.NoWatch || cfg.NoWatch
 	if cfg.StateDir != "" {
 		opt.StateFile = filepath.Join(cfg.StateDir, name+".state")
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
+	"github.com/fastfile/fschunk/internal/pool"
 )
 
 // chunk is one slot of a response's reorder window. Once done its bytes
@@ -17,10 +19,14 @@ type chunk struct {
 	n          int
 	buf        *[]byte
 	have       spanSet
-	reqs       []*request // outstanding READs for it
-	asked      bool       // asked for before: later READs are retransmissions
-	dupped     bool       // an endgame duplicate was sent
-	done       bool
+	reqs       []*request   // outstanding READs for it
+	asked      bool         // asked for before: later READs are retransmissions
+	dupped     bool         // an endgame duplicate was sent
+	done       bool         // every byte is in
+	verified   bool         // and matches the content hash: the reader may send it
+	verifying  bool         // being checked by the pump, outside the lock
+	dropped    bool         // left the window while being checked: the checker frees it
+	src        [][]ServerID // per leaf, the servers that sent its bytes (for blame)
 	firstAsked time.Time
 }
 
@@ -107,12 +113,16 @@ func (r *request) deadline() time.Time {
 // download is the state of one Reader. Everything but the channels and
 // pos is guarded by Engine.mu.
 type download struct {
-	e      *Engine
-	hash   [fschunk.HashSize]byte
-	size   int64
-	ctx    context.Context
-	label  string
-	opened time.Time
+	e    *Engine
+	hash [fschunk.HashSize]byte
+	size int64
+	key  pool.Key
+	t    *vtree // the version's hash tree, shared with its other readers
+	// hashOut: HASH_REQUESTs decided by assign, sent by the pump.
+	hashOut []outHash
+	ctx     context.Context
+	label   string
+	opened  time.Time
 	// streaming: counted in e.streaming (see setStreaming).
 	streaming bool
 
@@ -235,7 +245,7 @@ func (d *download) ready() (c *chunk, rel int, err error) {
 	if len(d.chunks) == 0 {
 		return nil, 0, fmt.Errorf("%w: offset %d of %d", errEmptyWindow, d.streamPos, d.size)
 	}
-	if c := d.chunks[0]; c.done {
+	if c := d.chunks[0]; c.verified {
 		return c, int(d.streamPos - c.off), nil
 	}
 	return nil, 0, nil
@@ -344,6 +354,7 @@ func (r *Reader) Close() error {
 	d.setStreaming(false)
 	delete(e.readers, d)
 	delete(e.starved, d)
+	e.releaseTree(d.t)
 	e.mu.Unlock()
 	return nil
 }
@@ -382,7 +393,9 @@ func (d *download) drop() {
 		for len(c.reqs) > 0 {
 			d.e.finish(c.reqs[0], false)
 		}
-		if c.buf != nil {
+		if c.verifying {
+			c.dropped = true // the pump is reading it: it frees it after
+		} else if c.buf != nil {
 			d.e.putBuf(c.buf)
 			c.buf = nil
 		}
@@ -414,12 +427,18 @@ func (d *download) fill() {
 		// Sizes are at most fschunk.MaxFileSize (Open), so k*cs does not
 		// overflow; the end is computed from what is left, never as
 		// (k+1)*cs, which would for the last chunk of a size near 2⁶³.
-		lo := max(k*cs, d.streamPos)
+		// A chunk starts on a leaf boundary even when the stream starts
+		// inside it: a leaf is verified whole, so it is fetched whole
+		// (chunk sizes are multiples of the leaf).
+		lo := max(k*cs, d.streamPos/hashtree.LeafSize*hashtree.LeafSize)
 		if lo >= d.size {
 			return
 		}
 		hi := lo + min(cs-lo%cs, d.size-lo)
-		d.chunks = append(d.chunks, &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()})
+		c := &chunk{off: lo, n: int(hi - lo), buf: e.getBuf()}
+		_, nl := chunkLeaves(c)
+		c.src = make([][]ServerID, nl)
+		d.chunks = append(d.chunks, c)
 	}
 }
 
@@ -443,18 +462,42 @@ func (d *download) pump() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var out []outRead
+	var outH []outHash
+	var jobs []verifyJob
+	var hasher hashtree.Hasher
 	for {
 		e.mu.Lock()
-		out = out[:0]
+		out, outH, jobs = out[:0], outH[:0], jobs[:0]
 		var next time.Time
 		if !d.closed && d.err == nil {
 			out, next = d.schedule(out, e.cfg.Now())
+			outH = append(outH, d.hashOut...)
+			d.hashOut = d.hashOut[:0]
+			jobs = d.takeVerifyJobs(jobs)
 		}
 		e.mu.Unlock()
+		for i := range outH {
+			if err := e.cfg.Sender.SendHashRequest(outH[i].id, &outH[i].msg); err != nil {
+				e.cfg.Logger.Debug("send hash request", "server", uint64(outH[i].id), "err", err)
+			}
+		}
 		for i := range out {
 			if err := e.cfg.Sender.SendRead(out[i].id, &out[i].msg); err != nil {
 				e.cfg.Logger.Debug("send read", "server", uint64(out[i].id), "err", err)
 			}
+		}
+		if len(jobs) > 0 {
+			// Checking runs here, on the response's own goroutine, in
+			// parallel with the client's writes and the receive loop.
+			for i := range jobs {
+				jobs[i].verify(&hasher)
+			}
+			e.mu.Lock()
+			blames := d.applyVerified(jobs, nil)
+			notify(d.progress)
+			e.mu.Unlock()
+			e.report(blames)
+			continue // schedule again: refetches, or more chunks to check
 		}
 		wait := time.Hour
 		if !next.IsZero() {
@@ -609,7 +652,7 @@ func (r *round) checkStall() bool {
 	d, e, now := r.d, r.e, r.now
 	waiting := false
 	for _, c := range d.chunks {
-		waiting = waiting || !c.done
+		waiting = waiting || !c.verified
 	}
 	switch {
 	case !waiting:
@@ -637,13 +680,19 @@ func (r *round) checkStall() bool {
 func (r *round) holders() bool {
 	d, e, now := r.d, r.e, r.now
 	links := d.links[:0] // scratch, reused every round
-	for _, h := range e.cfg.Holders(d.hash) {
-		if !d.bad[h] {
+	for _, h := range e.cfg.Holders(d.key) {
+		if !d.bad[h] && !d.t.excluded(h) {
 			links = append(links, e.link(h))
 		}
 	}
 	d.links, r.links = links, links
+	d.wantHashes(links, now, r.soon)
 	if len(links) == 0 {
+		if len(d.t.blamed) > 0 {
+			// Every holder left was caught lying about this version.
+			d.fail(ErrUnverified)
+			return false
+		}
 		if d.noHolder.IsZero() {
 			d.noHolder = now
 		}
@@ -949,15 +998,18 @@ func spanBytes(ss []span) int {
 	return n
 }
 
-// issue records a READ for the missing spans of c on link l.
-func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, now time.Time) outRead {
+// newID is a request ID not in use by a READ or a HASH_REQUEST. Under e.mu.
+func (e *Engine) newID() uint32 {
 	e.nextID++
-	if e.nextID == 0 {
-		e.nextID = 1
-	}
-	for e.reqs[e.nextID] != nil {
+	for e.nextID == 0 || e.reqs[e.nextID] != nil || e.hreqs[e.nextID] != nil {
 		e.nextID++
 	}
+	return e.nextID
+}
+
+// issue records a READ for the missing spans of c on link l.
+func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, now time.Time) outRead {
+	e.newID()
 	if len(miss) > fschunk.MaxReadRanges {
 		miss = miss[:fschunk.MaxReadRanges] // the rest on the next round
 	}
@@ -1012,6 +1064,6 @@ func (d *download) logStall(now time.Time) {
 	for _, l := range d.e.links {
 		d.e.cfg.Logger.Warn("stalled link", "server", l.id.String(), "inflight", l.inflight, "cwnd", l.cwnd,
 			"suspect", l.suspect(), "suspended_for", l.suspendTill.Sub(now), "total_inflight", d.e.inflight, "max_inflight", d.e.cfg.MaxInflight,
-			"holders", len(d.e.cfg.Holders(d.hash)), "bad", len(d.bad), "reqs", len(d.e.reqs))
+			"holders", len(d.e.cfg.Holders(d.key)), "bad", len(d.bad), "blamed", len(d.t.blamed), "reqs", len(d.e.reqs))
 	}
 }

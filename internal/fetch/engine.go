@@ -7,6 +7,7 @@
 package fetch
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"github.com/fastfile/fschunk/internal/pool"
 )
 
@@ -28,18 +30,28 @@ var (
 	ErrClosed      = errors.New("fetch: reader closed")
 )
 
-// Sender sends a READ to a server; the gateway's UDP endpoint implements it.
+// Sender sends READs and HASH_REQUESTs to a server; the gateway's UDP
+// endpoint implements it.
 type Sender interface {
 	SendRead(id ServerID, r *fschunk.Read) error
+	SendHashRequest(id ServerID, r *fschunk.HashRequest) error
 }
 
 // Config configures an Engine. Sender and Holders are required.
 type Config struct {
 	Sender  Sender
-	Holders func(hash [fschunk.HashSize]byte) []ServerID // live holders of a version
+	Holders func(pool.Key) []ServerID // live holders of a version
 	// Dropped is told when a server says it no longer has a version
-	// (NOT_FOUND, STALE, RANGE), so the pool stops offering it.
-	Dropped func(ServerID, [fschunk.HashSize]byte)
+	// (NOT_FOUND, STALE, RANGE) or was caught sending bytes or hashes
+	// that do not match it, so the pool stops offering it.
+	Dropped func(ServerID, pool.Key)
+	// Blamed is told, after Dropped, when a server sent bytes or hashes
+	// that do not match the version's content hash (it is ejected from
+	// the version; the gateway logs it and drops repeat offenders).
+	Blamed func(ServerID, pool.Key, string)
+	// TreeCache bounds the bytes of hash trees kept for versions no
+	// reader uses now (default 16 MiB: the leaves of 32 GiB of content).
+	TreeCache int
 	// DatagramSize is the datagram size to ask of a server; nil means
 	// fschunk.DefaultDatagramSize.
 	DatagramSize func(ServerID) int
@@ -76,6 +88,11 @@ func (c *Config) defaults() {
 		c.ChunkSize = 128 << 10
 	}
 	c.ChunkSize = min(c.ChunkSize, fschunk.MaxReadLength)
+	// Chunks are verified leaf by leaf, so they hold whole leaves.
+	c.ChunkSize = (c.ChunkSize + hashtree.LeafSize - 1) / hashtree.LeafSize * hashtree.LeafSize
+	if c.TreeCache <= 0 {
+		c.TreeCache = 16 << 20
+	}
 	if c.Window <= 0 {
 		c.Window = 24 << 20
 	}
@@ -104,7 +121,10 @@ func (c *Config) defaults() {
 		c.DatagramSize = func(ServerID) int { return fschunk.DefaultDatagramSize }
 	}
 	if c.Dropped == nil {
-		c.Dropped = func(ServerID, [fschunk.HashSize]byte) {}
+		c.Dropped = func(ServerID, pool.Key) {}
+	}
+	if c.Blamed == nil {
+		c.Blamed = func(ServerID, pool.Key, string) {}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -127,7 +147,15 @@ type Stats struct {
 	GapRecoveries   uint64 // READs for holes behind a READ's later datagrams, while it went on
 	EarlyLosses     uint64 // READs declared lost before their RTO (the server had moved on)
 	Timeouts        uint64
-	Late            uint64 // DATA for no outstanding request
+	Late            uint64 // DATA or HASHES for no outstanding request
+
+	VerifiedBytes  uint64 // bytes checked against their content hash
+	VerifyFailures uint64 // leaves that did not match (fetched again)
+	Ambiguous      uint64 // failed leaves made of several servers' bytes (nobody blamed)
+	Blamed         uint64 // verdicts against servers (bad leaves or hash blocks)
+	HashRequests   uint64 // HASH_REQUESTs sent
+	HashTimeouts   uint64 // HASH_REQUESTs given up (asked again)
+	HashBytes      uint64 // hash tree bytes received
 }
 
 // LinkStats describe the engine's view of one server.
@@ -142,6 +170,7 @@ type LinkStats struct {
 	Delivered   uint64
 	Retransmits uint64
 	Timeouts    uint64
+	Blamed      uint64 // times caught sending bytes or hashes that did not verify
 }
 
 // Engine runs every download of a gateway. It is safe for concurrent use.
@@ -149,14 +178,20 @@ type Engine struct {
 	cfg  Config
 	bufs sync.Pool // chunk buffers, *[]byte of ChunkSize
 
-	mu       sync.Mutex
-	links    map[ServerID]*link
-	reqs     map[uint32]*request
-	nextID   uint32
-	inflight int                    // sum of the links' inflight
-	starved  map[*download]struct{} // downloads waiting for window room
-	readers  map[*download]struct{}
-	stats    Stats
+	mu    sync.Mutex
+	links map[ServerID]*link
+	reqs  map[uint32]*request
+	hreqs map[uint32]*hashReq
+	trees map[pool.Key]*vtree // hash trees of the versions being read (and recently read)
+	// idleTrees: the trees no reader uses, most recently used first, and
+	// their bytes (bounded by Config.TreeCache).
+	idleTrees list.List
+	idleBytes int
+	nextID    uint32
+	inflight  int                    // sum of the links' inflight
+	starved   map[*download]struct{} // downloads waiting for window room
+	readers   map[*download]struct{}
+	stats     Stats
 
 	budget    int // Config.Budget in chunks
 	held      int // chunk buffers held by all downloads
@@ -174,6 +209,8 @@ func New(cfg Config) *Engine {
 		cfg:     cfg,
 		links:   map[ServerID]*link{},
 		reqs:    map[uint32]*request{},
+		hreqs:   map[uint32]*hashReq{},
+		trees:   map[pool.Key]*vtree{},
 		starved: map[*download]struct{}{},
 		readers: map[*download]struct{}{},
 	}
@@ -217,7 +254,7 @@ func (e *Engine) Links() []LinkStats {
 	out := make([]LinkStats, 0, len(e.links))
 	for _, l := range e.links {
 		out = append(out, LinkStats{ID: l.id, SRTT: l.srtt, RTO: l.rto(), Window: l.cwnd, Inflight: l.inflight,
-			Rate: l.rate, Bandwidth: l.model.bw.get(), Startup: l.model.startup, Delivered: l.delivered, Retransmits: l.retransmits, Timeouts: l.timeouts})
+			Rate: l.rate, Bandwidth: l.model.bw.get(), Startup: l.model.startup, Delivered: l.delivered, Retransmits: l.retransmits, Timeouts: l.timeouts, Blamed: l.blamed})
 	}
 	return out
 }
@@ -285,6 +322,7 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 	e.inflight -= credit
 	if added := c.have.add(rel, rel+n); added > 0 {
 		copy((*c.buf)[rel:rel+n], m.Payload)
+		c.noteSource(id, rel, rel+n)
 		l.onDelivered(added, now)
 		d.lastProgress = now
 		e.lastDelivery = now
@@ -326,27 +364,32 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 	}
 }
 
-// HandleError takes an ERROR from server id about one of our READs.
+// HandleError takes an ERROR from server id about one of our READs or
+// HASH_REQUESTs.
 func (e *Engine) HandleError(id ServerID, m *fschunk.Error) {
-	hash, dropped, ok := e.refused(id, m)
+	key, dropped, ok := e.refused(id, m)
 	if !ok {
 		return
 	}
-	e.cfg.Logger.Debug("read refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
+	e.cfg.Logger.Debug("request refused", "server", uint64(id), "code", m.Code.String(), "msg", m.Message)
 	if dropped {
-		e.cfg.Dropped(id, hash)
+		e.cfg.Dropped(id, key)
 	}
 }
 
 // refused applies an ERROR to its request under e.mu; dropped says the
 // server no longer holds the version; ok is false if the ERROR names no
 // request of that server.
-func (e *Engine) refused(id ServerID, m *fschunk.Error) (hash [fschunk.HashSize]byte, dropped, ok bool) {
+func (e *Engine) refused(id ServerID, m *fschunk.Error) (key pool.Key, dropped, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if hr := e.hreqs[m.ID]; hr != nil && hr.server == id {
+		dropped = e.hashError(hr, m)
+		return hr.t.key, dropped, true
+	}
 	r := e.reqs[m.ID]
 	if r == nil || r.l.id != id {
-		return hash, false, false
+		return key, false, false
 	}
 	now := e.cfg.Now()
 	d, l := r.d, r.l
@@ -362,7 +405,24 @@ func (e *Engine) refused(id ServerID, m *fschunk.Error) (hash [fschunk.HashSize]
 	e.finish(r, false)
 	notify(d.wake)
 	e.wakeStarved()
-	return d.hash, dropped, true
+	return d.key, dropped, true
+}
+
+// hashError applies an ERROR answering a HASH_REQUEST; dropped says the
+// server no longer holds the version. Under e.mu.
+func (e *Engine) hashError(r *hashReq, m *fschunk.Error) (dropped bool) {
+	t := r.t
+	delete(e.hreqs, r.id)
+	if t.pending[r.blk] == r {
+		delete(t.pending, r.blk)
+	}
+	switch m.Code {
+	case fschunk.CodeNotFound, fschunk.CodeStale, fschunk.CodeRange:
+		t.gone[r.server] = true
+		dropped = true
+	}
+	e.wakeTree(t)
+	return dropped
 }
 
 // ServerGone forgets a server that left the pool; its outstanding reads
@@ -442,7 +502,7 @@ func (e *Engine) Downloads() []DownloadInfo {
 // Seek is free.
 func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int64, label string) *Reader {
 	d := &download{
-		e: e, hash: hash, size: size, ctx: ctx, label: label, opened: e.cfg.Now(),
+		e: e, hash: hash, size: size, key: pool.Key{Hash: hash, Size: size}, ctx: ctx, label: label, opened: e.cfg.Now(),
 		bad:      map[ServerID]bool{},
 		used:     map[ServerID]bool{},
 		wake:     make(chan struct{}, 1),
@@ -457,6 +517,7 @@ func (e *Engine) Open(ctx context.Context, hash [fschunk.HashSize]byte, size int
 	}
 	e.mu.Lock()
 	e.readers[d] = struct{}{}
+	d.t = e.acquireTree(d.key)
 	e.mu.Unlock()
 	return &Reader{d: d}
 }

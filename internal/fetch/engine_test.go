@@ -3,7 +3,6 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -14,6 +13,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
+	"github.com/fastfile/fschunk/internal/pool"
 )
 
 // fakeNet serves READs from memory for a set of servers, calling the
@@ -29,6 +30,36 @@ type fakeNet struct {
 	wg      sync.WaitGroup
 	holders []ServerID
 	jitter  time.Duration // each datagram delivered after a random delay up to this
+	tree    *hashtree.Tree
+	// liars send other bytes than the content (a byte flipped every
+	// 64 KiB) or, with lieHashes, a tree block with a flipped bit.
+	liars     map[ServerID]bool
+	lieHashes bool
+	wrong     int // wrong bytes the liars sent
+}
+
+func (f *fakeNet) SendHashRequest(id ServerID, r *fschunk.HashRequest) error {
+	f.mu.Lock()
+	dead, lie := f.dead[id], f.liars[id] && f.lieHashes
+	f.mu.Unlock()
+	if dead {
+		return nil
+	}
+	msg := *r
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		nodes, err := f.tree.Block(int(msg.Level), msg.Index, int(msg.Count))
+		if err != nil {
+			f.e.HandleError(id, &fschunk.Error{ID: msg.ID, Code: fschunk.CodeRange})
+			return
+		}
+		if lie {
+			nodes[3] ^= 1
+		}
+		f.e.HandleHashes(id, &fschunk.Hashes{ID: msg.ID, Level: msg.Level, Index: msg.Index, Nodes: nodes})
+	}()
+	return nil
 }
 
 func (f *fakeNet) SendRead(id ServerID, r *fschunk.Read) error {
@@ -54,7 +85,19 @@ func (f *fakeNet) SendRead(id ServerID, r *fschunk.Read) error {
 				if drop {
 					continue
 				}
-				d := &fschunk.Data{ID: msg.ID, Offset: off, Payload: f.content[off:end]}
+				payload := f.content[off:end]
+				f.mu.Lock()
+				if f.liars[id] && !f.lieHashes {
+					payload = bytes.Clone(payload)
+					for i := range payload {
+						if (off+int64(i))%(64<<10) == 100 {
+							payload[i] ^= 0xff
+							f.wrong++
+						}
+					}
+				}
+				f.mu.Unlock()
+				d := &fschunk.Data{ID: msg.ID, Offset: off, Payload: payload}
 				if f.jitter > 0 {
 					f.mu.Lock()
 					wait := time.Duration(f.rnd.Int64N(int64(f.jitter)))
@@ -76,13 +119,17 @@ func newFake(t *testing.T, size int, servers int, loss float64) (*fakeNet, *Engi
 	for i := range content {
 		content[i] = byte(rr.Uint32())
 	}
-	f := &fakeNet{content: content, rnd: rand.New(rand.NewPCG(1, 2)), loss: loss, dead: map[ServerID]bool{}, served: map[ServerID]int{}}
+	f := &fakeNet{content: content, rnd: rand.New(rand.NewPCG(1, 2)), loss: loss, dead: map[ServerID]bool{}, served: map[ServerID]int{},
+		liars: map[ServerID]bool{}}
+	b := hashtree.NewBuilder()
+	b.Write(content)
+	f.tree = b.Tree()
 	for i := 1; i <= servers; i++ {
 		f.holders = append(f.holders, ServerID(i))
 	}
 	f.e = New(Config{
 		Sender: f,
-		Holders: func([32]byte) []ServerID {
+		Holders: func(pool.Key) []ServerID {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			var out []ServerID
@@ -103,7 +150,7 @@ func newFake(t *testing.T, size int, servers int, loss float64) (*fakeNet, *Engi
 
 func readAll(t *testing.T, e *Engine, f *fakeNet, off int64) []byte {
 	t.Helper()
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
+	r := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "test")
 	defer r.Close()
 	if _, err := r.Seek(off, io.SeekStart); err != nil {
 		t.Fatal(err)
@@ -156,7 +203,7 @@ func TestDownloadExact(t *testing.T) {
 func TestServerDiesMidDownload(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	f, e := newFake(t, 4<<20, 3, 0)
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
+	r := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "test")
 	defer r.Close()
 	buf := make([]byte, 1<<20)
 	if _, err := io.ReadFull(r, buf); err != nil {
@@ -178,7 +225,7 @@ func TestNoHolder(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	f, e := newFake(t, 1<<20, 1, 0)
 	f.dead[1] = true
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
+	r := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "test")
 	defer r.Close()
 	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -189,7 +236,7 @@ func TestCancel(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	f, e := newFake(t, 8<<20, 2, 0)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := e.Open(ctx, sha256.Sum256(f.content), int64(len(f.content)), "test")
+	r := e.Open(ctx, f.tree.Root, int64(len(f.content)), "test")
 	if _, err := r.Read(make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +330,7 @@ func TestBudgetShared(t *testing.T) {
 	var rs [n]*Reader
 	var got [n][]byte
 	for i := range rs {
-		rs[i] = e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "test")
+		rs[i] = e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "test")
 		defer rs[i].Close()
 	}
 	maxHeld, buf := 0, make([]byte, 32<<10)
@@ -310,7 +357,7 @@ func TestBudgetShared(t *testing.T) {
 	}
 	together := maxHeld
 	// Alone, one reader grows past a quarter of the budget.
-	alone := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "alone")
+	alone := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "alone")
 	defer alone.Close()
 	maxHeld = 0
 	for {
@@ -345,7 +392,7 @@ func TestOverloadQueuesNotStalls(t *testing.T) {
 	errs := make(chan error, readers)
 	for range readers {
 		wg.Go(func() {
-			r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "queued")
+			r := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "queued")
 			defer r.Close()
 			got, err := io.ReadAll(r)
 			if err == nil && !bytes.Equal(got, f.content) {
@@ -385,7 +432,7 @@ func (f *failAfter) Write(p []byte) (int, error) {
 func TestWriteToN(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	f, e := newFake(t, 1<<20+123, 3, 0.02)
-	r := e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "direct")
+	r := e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "direct")
 	defer r.Close()
 	var got bytes.Buffer
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -446,12 +493,15 @@ func BenchmarkQueuedReaders(b *testing.B) {
 	for b.Loop() {
 		f := &fakeNet{rnd: rand.New(rand.NewPCG(1, 2)), dead: map[ServerID]bool{}, served: map[ServerID]int{}, holders: []ServerID{1, 2, 3}}
 		f.content = make([]byte, 512<<10)
-		f.e = New(Config{Sender: f, Holders: func([32]byte) []ServerID { return f.holders }, ChunkSize: 64 << 10,
+		tb := hashtree.NewBuilder()
+		tb.Write(f.content)
+		f.tree = tb.Tree()
+		f.e = New(Config{Sender: f, Holders: func(pool.Key) []ServerID { return f.holders }, ChunkSize: 64 << 10,
 			Window: 1 << 20, MaxInflight: 64 << 10})
 		var wg sync.WaitGroup
 		for range readers {
 			wg.Go(func() {
-				r := f.e.Open(context.Background(), sha256.Sum256(f.content), int64(len(f.content)), "bench")
+				r := f.e.Open(context.Background(), f.tree.Root, int64(len(f.content)), "bench")
 				defer r.Close()
 				if _, err := io.Copy(io.Discard, r); err != nil {
 					b.Error(err)

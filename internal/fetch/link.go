@@ -58,6 +58,7 @@ type link struct {
 	delivered   uint64
 	retransmits uint64
 	timeouts    uint64
+	blamed      uint64 // verdicts against it: bytes or hashes that did not verify
 }
 
 // Window tuning. A chunk is the unit of work; the window is in bytes.

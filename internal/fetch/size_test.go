@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/pool"
 )
 
 // recordSender remembers the READs it is asked to send and answers none.
@@ -27,6 +28,8 @@ func (s *recordSender) SendRead(_ ServerID, r *fschunk.Read) error {
 	s.reads = append(s.reads, m)
 	return nil
 }
+
+func (s *recordSender) SendHashRequest(ServerID, *fschunk.HashRequest) error { return nil }
 
 func (s *recordSender) all() []fschunk.Read {
 	s.mu.Lock()
@@ -64,7 +67,7 @@ func TestSizeLieDoesNotWedge(t *testing.T) {
 	snd := &recordSender{}
 	e := New(Config{
 		Sender:     snd,
-		Holders:    func([32]byte) []ServerID { return []ServerID{1} },
+		Holders:    func(pool.Key) []ServerID { return []ServerID{1} },
 		ChunkSize:  128 << 10,
 		Window:     1 << 20,
 		HolderWait: 50 * time.Millisecond,
@@ -103,7 +106,9 @@ func TestSizeLieDoesNotWedge(t *testing.T) {
 	for _, r := range snd.all() {
 		last = r
 	}
-	want := fschunk.Range{Offset: fschunk.MaxFileSize - 6, Length: 1}
+	// The last leaf, whole: a leaf is verified whole, so it is fetched whole.
+	lastLeaf := int64(fschunk.MaxFileSize-6) / fschunk.TreeLeafSize * fschunk.TreeLeafSize
+	want := fschunk.Range{Offset: lastLeaf, Length: uint32(fschunk.MaxFileSize - 5 - lastLeaf)}
 	if len(last.Ranges) != 1 || last.Ranges[0] != want {
 		t.Errorf("READ for the last byte of a %d-byte version: %+v, want %+v", int64(fschunk.MaxFileSize-5), last.Ranges, want)
 	}

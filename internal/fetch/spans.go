@@ -73,3 +73,22 @@ func (s spanSet) coversRange(lo, hi int) bool {
 	}
 	return lo >= hi
 }
+
+// remove takes [lo, hi) out of the set (bytes that failed verification
+// and must be fetched again).
+func (s *spanSet) remove(lo, hi int) {
+	var out spanSet
+	for _, sp := range *s {
+		if sp.hi <= lo || sp.lo >= hi {
+			out = append(out, sp)
+			continue
+		}
+		if sp.lo < lo {
+			out = append(out, span{sp.lo, lo})
+		}
+		if sp.hi > hi {
+			out = append(out, span{hi, sp.hi})
+		}
+	}
+	*s = out
+}

@@ -1,5 +1,5 @@
 // Package fileserver is the protocol side of FastFileSrv: it registers the
-// server with every configured gateway over the FS Chunk Protocol v1, keeps
+// server with every configured gateway over the FS Chunk Protocol v2, keeps
 // those sessions alive (heartbeats, rekeys, re-registration after a gateway
 // restart), announces the catalog of files and its changes, and serves READ
 // and META_REQUEST messages from the files of a catalog.Catalog.
@@ -24,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
@@ -58,10 +60,17 @@ const (
 	catalogStallTimeout = 10 * time.Second
 
 	// eventQueueSize is the capacity of each gateway's control queue
-	// (handshake messages, acknowledgements, GOODBYE). Control traffic is
+	// (acknowledgements, GOODBYE; handshakes have their own). Control traffic is
 	// small and bounded by the catalog window; a full queue means the
 	// gateway goroutine is stuck and the datagram is dropped.
 	eventQueueSize = 256
+	// handshakeQueueSize is the capacity of each gateway's queue of
+	// CHALLENGEs and WELCOMEs. A handshake needs one of each; the queue is
+	// apart from the control queue so that a flood of them (forged with a
+	// pending index seen on the path) cannot crowd out acknowledgements,
+	// and their MAC or key derivation is done by the gateway's goroutine,
+	// never by the receive loop that serves READs.
+	handshakeQueueSize = 8
 
 	// refusedLogEvery rate-limits the warnings about refused READs, which
 	// come in bursts when a file changes or the server is overloaded.
@@ -140,6 +149,9 @@ type Server struct {
 
 	refusedAt         atomic.Int64 // UnixNano of the last refused-READ warning
 	refusedSuppressed atomic.Uint64
+	// versionLog rate-limits the warning about datagrams of another
+	// protocol version (receive loop only).
+	versionLog rate.Sometimes
 
 	st counters
 }
@@ -195,6 +207,9 @@ func New(cfg Config) (*Server, error) {
 		// rekeys and re-registrations; a restart draws a new one.
 		instance: binary.BigEndian.Uint64(rnd[:]) | 1,
 		jobs:     make(chan *readJob, cfg.MaxReads),
+		// Datagrams of another version are counted; the warning is
+		// logged at most once a minute.
+		versionLog: rate.Sometimes{First: 1, Interval: time.Minute},
 	}
 	s.udp, _ = cfg.Conn.(*net.UDPConn)
 	if s.udp != nil {
@@ -459,6 +474,7 @@ type Stats struct {
 	ErrorsSent       map[fschunk.Code]uint64
 	ErrorsReceived   uint64 // ERROR messages from gateways (logged, otherwise ignored)
 	MetaServed       uint64
+	HashesServed     uint64 // HASHES answers: blocks of hash trees
 	CatalogPagesSent uint64 // CATALOG_PAGE and CATALOG_DELTA datagrams, retransmissions included
 	CatalogSyncs     uint64 // catalog syncs completed (every page acknowledged)
 	GoodbyesReceived uint64
@@ -469,6 +485,7 @@ type Stats struct {
 // Drops counts datagrams dropped without an answer, by cause.
 type Drops struct {
 	Garbage        uint64 // does not parse: wrong version, type, size, reserved bits, or a malformed body
+	Version        uint64 // of another protocol version (also counted in Garbage)
 	AuthFailure    uint64 // MAC or AEAD tag mismatch: forged, corrupted or under another key
 	Replay         uint64 // counter already seen or too old
 	UnknownSession uint64 // no session or handshake owns the receiver index (or the session expired)
@@ -480,9 +497,10 @@ type counters struct {
 	hellos, handshakes, rekeys, rereg, restarts  atomic.Uint64
 	heartbeats, readsServed, dataSent, bytesSent atomic.Uint64
 	sendErrors, errorsRecv, metaServed           atomic.Uint64
+	hashesServed                                 atomic.Uint64
 	pagesSent, syncs, goodbyes                   atomic.Uint64
 	errorsSent                                   [16]atomic.Uint64 // by fschunk.Code
-	garbage, authFail, replay, unknown           atomic.Uint64
+	garbage, authFail, replay, unknown, version  atomic.Uint64
 	unexpected, queueFull, authenticated         atomic.Uint64
 }
 
@@ -507,11 +525,13 @@ func (s *Server) Stats() Stats {
 		ErrorsSent:        map[fschunk.Code]uint64{},
 		ErrorsReceived:    c.errorsRecv.Load(),
 		MetaServed:        c.metaServed.Load(),
+		HashesServed:      c.hashesServed.Load(),
 		CatalogPagesSent:  c.pagesSent.Load(),
 		CatalogSyncs:      c.syncs.Load(),
 		GoodbyesReceived:  c.goodbyes.Load(),
 		Dropped: Drops{
 			Garbage:        c.garbage.Load(),
+			Version:        c.version.Load(),
 			AuthFailure:    c.authFail.Load(),
 			Replay:         c.replay.Load(),
 			UnknownSession: c.unknown.Load(),

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -386,7 +387,7 @@ func TestCatalogDelta(t *testing.T) {
 	if in.deltas < 1 || in.fulls != 1 {
 		t.Errorf("deltas %d, full catalogs %d; want the changes sent as deltas", in.deltas, in.fulls)
 	}
-	if in.files["a.txt"].Hash != sha256.Sum256([]byte("version two, longer")) {
+	if in.files["a.txt"].Hash != rootOf([]byte("version two, longer")) {
 		t.Errorf("a.txt has the old hash at the gateway")
 	}
 }
@@ -854,4 +855,11 @@ func TestReadSurvivesRefusedWrite(t *testing.T) {
 	if st := f.srv.Stats(); st.SendErrors != 1 {
 		t.Errorf("send errors %d, want 1", st.SendErrors)
 	}
+}
+
+// rootOf is a content hash: the root of the content's hash tree.
+func rootOf(b []byte) [32]byte {
+	t := hashtree.NewBuilder()
+	t.Write(b)
+	return t.Tree().Root
 }

@@ -111,6 +111,7 @@ type gateway struct {
 	log    *slog.Logger
 	init   *auth.Initiator
 	events chan gwEvent
+	hsEv   chan gwEvent  // CHALLENGE and WELCOME: see handshakeQueueSize
 	kick   chan struct{} // the catalog changed
 	pace   *pacer        // spaces DATA at the gateway's READ.Pace
 
@@ -144,6 +145,7 @@ func newGateway(s *Server, name string) *gateway {
 		log:    s.log.With("gateway", name),
 		init:   auth.NewInitiator(s.cfg.Key, s.instance, s.cfg.Limits),
 		events: make(chan gwEvent, eventQueueSize),
+		hsEv:   make(chan gwEvent, handshakeQueueSize),
 		kick:   make(chan struct{}, 1),
 		pace:   newPacer(),
 		buf:    make([]byte, 0, s.maxDG),
@@ -155,6 +157,16 @@ func newGateway(s *Server, name string) *gateway {
 func (g *gateway) post(ev gwEvent) {
 	select {
 	case g.events <- ev:
+	default:
+		g.s.st.queueFull.Add(1)
+	}
+}
+
+// postHandshake hands a CHALLENGE or WELCOME to the gateway goroutine,
+// on its own bounded queue, without ever blocking the receive loop.
+func (g *gateway) postHandshake(ev gwEvent) {
+	select {
+	case g.hsEv <- ev:
 	default:
 		g.s.st.queueFull.Add(1)
 	}
@@ -189,6 +201,8 @@ func (g *gateway) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case ev := <-g.events:
+			g.handleEvent(ev, s.now())
+		case ev := <-g.hsEv:
 			g.handleEvent(ev, s.now())
 		case <-g.kick:
 			g.maybeSync(s.now())

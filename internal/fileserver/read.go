@@ -243,5 +243,35 @@ func (s *Server) onMeta(g *gateway, body []byte) {
 	}
 }
 
+// onHashRequest answers a HASH_REQUEST with a block of the version's hash
+// tree, kept by the catalog since the file was hashed: no file access.
+// Like META, the answer is about as large as the request (≤ 1,072 bytes
+// for 80), and it needs the key.
+func (s *Server) onHashRequest(g *gateway, body []byte) {
+	var m fschunk.HashRequest
+	if err := m.Decode(body); err != nil {
+		s.st.garbage.Add(1)
+		return
+	}
+	t, ok := s.cfg.Catalog.Tree(m.Hash)
+	if !ok {
+		s.sendError(g, m.ID, fschunk.CodeNotFound, errorText(fschunk.CodeNotFound))
+		return
+	}
+	nodes, err := t.Block(int(m.Level), m.Index, int(m.Count))
+	if err != nil {
+		s.sendError(g, m.ID, fschunk.CodeRange, err.Error())
+		return
+	}
+	bp := s.getBuf()
+	defer s.putBuf(bp)
+	pkt := fschunk.AppendHeader((*bp)[:0], fschunk.Header{Type: fschunk.TypeHashes})
+	h := fschunk.Hashes{ID: m.ID, Level: m.Level, Index: m.Index, Nodes: nodes}
+	pkt = h.Append(pkt)
+	if s.sendCurrent(g, pkt) == nil {
+		s.st.hashesServed.Add(1)
+	}
+}
+
 // shortHash is the log form of a content hash: enough to tell files apart.
 func shortHash(h [fschunk.HashSize]byte) string { return hex.EncodeToString(h[:6]) }

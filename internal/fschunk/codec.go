@@ -279,7 +279,8 @@ type Welcome struct {
 	MaxDatagram       uint32 // largest datagram the gateway accepts
 }
 
-const welcomeSize = 4 + 8 + 4 + 4 + 4
+// WelcomeBodySize is the sealed part of a WELCOME.
+const WelcomeBodySize = 4 + 8 + 4 + 4 + 4
 
 func (w *Welcome) Append(b []byte) []byte {
 	b = be.AppendUint32(b, w.GatewayIndex)
@@ -857,4 +858,86 @@ func SplitPages(entries []Entry, budget, header, extra int) ([][]Entry, error) {
 		used += n
 	}
 	return append(pages, entries[start:]), nil
+}
+
+// HashRequest asks a server for an aligned block of nodes of one level of
+// the hash tree of the version whose content hash is Hash (gateway →
+// server). Like a READ it is idempotent and any holder may answer it.
+type HashRequest struct {
+	ID    uint32 // chosen by the gateway, echoed in HASHES and ERROR
+	Hash  [HashSize]byte
+	Level uint8  // 0 = leaves; at most MaxTreeLevel
+	Count uint8  // nodes wanted, 1 … TreeBlockNodes
+	Index uint64 // first node, a multiple of TreeBlockNodes
+}
+
+// HashRequestSize is the body size of a HASH_REQUEST.
+const HashRequestSize = 4 + HashSize + 1 + 1 + 2 + 8
+
+func (m *HashRequest) Append(b []byte) []byte {
+	b = be.AppendUint32(b, m.ID)
+	b = append(b, m.Hash[:]...)
+	b = append(b, m.Level, m.Count, 0, 0)
+	return be.AppendUint64(b, m.Index)
+}
+
+func (m *HashRequest) Decode(b []byte) error {
+	r := reader{b: b}
+	m.ID = r.u32()
+	copy(m.Hash[:], r.take(HashSize))
+	m.Level = r.u8()
+	m.Count = r.u8()
+	r.zero(2)
+	m.Index = r.u64()
+	if r.err == nil {
+		r.fail(checkTreeBlock(m.Level, m.Count, m.Index))
+	}
+	return r.done()
+}
+
+// checkTreeBlock checks the bounds shared by HASH_REQUEST and HASHES.
+func checkTreeBlock(level, count uint8, index uint64) error {
+	switch {
+	case level > MaxTreeLevel:
+		return invalid("tree level %d", level)
+	case count == 0 || count > TreeBlockNodes:
+		return invalid("%d tree nodes", count)
+	case index%TreeBlockNodes != 0 || index >= 1<<(MaxTreeLevel-int(level)):
+		return invalid("tree index %d at level %d", index, level)
+	}
+	return nil
+}
+
+// Hashes answers a HashRequest with the nodes asked for (server →
+// gateway); a block at the end of a level is shorter. Decoding aliases
+// Nodes into the datagram.
+type Hashes struct {
+	ID    uint32
+	Level uint8
+	Index uint64
+	Nodes []byte // Count × HashSize bytes
+}
+
+// HashesBase is the body size of a HASHES before its nodes.
+const HashesBase = 4 + 1 + 1 + 2 + 8
+
+func (m *Hashes) Append(b []byte) []byte {
+	b = be.AppendUint32(b, m.ID)
+	b = append(b, m.Level, uint8(len(m.Nodes)/HashSize), 0, 0)
+	b = be.AppendUint64(b, m.Index)
+	return append(b, m.Nodes...)
+}
+
+func (m *Hashes) Decode(b []byte) error {
+	r := reader{b: b}
+	m.ID = r.u32()
+	m.Level = r.u8()
+	n := r.u8()
+	r.zero(2)
+	m.Index = r.u64()
+	if r.err == nil {
+		r.fail(checkTreeBlock(m.Level, n, m.Index))
+	}
+	m.Nodes = r.take(int(n) * HashSize)
+	return r.done()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -51,6 +52,10 @@ func samples() map[string][]message {
 			Ranges: []Range{{0, 1}, {1 << 33, MaxReadLength}}}},
 		"Data":  {&Data{ID: 8, Offset: 1 << 33, Payload: []byte("hello, world")}},
 		"Error": {&Error{ID: 8, Code: CodeStale, Message: "file changed"}, &Error{ID: 1, Code: 999}},
+		"HashRequest": {&HashRequest{ID: 9, Hash: sha256.Sum256([]byte("x")), Level: 5, Count: TreeBlockNodes, Index: 64},
+			&HashRequest{ID: 10, Level: MaxTreeLevel, Count: 1}},
+		"Hashes": {&Hashes{ID: 9, Level: 5, Index: 64, Nodes: bytes.Repeat([]byte{7}, TreeBlockNodes*HashSize)},
+			&Hashes{ID: 10, Level: 0, Index: 0, Nodes: make([]byte, HashSize)}},
 	}
 }
 
@@ -99,12 +104,12 @@ func TestHandshakeSizes(t *testing.T) {
 	if ChallengeSize > HelloSize {
 		t.Error("CHALLENGE larger than HELLO")
 	}
-	for m, want := range map[message]int{s["Heartbeat"][0]: heartbeatSize, s["HeartbeatAck"][0]: heartbeatAckSize, s["Welcome"][0]: welcomeSize} {
+	for m, want := range map[message]int{s["Heartbeat"][0]: heartbeatSize, s["HeartbeatAck"][0]: heartbeatAckSize, s["Welcome"][0]: WelcomeBodySize} {
 		if got := len(m.Append(nil)); got != want {
 			t.Errorf("%T body is %d bytes, want %d", m, got, want)
 		}
 	}
-	if HeaderSize+welcomeSize+TagSize > AuthSize {
+	if HeaderSize+WelcomeBodySize+TagSize > AuthSize {
 		t.Error("WELCOME larger than AUTH")
 	}
 }
@@ -118,7 +123,8 @@ func TestStrictness(t *testing.T) {
 		b    []byte
 		want error
 	}{
-		{"bad version", &Hello{}, mut(hello, func(b []byte) { b[0] = 2 }), ErrVersion},
+		{"version 1", &Hello{}, mut(hello, func(b []byte) { b[0] = 1 }), ErrVersion},
+		{"version 3", &Hello{}, mut(hello, func(b []byte) { b[0] = 3 }), ErrVersion},
 		{"reserved prefix", &Hello{}, mut(hello, func(b []byte) { b[3] = 1 }), ErrReserved},
 		{"padding", &Hello{}, mut(hello, func(b []byte) { b[50] = 1 }), ErrReserved},
 		{"wrong type", &Challenge{}, hello, ErrType},
@@ -140,6 +146,13 @@ func TestStrictness(t *testing.T) {
 		{"long path", &MetaRequest{}, (&MetaRequest{Path: strings.Repeat("a", MaxPathLen+1)}).Append(nil), ErrPath},
 		{"error code 0", &Error{}, (&Error{ID: 1}).Append(nil), ErrInvalid},
 		{"ack status", &CatalogAck{}, (&CatalogAck{Gen: 1, Status: 7}).Append(nil), ErrInvalid},
+		{"size above MaxFileSize", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: MaxFileSize + 1}}}).Append(nil), ErrInvalid},
+		{"size 2^63-1", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: math.MaxInt64}}}).Append(nil), ErrInvalid},
+		{"negative size", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: -1}}}).Append(nil), ErrInvalid},
+		{"read past MaxFileSize", &Read{}, (&Read{ID: 1, MaxDatagram: 1452, Ranges: []Range{{Offset: MaxFileSize - 1, Length: 2}}}).Append(nil), ErrInvalid},
+		{"read offset wraps", &Read{}, (&Read{ID: 1, MaxDatagram: 1452, Ranges: []Range{{Offset: -1, Length: 2}}}).Append(nil), ErrInvalid},
+		{"data past MaxFileSize", &Data{}, (&Data{ID: 1, Offset: MaxFileSize - 1, Payload: []byte{1, 2}}).Append(nil), ErrInvalid},
+		{"data offset wraps", &Data{}, (&Data{ID: 1, Offset: -1, Payload: []byte{1, 2}}).Append(nil), ErrInvalid},
 		{"welcome datagram", &Welcome{}, (&Welcome{HeartbeatInterval: time.Second, MaxDatagram: 10}).Append(nil), ErrInvalid},
 	}
 	for _, c := range cases {

@@ -1,4 +1,4 @@
-// Package fschunk is the wire format of the FS Chunk Protocol v1, the UDP
+// Package fschunk is the wire format of the FS Chunk Protocol v2, the UDP
 // protocol between HttpGw and FastFileSrv: every constant of the
 // specification (docs/PROTOCOL.md) and the one encoder and strict decoder
 // of every message. It does no I/O and no cryptography: package auth seals
@@ -7,8 +7,12 @@ package fschunk
 
 import "time"
 
-// Version is the protocol version carried in the first byte of every datagram.
-const Version = 1
+// Version is the protocol version carried in the first byte of every
+// datagram. Version 2 changed the handshake (a gateway random in WELCOME,
+// mixed into the session keys; cookies on a monotonic clock) and bounds
+// sizes by MaxFileSize; a datagram of another version is dropped, and
+// logged (rate-limited) with both versions named.
+const Version = 2
 
 // Type is the message type, the second byte of every datagram.
 type Type uint8
@@ -38,6 +42,9 @@ const (
 	TypeRead  Type = 0x40 // gateway → server: byte ranges of a content hash
 	TypeData  Type = 0x41 // server → gateway: bytes at an offset
 	TypeError Type = 0x42 // either way: a request failed
+
+	TypeHashRequest Type = 0x43 // gateway → server: nodes of a version's hash tree
+	TypeHashes      Type = 0x44 // server → gateway: those nodes
 )
 
 // IsHandshake reports whether t is authenticated by the pre-shared key
@@ -76,23 +83,33 @@ func (t Type) String() string {
 		return "DATA"
 	case TypeError:
 		return "ERROR"
+	case TypeHashRequest:
+		return "HASH_REQUEST"
+	case TypeHashes:
+		return "HASHES"
 	}
 	return "UNKNOWN"
 }
 
 // Sizes in bytes.
 const (
-	PrefixSize    = 4  // version, type, 2 reserved bytes: common to all datagrams
-	HeaderSize    = 16 // transport header: prefix, receiver index, counter
-	TagSize       = 16 // AEAD tag after every transport datagram
-	Overhead      = HeaderSize + TagSize
-	MACSize       = 16 // truncated HMAC-SHA256 of handshake messages
-	NonceSize     = 16 // handshake nonce
-	CookieSize    = 32 // 8-byte timestamp + 24-byte MAC
-	HashSize      = 32 // SHA-256 content hash
-	HelloSize     = 128
-	ChallengeSize = 56
-	AuthSize      = 80
+	PrefixSize = 4  // version, type, 2 reserved bytes: common to all datagrams
+	HeaderSize = 16 // transport header: prefix, receiver index, counter
+	TagSize    = 16 // AEAD tag after every transport datagram
+	Overhead   = HeaderSize + TagSize
+	MACSize    = 16 // truncated HMAC-SHA256 of handshake messages
+	NonceSize  = 16 // handshake nonce
+	CookieSize = 32 // 8-byte timestamp + 24-byte MAC
+	// GatewayRandomSize is the gateway's fresh random value in WELCOME,
+	// sent in the clear after the header and mixed into the session keys.
+	GatewayRandomSize = 16
+	HashSize          = 32 // SHA-256 content hash
+	HelloSize         = 128
+	ChallengeSize     = 56
+	AuthSize          = 80
+	// WelcomeSize is a WELCOME datagram: header, gateway random, the
+	// sealed body and the tag.
+	WelcomeSize = HeaderSize + GatewayRandomSize + WelcomeBodySize + TagSize
 
 	// DataHeaderSize is the plaintext header of a DATA body: request id, offset.
 	DataHeaderSize = 12
@@ -127,6 +144,25 @@ const (
 	// more is refused by the decoder, like a bad path; a server leaves
 	// such a file out of its catalog.
 	MaxFileSize = 1 << 48
+)
+
+// The content hash tree (docs/PROTOCOL.md §5.17). A version's content hash
+// is the root of a binary SHA-256 tree over its leaves, so every leaf can
+// be checked on its own as it streams, and the root also commits to the
+// size.
+const (
+	// TreeLeafSize is the bytes under one leaf hash: the unit the gateway
+	// verifies (and so fetches whole). 64 KiB keeps the hashes at 0.05%
+	// of the content and a one-byte range read at one leaf.
+	TreeLeafSize = 64 << 10
+	// TreeBlockLevels: a HASHES message carries an aligned block of up to
+	// 2^TreeBlockLevels nodes of one level, which hash up to one node
+	// TreeBlockLevels levels higher.
+	TreeBlockLevels = 5
+	TreeBlockNodes  = 1 << TreeBlockLevels
+	// MaxTreeLevel is the height of the tree of the largest file
+	// (2^63 − 1 bytes: 2^47 leaves).
+	MaxTreeLevel = 47
 )
 
 // Timers of the specification.

@@ -52,6 +52,10 @@ func FuzzMeta(f *testing.F)  { fuzzDecoder(f, "Meta", func() message { return ne
 func FuzzRead(f *testing.F)  { fuzzDecoder(f, "Read", func() message { return new(Read) }) }
 func FuzzData(f *testing.F)  { fuzzDecoder(f, "Data", func() message { return new(Data) }) }
 func FuzzError(f *testing.F) { fuzzDecoder(f, "Error", func() message { return new(Error) }) }
+func FuzzHashRequest(f *testing.F) {
+	fuzzDecoder(f, "HashRequest", func() message { return new(HashRequest) })
+}
+func FuzzHashes(f *testing.F) { fuzzDecoder(f, "Hashes", func() message { return new(Hashes) }) }
 
 // FuzzHeader: the transport header parser never panics and accepts only
 // version-1 transport types with zero reserved bytes.

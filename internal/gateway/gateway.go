@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/cache"
@@ -30,10 +31,6 @@ import (
 
 // heardEvery is how often a busy server's liveness is refreshed in the pool.
 const heardEvery = 100 * time.Millisecond
-
-// MaxCatalogPages bounds one catalog or delta, so even a server holding
-// the key cannot make the gateway reserve unbounded memory.
-const MaxCatalogPages = 1 << 16
 
 // Config configures a Gateway. Conn and Key are required.
 type Config struct {
@@ -47,6 +44,12 @@ type Config struct {
 	// fschunk.IPv4DatagramSize for IPv4 and fschunk.DefaultDatagramSize for
 	// IPv6 ones (no fragmentation on Ethernet).
 	DatagramSize int
+
+	// Catalog bounds the memory catalogs may take (zero fields: defaults).
+	Catalog CatalogLimits
+	// Handshake bounds the work handshakes may cost (zero fields:
+	// defaults); see handshake.go.
+	Handshake HandshakeLimits
 
 	HeartbeatInterval time.Duration // told to servers; default fschunk.HeartbeatInterval
 	EvictAfter        time.Duration // default fschunk.EvictAfter
@@ -64,20 +67,42 @@ type Stats struct {
 	Handshakes         uint64 // sessions established
 	Evictions          uint64
 	DropGarbage        uint64 // did not parse
+	DropVersion        uint64 // of another protocol version (also counted in DropGarbage)
 	DropAuth           uint64 // bad MAC, cookie or tag
 	DropReplay         uint64
 	DropUnknownSession uint64
 	CatalogPages       uint64
-	Goodbyes           uint64
-	SendErrors         uint64
+	// CatalogRefused counts catalog pages dropped unacknowledged because
+	// they broke a bound: larger than the server's datagram size, or over
+	// its or the gateway's catalog budget (CatalogLimits).
+	CatalogRefused uint64
+	// DropInstances counts AUTHs refused because their source address
+	// already has CatalogLimits.MaxInstancesPerSource servers.
+	DropInstances uint64
+	// Handshake datagrams (HELLO, AUTH): queued for the handshake worker,
+	// and handled by it (any outcome); dropped because the queue was full;
+	// dropped under load by the per-source limit. Challenges counts the
+	// CHALLENGEs sent.
+	HandshakesQueued, HandshakesDone uint64
+	DropHandshakeQueue               uint64
+	DropHandshakeRate                uint64
+	Challenges                       uint64
+	Goodbyes                         uint64
+	SendErrors                       uint64
+	Blamed                           uint64 // verdicts against servers: content or hashes that failed verification
 	// Panics counts datagrams whose handling panicked: recovered, logged,
 	// and the server that sent the datagram (if it authenticated) evicted.
 	Panics uint64
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
 }
+
+// versionLogEvery is how often, at most, a datagram of another protocol
+// version is logged (they are all counted).
+const versionLogEvery = time.Minute
 
 // readErrorPause separates socket reads after an unexpected error.
 const readErrorPause = 10 * time.Millisecond
@@ -87,6 +112,7 @@ type Gateway struct {
 	cfg   Config
 	log   *slog.Logger
 	resp  *auth.Responder
+	hs    handshakeQueues
 	boot  uint64
 	pool  *pool.Pool
 	eng   *fetch.Engine
@@ -103,6 +129,16 @@ type Gateway struct {
 	// would seal from counter 0 again.
 	usedNonces map[[fschunk.NonceSize]byte]time.Time
 	peers      map[pool.ServerID]*peer
+
+	catMu    sync.Mutex
+	catTotal int64 // catalog bytes held and being assembled, all servers
+
+	// versionLog rate-limits the warning about datagrams of another
+	// protocol version.
+	versionLog rate.Sometimes
+	// instanceLog rate-limits the warning about AUTHs refused for
+	// MaxInstancesPerSource.
+	instanceLog rate.Sometimes
 
 	// rxPeer is the server whose datagram the receive loop is handling
 	// (once authenticated): the one evicted if the handling panics.
@@ -130,14 +166,8 @@ type peer struct {
 	// Touched only by the receive loop.
 	asm     *assembly // catalog being assembled
 	heardAt time.Time // last refresh of the pool's liveness
-}
 
-type assembly struct {
-	delta     bool
-	base, gen uint64
-	pages     [][]fschunk.Entry
-	removed   [][]bool
-	got       int
+	cat catalogUse // guarded by Gateway.catMu
 }
 
 // New makes a gateway endpoint; Run starts it.
@@ -161,24 +191,30 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Catalog = cfg.Catalog.withDefaults()
+	cfg.Handshake = cfg.Handshake.withDefaults()
 	var b [8]byte
 	rand.Read(b[:])
 	g := &Gateway{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		resp:       auth.NewResponder(cfg.Key, cfg.Limits, cfg.Now),
-		boot:       binary.BigEndian.Uint64(b[:]),
-		pool:       pool.New(),
-		sessions:   map[uint32]*session{},
-		byNonce:    map[[fschunk.NonceSize]byte]*session{},
-		usedNonces: map[[fschunk.NonceSize]byte]time.Time{},
-		peers:      map[pool.ServerID]*peer{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		resp:        auth.NewResponder(cfg.Key, cfg.Limits, nil),
+		hs:          newHandshakeQueues(cfg.Handshake),
+		boot:        binary.BigEndian.Uint64(b[:]),
+		pool:        pool.New(),
+		sessions:    map[uint32]*session{},
+		byNonce:     map[[fschunk.NonceSize]byte]*session{},
+		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},
+		peers:       map[pool.ServerID]*peer{},
+		versionLog:  rate.Sometimes{First: 1, Interval: versionLogEvery},
+		instanceLog: rate.Sometimes{First: 1, Interval: versionLogEvery},
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
 	fc.Sender = g
 	fc.Holders = g.pool.Holders
-	fc.Dropped = func(id pool.ServerID, h [fschunk.HashSize]byte) { g.pool.DropVersion(id, h, g.cfg.Now()) }
+	fc.Dropped = func(id pool.ServerID, k pool.Key) { g.pool.DropVersion(id, k, g.cfg.Now()) }
+	fc.Blamed = g.blamed
 	fc.DatagramSize = g.datagramSize
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok && fc.MaxInflight == 0 {
 		// Linux reports twice the buffer asked for (the rest is its
@@ -210,8 +246,9 @@ func (g *Gateway) Engine() *fetch.Engine { return g.eng }
 func (g *Gateway) Stats() Stats {
 	c := &g.ctr
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
-		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
-		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load()}
+		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
+		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(),
+		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
 }
 
 // Run serves until ctx is done, then says GOODBYE to every server (so they
@@ -221,6 +258,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); g.maintain(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); g.handshakeWorker(ctx) }()
 	stop := context.AfterFunc(ctx, func() { g.cfg.Conn.SetReadDeadline(time.Now()) })
 	defer stop()
 	read := g.reader()
@@ -324,33 +363,23 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 	t, err := fschunk.ParsePrefix(pkt)
 	if err != nil {
 		g.ctr.garbage.Add(1)
+		if errors.Is(err, fschunk.ErrVersion) {
+			g.ctr.version.Add(1)
+			g.versionLog.Do(func() {
+				g.log.Warn("datagram of another FS Chunk Protocol version dropped: the server and the gateway must run the same protocol version",
+					"addr", from.String(), "peer_version", pkt[0], "our_version", fschunk.Version)
+			})
+		}
 		return
 	}
 	switch t {
-	case fschunk.TypeHello:
-		out := g.getBuf()
-		defer g.putBuf(out)
-		ch, err := g.resp.HandleHello(pkt, from, (*out)[:0])
-		if err != nil {
-			g.dropHandshake(err)
-			return
-		}
-		g.write(ch, from)
-	case fschunk.TypeAuth:
-		g.handleAuth(pkt, from)
+	case fschunk.TypeHello, fschunk.TypeAuth:
+		g.enqueueHandshake(t, pkt, from, now) // to the handshake worker
 	case fschunk.TypeChallenge:
 		g.ctr.garbage.Add(1) // only servers receive challenges (a reflection)
 	default:
 		g.handleTransport(pkt, from, now)
 	}
-}
-
-func (g *Gateway) dropHandshake(err error) {
-	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
-		g.ctr.authFail.Add(1)
-		return
-	}
-	g.ctr.garbage.Add(1)
 }
 
 func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
@@ -364,6 +393,13 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	if err != nil {
 		if errors.Is(err, auth.ErrReplay) {
 			g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
+			return
+		}
+		if errors.Is(err, errTooManyInstances) {
+			g.ctr.instances.Add(1)
+			g.instanceLog.Do(func() {
+				g.log.Warn("server refused: too many server instances from one source address", "addr", from.String(), "max", g.cfg.Catalog.MaxInstancesPerSource)
+			})
 			return
 		}
 		g.log.Error("new session", "err", err)
@@ -412,6 +448,9 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 	id := pool.ServerID(acc.Instance)
 	p := g.peers[id]
 	if p == nil {
+		if g.instancesLocked(from) >= g.cfg.Catalog.MaxInstancesPerSource {
+			return nil, false, errTooManyInstances
+		}
 		p = &peer{id: id, datagram: g.pickDatagram(from)}
 		g.peers[id] = p
 	}
@@ -514,6 +553,12 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.eng.HandleError(p.id, &e)
+	case fschunk.TypeHashes:
+		var hs fschunk.Hashes
+		if !g.decode(&hs, body) {
+			return
+		}
+		g.eng.HandleHashes(p.id, &hs)
 	case fschunk.TypeHeartbeat:
 		var hb fschunk.Heartbeat
 		if !g.decode(&hb, body) {
@@ -533,9 +578,9 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 		}
 		g.evict(p.id, "goodbye")
 	case fschunk.TypeCatalogPage:
-		g.handlePage(p, body, now)
+		g.handlePage(p, len(pkt), body, now)
 	case fschunk.TypeCatalogDelta:
-		g.handleDelta(p, body, now)
+		g.handleDelta(p, len(pkt), body, now)
 	default:
 		// Authenticated but not for us: say so, it is cheap and bounded.
 		e := fschunk.Error{Code: fschunk.CodeUnsupported, Message: "unsupported message type " + h.Type.String()}
@@ -553,76 +598,6 @@ func (g *Gateway) decode(m interface{ Decode([]byte) error }, body []byte) bool 
 	return true
 }
 
-func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
-	var m fschunk.CatalogPage
-	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
-		g.ctr.garbage.Add(1)
-		return
-	}
-	g.ctr.pages.Add(1)
-	// Generations only grow within a server process: a page older than
-	// what is held is a late duplicate, acknowledged and ignored.
-	if held := g.pool.CatalogGen(p.id); held < m.Gen {
-		if all, _, done := p.addPage(false, 0, m.Gen, m.Page, m.Pages, m.Entries, nil); done {
-			g.pool.SetCatalog(p.id, m.Gen, all, now)
-			g.log.Info("catalog", "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
-		}
-	}
-	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
-	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
-}
-
-func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
-	var m fschunk.CatalogDelta
-	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
-		g.ctr.garbage.Add(1)
-		return
-	}
-	g.ctr.pages.Add(1)
-	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
-	switch held := g.pool.CatalogGen(p.id); {
-	case held >= m.Gen:
-	case held != m.Base:
-		ack.Status = fschunk.CatalogResync
-	default:
-		if all, rm, done := p.addPage(true, m.Base, m.Gen, m.Page, m.Pages, m.Entries, m.Removed); done {
-			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
-			g.log.Info("catalog delta", "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
-		}
-	}
-	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
-}
-
-// addPage stores one page of a catalog (or delta) being assembled and,
-// once every page is held, returns the whole of it in page order. A page
-// of another catalog than the one being assembled starts over: only the
-// latest catalog a server sends matters.
-func (p *peer) addPage(delta bool, base, gen uint64, page, pages uint32, entries []fschunk.Entry, removed []bool) ([]fschunk.Entry, []bool, bool) {
-	a := p.asm
-	if a == nil || a.delta != delta || a.base != base || a.gen != gen || len(a.pages) != int(pages) {
-		a = &assembly{delta: delta, base: base, gen: gen, pages: make([][]fschunk.Entry, pages), removed: make([][]bool, pages)}
-		p.asm = a
-	}
-	if a.pages[page] == nil {
-		a.pages[page], a.removed[page] = entries, removed
-		if a.pages[page] == nil {
-			a.pages[page] = []fschunk.Entry{} // received, and empty
-		}
-		a.got++
-	}
-	if a.got < len(a.pages) {
-		return nil, nil, false
-	}
-	p.asm = nil
-	var all []fschunk.Entry
-	var rm []bool
-	for i := range a.pages {
-		all = append(all, a.pages[i]...)
-		rm = append(rm, a.removed[i]...)
-	}
-	return all, rm, true
-}
-
 // SendRead implements fetch.Sender.
 func (g *Gateway) SendRead(id pool.ServerID, r *fschunk.Read) error {
 	g.mu.RLock()
@@ -632,6 +607,48 @@ func (g *Gateway) SendRead(id pool.ServerID, r *fschunk.Read) error {
 		return fmt.Errorf("server %016x: not in the pool", uint64(id))
 	}
 	return g.sendTo(p, fschunk.TypeRead, r.Append)
+}
+
+// SendHashRequest implements fetch.Sender.
+func (g *Gateway) SendHashRequest(id pool.ServerID, r *fschunk.HashRequest) error {
+	g.mu.RLock()
+	p := g.peers[id]
+	g.mu.RUnlock()
+	if p == nil {
+		return fmt.Errorf("server %016x: not in the pool", uint64(id))
+	}
+	return g.sendTo(p, fschunk.TypeHashRequest, r.Append)
+}
+
+// MaxBlames is how many verdicts a server may collect (bytes or hashes
+// that did not match a content hash) before the gateway drops it: one bad
+// leaf is a disk error or a file rewritten under the server; a few are a
+// broken or hostile server.
+const MaxBlames = 3
+
+// blamed is the engine's report that server id sent bytes or hashes of
+// version k that do not match it. The engine has ejected it from that
+// version already; the third verdict evicts it.
+func (g *Gateway) blamed(id pool.ServerID, k pool.Key, reason string) {
+	n := g.pool.Blame(id)
+	g.ctr.blamed.Add(1)
+	addr := ""
+	if p := g.peer(id); p != nil {
+		if a := p.addr.Load(); a != nil {
+			addr = a.String()
+		}
+	}
+	g.log.Warn("server failed verification: ejected from the version", "server", id.String(), "addr", addr,
+		"hash", fmt.Sprintf("%x", k.Hash[:8]), "size", k.Size, "reason", reason, "verdicts", n)
+	if n >= MaxBlames {
+		g.evict(id, fmt.Sprintf("failed verification %d times", n))
+	}
+}
+
+func (g *Gateway) peer(id pool.ServerID) *peer {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.peers[id]
 }
 
 // sendTo seals a message on the server's current session and sends it to
@@ -751,6 +768,9 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 		delete(g.peers, id)
 	}
 	g.mu.Unlock()
+	if p != nil {
+		g.releaseCatalog(p)
+	}
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
 		g.log.Info("server evicted", "server", id.String(), "reason", why)

@@ -3,12 +3,12 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/fastfile/fschunk/internal/fetch"
+	"github.com/fastfile/fschunk/internal/hashtree"
 	"github.com/fastfile/fschunk/internal/httpfront"
 )
 
@@ -76,11 +76,10 @@ func (s Source) fetchWhole(ctx context.Context, f httpfront.File) ([]byte, error
 	if _, err := io.ReadFull(content{r}, b); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", f.Path, err)
 	}
-	if sha256.Sum256(b) != f.Hash {
-		// An authenticated server sent other bytes than its catalog
-		// promised (a bug or a compromised server): never cache or serve
-		// them.
-		return nil, fmt.Errorf("fetch %s: content does not match its SHA-256", f.Path)
+	if !hashtree.Verify(f.Hash, b) {
+		// The engine checked every leaf already; this whole-file check
+		// only guards the cache against a bug in that path.
+		return nil, fmt.Errorf("fetch %s: content does not match its content hash", f.Path)
 	}
 	s.g.cfg.Cache.Add(f.Hash, b)
 	return b, nil
@@ -110,7 +109,7 @@ func (c content) WriteToN(w io.Writer, n int64) (int64, error) {
 func frontError(err error) error {
 	switch {
 	case err == nil:
-	case errors.Is(err, fetch.ErrUnavailable):
+	case errors.Is(err, fetch.ErrUnavailable), errors.Is(err, fetch.ErrUnverified):
 		err = fmt.Errorf("%w: %w", httpfront.ErrUnavailable, err)
 	case errors.Is(err, fetch.ErrTimeout):
 		err = fmt.Errorf("%w: %w", httpfront.ErrUpstreamTimeout, err)

@@ -341,11 +341,11 @@ func statusFor(err error) (int, string) {
 	}
 }
 
-// ETag returns the strong entity tag for a content hash: the full SHA-256 in
-// lower-case hex, quoted. The full 64 digits are kept rather than a 32-digit
+// ETag returns the strong entity tag for a content hash (the root of the
+// content's hash tree, which commits to every byte and the size): all 64
+// hex digits, lower case, quoted. The full hash is kept rather than a
 // prefix: the header is sent once per response so the saving is
-// negligible, and clients can then check a download against the tag with
-// sha256sum, which a prefix would only half allow.
+// negligible, and a client can check a download against the whole tag.
 func ETag(hash [32]byte) string {
 	return `"` + hex.EncodeToString(hash[:]) + `"`
 }

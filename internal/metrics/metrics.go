@@ -101,10 +101,13 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
-	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), auth (bad MAC, cookie or tag), replay, unknown_session.", "cause")
+	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound).", "cause")
+	dChallenges = desc("httpgw_challenges_total", "CHALLENGEs sent (answers to valid HELLOs, at most the handshake rate).")
 	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
 	dPanics     = desc("httpgw_udp_handler_panics_total", "Datagrams whose handling panicked (recovered; the sending server evicted). Any is a bug.")
-	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence or goodbye).")
+	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence, goodbye, a handler panic, or repeated verification failures).")
+	dBlamed     = desc("httpgw_verify_failures_total", "Verdicts against servers: leaves or hash blocks that did not match the content hash.")
+	dVerified   = desc("httpgw_verified_bytes_total", "Bytes checked against their content hash before reaching a client.")
 	dServers    = desc("httpgw_servers", "Servers in the pool.")
 	dFiles      = desc("httpgw_catalog_files", "Distinct paths with a live holder.")
 	dActive     = desc("httpgw_active_downloads", "Responses being fetched now.")
@@ -126,7 +129,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dPanics, dEvictions, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -146,9 +149,16 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dDrops, u.DropAuth, "auth")
 	counter(dDrops, u.DropReplay, "replay")
 	counter(dDrops, u.DropUnknownSession, "unknown_session")
+	counter(dDrops, u.DropVersion, "version")
+	counter(dDrops, u.DropHandshakeQueue, "handshake_queue")
+	counter(dDrops, u.DropHandshakeRate, "handshake_rate")
+	counter(dDrops, u.DropInstances, "instances")
+	counter(dDrops, u.CatalogRefused, "catalog")
+	counter(dChallenges, u.Challenges)
 	counter(dHandshakes, u.Handshakes)
 	counter(dPanics, u.Panics)
 	counter(dEvictions, u.Evictions)
+	counter(dBlamed, u.Blamed)
 	e := c.g.Engine().Stats()
 	gauge(dActive, float64(e.Active))
 	counter(dFetched, e.BytesDelivered)
@@ -157,6 +167,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dRetrans, e.Retransmits)
 	counter(dEndgame, e.EndgameRequests)
 	counter(dTimeouts, e.Timeouts)
+	counter(dVerified, e.VerifiedBytes)
 	gauge(dBuffered, float64(e.Buffered))
 	if fc := c.g.Cache(); fc != nil {
 		cs := fc.Stats()

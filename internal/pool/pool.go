@@ -44,6 +44,7 @@ type ServerInfo struct {
 	Load       Load
 	CatalogGen uint64
 	Files      int
+	Blamed     int // verdicts: bytes or hashes it sent that failed verification
 }
 
 // DirEntry is one name in a directory listing.
@@ -62,9 +63,22 @@ const ForgetAfter = 10 * time.Minute
 
 type server struct {
 	info   ServerInfo
-	files  map[string]Version             // path → version this server holds
-	hashes map[[fschunk.HashSize]byte]int // content hash → paths with it
+	files  map[string]Version // path → version this server holds
+	hashes map[Key]int        // version → paths with it
 }
+
+// Key names a version: its content hash and size. The hash (the root of
+// the content's hash tree) commits to the size, so two holders announcing
+// one hash with different sizes cannot both be right; keeping them apart
+// lets the gateway find out by verifying, instead of asking an honest
+// holder for bytes beyond its end and dropping it.
+type Key struct {
+	Hash [fschunk.HashSize]byte
+	Size int64
+}
+
+// Key is the version's key.
+func (v Version) Key() Key { return Key{v.Hash, v.Size} }
 
 type versionEntry struct {
 	v       Version
@@ -82,7 +96,7 @@ type Pool struct {
 	mu      sync.RWMutex
 	servers map[ServerID]*server
 	paths   map[string]*pathEntry
-	byHash  map[[fschunk.HashSize]byte]ids
+	byHash  map[Key]ids
 	orphans map[string]time.Time // paths with no holder left, and since when
 }
 
@@ -91,7 +105,7 @@ func New() *Pool {
 	return &Pool{
 		servers: map[ServerID]*server{},
 		paths:   map[string]*pathEntry{},
-		byHash:  map[[fschunk.HashSize]byte]ids{},
+		byHash:  map[Key]ids{},
 		orphans: map[string]time.Time{},
 	}
 }
@@ -107,7 +121,7 @@ func (p *Pool) Join(id ServerID, addr string, now time.Time) {
 	p.servers[id] = &server{
 		info:   ServerInfo{ID: id, Addr: addr, Joined: now, LastHeard: now},
 		files:  map[string]Version{},
-		hashes: map[[fschunk.HashSize]byte]int{},
+		hashes: map[Key]int{},
 	}
 }
 
@@ -224,9 +238,21 @@ func (p *Pool) ApplyDelta(id ServerID, gen uint64, entries []fschunk.Entry, remo
 	s.info.CatalogGen, s.info.Files = gen, len(s.files)
 }
 
+// Blame records a verdict against a server and returns how many it has.
+func (p *Pool) Blame(id ServerID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.servers[id]; ok {
+		s.info.Blamed++
+		return s.info.Blamed
+	}
+	return 0
+}
+
 // DropVersion stops using a server for a version it said it no longer has
-// (ERROR NOT_FOUND or STALE), until its next catalog says otherwise.
-func (p *Pool) DropVersion(id ServerID, hash [fschunk.HashSize]byte, now time.Time) {
+// (ERROR NOT_FOUND or STALE) or whose bytes failed verification, until its
+// next catalog says otherwise.
+func (p *Pool) DropVersion(id ServerID, k Key, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s, ok := p.servers[id]
@@ -234,7 +260,7 @@ func (p *Pool) DropVersion(id ServerID, hash [fschunk.HashSize]byte, now time.Ti
 		return
 	}
 	for name, v := range s.files {
-		if v.Hash == hash {
+		if v.Key() == k {
 			p.unhold(id, name, v, now)
 			delete(s.files, name)
 		}
@@ -251,7 +277,7 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 		pe = &pathEntry{}
 		p.paths[name] = pe
 	}
-	ve := pe.version(v.Hash)
+	ve := pe.version(v.Key())
 	if ve == nil {
 		ve = &versionEntry{v: v}
 		pe.versions = append(pe.versions, ve)
@@ -259,19 +285,20 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 	ve.holders = ve.holders.add(id)
 	pe.orphaned = time.Time{}
 	delete(p.orphans, name)
-	p.byHash[v.Hash] = p.byHash[v.Hash].add(id)
-	p.servers[id].hashes[v.Hash]++
+	p.byHash[v.Key()] = p.byHash[v.Key()].add(id)
+	p.servers[id].hashes[v.Key()]++
 }
 
 func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 	// The server still holds the content if another of its paths has it.
 	s := p.servers[id]
-	if s.hashes[v.Hash]--; s.hashes[v.Hash] <= 0 {
-		delete(s.hashes, v.Hash)
-		if hs := p.byHash[v.Hash].remove(id); len(hs) == 0 {
-			delete(p.byHash, v.Hash)
+	k := v.Key()
+	if s.hashes[k]--; s.hashes[k] <= 0 {
+		delete(s.hashes, k)
+		if hs := p.byHash[k].remove(id); len(hs) == 0 {
+			delete(p.byHash, k)
 		} else {
-			p.byHash[v.Hash] = hs
+			p.byHash[k] = hs
 		}
 	}
 	pe := p.paths[name]
@@ -279,7 +306,7 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 		return
 	}
 	for i, ve := range pe.versions {
-		if ve.v.Hash != v.Hash {
+		if ve.v.Key() != k {
 			continue
 		}
 		if ve.holders = ve.holders.remove(id); len(ve.holders) == 0 {
@@ -296,9 +323,9 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 	}
 }
 
-func (pe *pathEntry) version(h [fschunk.HashSize]byte) *versionEntry {
+func (pe *pathEntry) version(k Key) *versionEntry {
 	for _, ve := range pe.versions {
-		if ve.v.Hash == h {
+		if ve.v.Key() == k {
 			return ve
 		}
 	}
@@ -353,18 +380,20 @@ func (pe *pathEntry) best() *versionEntry {
 	var best *versionEntry
 	for _, ve := range pe.versions {
 		if best == nil || ve.v.ModTime.After(best.v.ModTime) ||
-			ve.v.ModTime.Equal(best.v.ModTime) && string(ve.v.Hash[:]) > string(best.v.Hash[:]) {
+			ve.v.ModTime.Equal(best.v.ModTime) && string(ve.v.Hash[:]) > string(best.v.Hash[:]) ||
+			ve.v.ModTime.Equal(best.v.ModTime) && ve.v.Hash == best.v.Hash && ve.v.Size < best.v.Size {
 			best = ve
 		}
 	}
 	return best
 }
 
-// Holders returns the live servers holding content hash, sorted.
-func (p *Pool) Holders(hash [fschunk.HashSize]byte) []ServerID {
+// Holders returns the live servers holding version k (under any path),
+// sorted.
+func (p *Pool) Holders(k Key) []ServerID {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return slices.Clone(p.byHash[hash])
+	return slices.Clone(p.byHash[k])
 }
 
 // List returns the entries of directory dir ("" is the root), or false if

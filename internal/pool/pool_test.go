@@ -28,7 +28,7 @@ func TestNewestVersionWins(t *testing.T) {
 		t.Fatalf("Lookup = %v %d %v", v, n, ok)
 	}
 	// Only holders of the newest version are offered.
-	if hs := p.Holders(v.Hash); len(hs) != 2 || hs[0] != 2 || hs[1] != 3 {
+	if hs := p.Holders(v.Key()); len(hs) != 2 || hs[0] != 2 || hs[1] != 3 {
 		t.Fatalf("holders %v", hs)
 	}
 	// The newest version's holders leave: the old one is served.
@@ -74,7 +74,7 @@ func TestDeltaAndDrop(t *testing.T) {
 	if len(root) != 2 || !root[0].IsDir || root[0].Name != "d" {
 		t.Fatalf("List root = %+v", root)
 	}
-	p.DropVersion(1, sha256.Sum256([]byte("3")), t0)
+	p.DropVersion(1, Key{sha256.Sum256([]byte("3")), 1}, t0)
 	if _, n, _ := p.Lookup("d/z", t0); n != 0 || p.CatalogGen(1) != 0 {
 		t.Fatal("DropVersion did not drop or did not ask for a resync")
 	}
@@ -100,7 +100,7 @@ func TestSameContentTwoPaths(t *testing.T) {
 	p := New()
 	p.Join(1, "a", t0)
 	p.SetCatalog(1, 1, []fschunk.Entry{ent("x", "same", 1), ent("y", "same", 1)}, t0)
-	h := sha256.Sum256([]byte("same"))
+	h := Key{sha256.Sum256([]byte("same")), 4}
 	p.ApplyDelta(1, 2, []fschunk.Entry{{Path: "x"}}, []bool{true}, t0)
 	if hs := p.Holders(h); len(hs) != 1 {
 		t.Fatalf("holders after removing one path: %v", hs)
@@ -124,5 +124,37 @@ func BenchmarkRemoveLargeServer(b *testing.B) {
 		p.Join(1, "a", t0)
 		p.SetCatalog(1, 1, es, t0)
 		p.Remove(1, t0)
+	}
+}
+
+// TestSizeDisagreement: a holder announcing an honest hash with another
+// size is a holder of another version, even under the same path: asking
+// for that size never goes to the honest holders, and dropping the liar
+// leaves them in place.
+func TestSizeDisagreement(t *testing.T) {
+	p := New()
+	for id := ServerID(1); id <= 3; id++ {
+		p.Join(id, "a", t0)
+	}
+	honest := ent("f", "honest bytes", 1)
+	p.SetCatalog(1, 1, []fschunk.Entry{honest}, t0)
+	p.SetCatalog(2, 1, []fschunk.Entry{honest}, t0)
+	lie := honest
+	lie.Size = 1 << 40
+	lie.ModTime = lie.ModTime.Add(time.Hour) // newer: it would be served first
+	p.SetCatalog(3, 1, []fschunk.Entry{lie}, t0)
+	hk := Key{honest.Hash, honest.Size}
+	if hs := p.Holders(hk); len(hs) != 2 || hs[0] != 1 || hs[1] != 2 {
+		t.Fatalf("honest holders %v", hs)
+	}
+	if hs := p.Holders(Key{lie.Hash, lie.Size}); len(hs) != 1 || hs[0] != 3 {
+		t.Fatalf("liar's holders %v", hs)
+	}
+	if v, n, _ := p.Lookup("f", t0); v.Size != lie.Size || n != 1 {
+		t.Fatalf("Lookup = %+v, %d holders: the newest version first", v, n)
+	}
+	p.DropVersion(3, Key{lie.Hash, lie.Size}, t0)
+	if v, n, _ := p.Lookup("f", t0); v.Size != honest.Size || n != 2 {
+		t.Fatalf("after dropping the liar: %+v, %d holders", v, n)
 	}
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Side-by-side CPU per GiB: httpgw before/after verification, HAProxy -> nginx.
+set -u
+# Usage: bench/cpu-per-gib.sh BEFORE_BIN_DIR AFTER_BIN_DIR (each with httpgw and fastfilesrv)
+# Needs nginx and haproxy; makes a 1 GiB file, 3 servers per variant, 4 interleaved rounds.
+B=$(mktemp -d); F=$B/files; K=$B/k.key
+mkdir -p $B/before $B/after $F; cp "$1"/httpgw "$1"/fastfilesrv $B/before/; cp "$2"/httpgw "$2"/fastfilesrv $B/after/
+head -c 32 /dev/urandom >$K; chmod 600 $K; head -c 1G /dev/urandom >$F/big.bin
+start_variant() { # name httpport udpport adminport
+  local v=$1 hp=$2 up=$3 ap=$4
+  $B/$v/httpgw -key-file $K -http 127.0.0.1:$hp -udp 127.0.0.1:$up -admin 127.0.0.1:$ap -log-level warn -rate-limit 0 >$B/$v-gw.log 2>&1 &
+  echo $! > $B/$v-gw.pid
+  for i in 1 2 3; do
+    $B/$v/fastfilesrv -key-file $K -root $F -state $B/$v-s$i.state -log-level warn 127.0.0.1 $up >$B/$v-s$i.log 2>&1 &
+    echo $! > $B/$v-s$i.pid
+  done
+}
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+start_variant before 28080 28888 28081
+start_variant after 38080 38888 38081
+mkdir -p $B/ng $B/ha
+cat > $B/ng/nginx.conf <<NG
+daemon off; master_process on; worker_processes 2; pid $B/ng/nginx.pid; error_log $B/ng/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path $B/ng/cb; proxy_temp_path $B/ng/pt; fastcgi_temp_path $B/ng/ft; uwsgi_temp_path $B/ng/ut; scgi_temp_path $B/ng/st;
+ server { listen 127.0.0.1:48090; root $F; } }
+NG
+nginx -p $B/ng -c $B/ng/nginx.conf >$B/ng.log 2>&1 & echo $! > $B/ng.pid
+cat > $B/ha/haproxy.cfg <<HA
+global
+    nbthread 2
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend fe
+    bind 127.0.0.1:48080
+    default_backend be
+backend be
+    server origin 127.0.0.1:48090
+HA
+haproxy -db -f $B/ha/haproxy.cfg >$B/ha.log 2>&1 & echo $! > $B/ha.pid
+for p in 28080 38080 48080; do
+  for i in $(seq 1 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -r 0-0 http://127.0.0.1:$p/big.bin); [[ $code == 206 ]] && break; sleep 0.5
+  done
+  echo "port $p ready ($code)"
+done
+sleep 2
+one() { # name port pid
+  local t0 t1 out
+  t0=$(ticks $3)
+  out=$(curl -s -o /dev/null -w '%{size_download} %{time_total} %{speed_download}' http://127.0.0.1:$2/big.bin)
+  t1=$(ticks $3)
+  echo "$1 ticks=$((t1-t0)) $out"
+}
+for r in 1 2 3 4; do
+  one before 28080 $(cat $B/before-gw.pid)
+  one after 38080 $(cat $B/after-gw.pid)
+  one haproxy 48080 $(cat $B/ha.pid)
+done
+curl -s http://127.0.0.1:38081/api/stats | python3 -c 'import json,sys; e=json.load(sys.stdin)["engine"]; print("after engine:", {k:e[k] for k in ["BytesDelivered","VerifiedBytes","HashBytes","HashRequests","DuplicateBytes","Requests"]})'
+curl -s http://127.0.0.1:28081/api/stats | python3 -c 'import json,sys; e=json.load(sys.stdin)["engine"]; print("before engine:", {k:e[k] for k in ["BytesDelivered","DuplicateBytes","Requests"]})'
+for f in $B/*.pid; do kill $(cat $f) 2>/dev/null; done
+rm -rf "$B"

@@ -1,0 +1,345 @@
+package fetch
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
+	"github.com/fastfile/fschunk/internal/pool"
+)
+
+// Verified streaming. A version's content hash is the root of its hash
+// tree (package hashtree), which also commits to its size. Each version
+// being read has one vtree, shared by its readers: the blocks of the tree
+// learnt so far, each checked against the root before it is kept, asked
+// of any holder with HASH_REQUEST. A chunk whose bytes are all in is
+// checked leaf by leaf on its reader's pump goroutine, outside the lock,
+// before the reader may hand any of it to the client. A leaf that fails is
+// fetched again; if one server sent all of it, that server is blamed:
+// ejected from the version at once (every reader of it stops asking it,
+// the pool forgets it as a holder) and reported through Config.Blamed.
+
+// ErrUnverified: every holder of the version was caught sending bytes or
+// hashes that do not match its content hash.
+var ErrUnverified = errors.New("no holder sent bytes matching the content hash")
+
+// vtree is the hash tree of one version being read. Guarded by Engine.mu.
+type vtree struct {
+	key   pool.Key
+	p     *hashtree.Partial
+	users int
+	// idle: the tree's place in Engine.idleTrees while no reader uses
+	// it, and the bytes it was counted with there.
+	idle      *list.Element
+	idleBytes int
+	pending   map[blockID]*hashReq
+	tries     map[blockID]int
+	// blamed: servers caught lying about this version; gone: servers
+	// that said they do not have it. Neither is asked again.
+	blamed map[ServerID]bool
+	gone   map[ServerID]bool
+}
+
+type blockID struct {
+	level int
+	index uint64
+}
+
+// hashReq is one outstanding HASH_REQUEST.
+type hashReq struct {
+	id       uint32
+	t        *vtree
+	blk      blockID
+	count    int
+	server   ServerID
+	deadline time.Time
+}
+
+// outHash is a HASH_REQUEST decided under the lock and sent after it.
+type outHash struct {
+	id  ServerID
+	msg fschunk.HashRequest
+}
+
+// blame is a verdict to report once the lock is released.
+type blame struct {
+	id     ServerID
+	key    pool.Key
+	reason string
+}
+
+func (t *vtree) excluded(id ServerID) bool { return t.blamed[id] || t.gone[id] }
+
+// acquireTree returns the version's tree, shared by its readers. Under e.mu.
+func (e *Engine) acquireTree(k pool.Key) *vtree {
+	t := e.trees[k]
+	if t != nil && t.idle != nil {
+		e.idleTrees.Remove(t.idle)
+		e.idleBytes -= t.idleBytes
+		t.idle = nil
+	}
+	if t == nil {
+		t = &vtree{key: k, p: hashtree.NewPartial(k.Hash, k.Size), pending: map[blockID]*hashReq{},
+			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}}
+		e.trees[k] = t
+	}
+	t.users++
+	return t
+}
+
+// releaseTree keeps an unused tree for the next reader of the version
+// while the trees not in use fit Config.TreeCache, least recently used
+// out first (a list, so that a gateway serving many small files does
+// not scan its trees on every response). Under e.mu.
+func (e *Engine) releaseTree(t *vtree) {
+	if t.users--; t.users > 0 {
+		return
+	}
+	// Bytes counted now: blocks arriving for an idle tree (answers to
+	// requests of readers that left) may add a little, never a lot.
+	t.idleBytes = t.p.Bytes() + 256
+	t.idle = e.idleTrees.PushFront(t)
+	e.idleBytes += t.idleBytes
+	for e.idleBytes > e.cfg.TreeCache {
+		old := e.idleTrees.Remove(e.idleTrees.Back()).(*vtree)
+		e.idleBytes -= old.idleBytes
+		old.idle = nil
+		for _, r := range old.pending {
+			delete(e.hreqs, r.id)
+		}
+		delete(e.trees, old.key)
+	}
+}
+
+// chunkLeaves is the range of leaves a chunk covers; chunks start on a
+// leaf boundary and end on one or at the end of the file.
+func chunkLeaves(c *chunk) (first, n int64) {
+	first = c.off / hashtree.LeafSize
+	return first, (c.off+int64(c.n)-1)/hashtree.LeafSize - first + 1
+}
+
+// wantHashes asks for the tree blocks the window's unverified chunks
+// need, one request per block at a time, and gives up on silent ones.
+// Under e.mu.
+func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)) {
+	e, t := d.e, d.t
+	for b, r := range t.pending {
+		if now.Before(r.deadline) {
+			soon(r.deadline)
+			continue
+		}
+		delete(e.hreqs, r.id)
+		delete(t.pending, b)
+		e.stats.HashTimeouts++
+	}
+	if len(links) == 0 {
+		return
+	}
+	for _, c := range d.chunks {
+		if c.verified {
+			continue
+		}
+		first, n := chunkLeaves(c)
+		for j := first; j < first+n; j++ {
+			lv, idx, cnt, ok := t.p.Want(j)
+			if !ok {
+				continue
+			}
+			b := blockID{lv, idx}
+			if t.pending[b] != nil {
+				break // the rest of this chunk needs that block first
+			}
+			l := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]
+			t.tries[b]++
+			r := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l.id,
+				deadline: now.Add(max(2*l.rto(), 20*time.Millisecond))}
+			e.hreqs[r.id] = r
+			t.pending[b] = r
+			e.stats.HashRequests++
+			d.hashOut = append(d.hashOut, outHash{id: l.id, msg: fschunk.HashRequest{
+				ID: r.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+			soon(r.deadline)
+			break
+		}
+	}
+}
+
+// HandleHashes takes a HASHES from server id: the block is checked
+// against the tree and kept, or its sender blamed.
+func (e *Engine) HandleHashes(id ServerID, m *fschunk.Hashes) {
+	e.mu.Lock()
+	r := e.hreqs[m.ID]
+	if r == nil || r.server != id {
+		e.stats.Late++
+		e.mu.Unlock()
+		return
+	}
+	t := r.t
+	delete(e.hreqs, r.id)
+	if t.pending[r.blk] == r {
+		delete(t.pending, r.blk)
+	}
+	e.stats.HashBytes += uint64(len(m.Nodes))
+	var blames []blame
+	var err error
+	if int(m.Level) != r.blk.level || m.Index != r.blk.index {
+		err = fmt.Errorf("answered level %d index %d for level %d index %d", m.Level, m.Index, r.blk.level, r.blk.index)
+	} else {
+		err = t.p.Add(int(m.Level), m.Index, m.Nodes)
+	}
+	if err != nil {
+		blames = e.blameLocked(blames, t, id, "hash tree: "+err.Error())
+	}
+	e.wakeTree(t)
+	e.mu.Unlock()
+	e.report(blames)
+}
+
+// wakeTree wakes every reader of t's version. Under e.mu.
+func (e *Engine) wakeTree(t *vtree) {
+	for d := range e.readers {
+		if d.t == t {
+			notify(d.wake)
+		}
+	}
+}
+
+// blameLocked ejects server id from t's version: no reader asks it again,
+// its outstanding requests for the version are cancelled, and the verdict
+// is queued for report. Under e.mu.
+func (e *Engine) blameLocked(bs []blame, t *vtree, id ServerID, reason string) []blame {
+	e.stats.Blamed++
+	if l := e.links[id]; l != nil {
+		l.blamed++
+	}
+	if !t.blamed[id] {
+		t.blamed[id] = true
+		for _, r := range e.reqs {
+			if r.d.t == t && r.l.id == id {
+				e.finish(r, false)
+			}
+		}
+		for b, r := range t.pending {
+			if r.server == id {
+				delete(e.hreqs, r.id)
+				delete(t.pending, b)
+			}
+		}
+	}
+	e.wakeTree(t)
+	return append(bs, blame{id: id, key: t.key, reason: reason})
+}
+
+// report tells the pool and the operator, outside the engine's lock.
+func (e *Engine) report(bs []blame) {
+	for _, b := range bs {
+		e.cfg.Dropped(b.id, b.key)
+		e.cfg.Blamed(b.id, b.key, b.reason)
+	}
+}
+
+// verifyJob is a complete chunk taken for checking, with the leaf hashes
+// it must match (copied under the lock).
+type verifyJob struct {
+	c      *chunk
+	hashes []hashtree.Hash
+	bad    []int // leaves (chunk-relative) that failed
+}
+
+// takeVerifyJobs marks for checking the complete chunks whose leaf hashes
+// are known. Under e.mu.
+func (d *download) takeVerifyJobs(jobs []verifyJob) []verifyJob {
+	for _, c := range d.chunks {
+		if !c.done || c.verified || c.verifying {
+			continue
+		}
+		first, n := chunkLeaves(c)
+		hs := make([]hashtree.Hash, n)
+		ok := true
+		for j := range hs {
+			if hs[j], ok = d.t.p.Leaf(first + int64(j)); !ok {
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		c.verifying = true
+		jobs = append(jobs, verifyJob{c: c, hashes: hs})
+	}
+	return jobs
+}
+
+// verify checks a job's chunk, without the lock: a complete chunk is
+// never written to (bytes already held are ignored), and its buffer is
+// not recycled while it is being checked (see drop).
+func (j *verifyJob) verify(h *hashtree.Hasher) {
+	c := j.c
+	for k, want := range j.hashes {
+		lo := k * hashtree.LeafSize
+		hi := min(lo+hashtree.LeafSize, c.n)
+		if h.Leaf((*c.buf)[lo:hi]) != want {
+			j.bad = append(j.bad, k)
+		}
+	}
+}
+
+// applyVerified records the verdicts of checked chunks. Under e.mu.
+func (d *download) applyVerified(jobs []verifyJob, bs []blame) []blame {
+	e := d.e
+	for i := range jobs {
+		j := &jobs[i]
+		c := j.c
+		c.verifying = false
+		if c.dropped {
+			e.putBuf(c.buf)
+			c.buf = nil
+			continue
+		}
+		if len(j.bad) == 0 {
+			c.verified = true
+			e.stats.VerifiedBytes += uint64(c.n)
+			continue
+		}
+		for _, k := range j.bad {
+			lo := k * hashtree.LeafSize
+			hi := min(lo+hashtree.LeafSize, c.n)
+			c.have.remove(lo, hi)
+			c.done = false
+			e.stats.VerifyFailures++
+			src := c.src[k]
+			c.src[k] = nil
+			if len(src) == 1 {
+				bs = e.blameLocked(bs, d.t, src[0], fmt.Sprintf("leaf at offset %d does not match the content hash", c.off+int64(lo)))
+			} else {
+				// Bytes of several servers: the culprit is not known. The
+				// leaf is asked again; its next sender answers for all of it.
+				e.stats.Ambiguous++
+			}
+		}
+		notify(d.wake)
+	}
+	return bs
+}
+
+// noteSource records that server id supplied bytes [lo, hi) of c.
+// Under e.mu.
+func (c *chunk) noteSource(id ServerID, lo, hi int) {
+	for k := lo / hashtree.LeafSize; k <= (hi-1)/hashtree.LeafSize; k++ {
+		if !containsID(c.src[k], id) {
+			c.src[k] = append(c.src[k], id)
+		}
+	}
+}
+
+func containsID(s []ServerID, id ServerID) bool {
+	for _, x := range s {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,241 @@
+// Package hashtree is the content hash tree of the FS Chunk Protocol
+// (docs/PROTOCOL.md §5.17): a binary SHA-256 tree over a file's 64 KiB
+// leaves whose root, bound to the file's size, is the version's content
+// hash. A server builds the whole tree while it hashes the file (Builder,
+// Tree); the gateway learns it block by block from any holder, checking
+// every block against what it already trusts, down from the root
+// (Partial), and then checks every leaf of content before it reaches a
+// client. BitTorrent v2's piece layers and BLAKE3/Bao are the models.
+//
+// Hashes are domain-separated so that a leaf can never pass for a node,
+// nor a node for the root:
+//
+//	leaf = SHA-256(0x00 ‖ bytes)            up to TreeLeafSize bytes
+//	node = SHA-256(0x01 ‖ left ‖ right)     a lone last node moves up as it is
+//	root = SHA-256(0x02 ‖ size (8 bytes) ‖ top)
+package hashtree
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+
+	"github.com/fastfile/fschunk/internal/fschunk"
+)
+
+// Hash is one SHA-256 value: a leaf, a node or a root.
+type Hash = [fschunk.HashSize]byte
+
+const (
+	// LeafSize is the bytes under one leaf.
+	LeafSize = fschunk.TreeLeafSize
+	// BlockLevels and BlockNodes: the unit of transfer of the tree, an
+	// aligned block of up to BlockNodes nodes of one level.
+	BlockLevels = fschunk.TreeBlockLevels
+	BlockNodes  = fschunk.TreeBlockNodes
+)
+
+// ErrMismatch means nodes or content do not hash to what the tree says.
+var ErrMismatch = errors.New("hashtree: hash mismatch")
+
+// Leaves is the number of leaves of a file of size bytes: an empty file
+// has one leaf (the hash of no bytes).
+func Leaves(size int64) int64 {
+	if size <= 0 {
+		return 1
+	}
+	return (size-1)/LeafSize + 1
+}
+
+// LevelLen is the number of nodes at level h of a tree with n leaves.
+func LevelLen(n int64, h int) int64 {
+	for range h {
+		n = (n + 1) / 2
+	}
+	return n
+}
+
+// Height is the level of the top node (0 for a single leaf).
+func Height(n int64) int {
+	h := 0
+	for n > 1 {
+		n = (n + 1) / 2
+		h++
+	}
+	return h
+}
+
+// Stored is whether level h of a tree of the given height is one that
+// servers keep and gateways fetch: every BlockLevels-th level from the
+// leaves, below the top (the top is implied by the root).
+func Stored(h, height int) bool {
+	return h%BlockLevels == 0 && (h < height || h == 0)
+}
+
+// LeafHash hashes one leaf's bytes.
+func LeafHash(b []byte) Hash {
+	var h Hasher
+	return h.Leaf(b)
+}
+
+// Node hashes two children.
+func Node(l, r Hash) Hash {
+	var b [1 + 2*fschunk.HashSize]byte
+	b[0] = 1
+	copy(b[1:], l[:])
+	copy(b[1+fschunk.HashSize:], r[:])
+	return sha256.Sum256(b[:])
+}
+
+// Root binds the top node to the file's size.
+func Root(size int64, top Hash) Hash {
+	var b [1 + 8 + fschunk.HashSize]byte
+	b[0] = 2
+	binary.BigEndian.PutUint64(b[1:], uint64(size))
+	copy(b[9:], top[:])
+	return sha256.Sum256(b[:])
+}
+
+// up hashes one level of nodes into the next, in place; it returns the
+// shorter slice. A lone last node moves up unchanged.
+func up(level []Hash) []Hash {
+	n := 0
+	for i := 0; i < len(level); i += 2 {
+		if i+1 < len(level) {
+			level[n] = Node(level[i], level[i+1])
+		} else {
+			level[n] = level[i]
+		}
+		n++
+	}
+	return level[:n]
+}
+
+var leafPrefix = []byte{0}
+
+// Hasher hashes leaves with one reusable SHA-256 state, without
+// allocating. The zero value is ready; not safe for concurrent use.
+type Hasher struct{ h hash.Hash }
+
+func (h *Hasher) reset() {
+	if h.h == nil {
+		h.h = sha256.New()
+	}
+	h.h.Reset()
+}
+
+// Leaf hashes one leaf's bytes.
+func (h *Hasher) Leaf(b []byte) Hash {
+	h.reset()
+	h.h.Write(leafPrefix)
+	h.h.Write(b)
+	var out Hash
+	h.h.Sum(out[:0])
+	return out
+}
+
+// Builder computes the leaves of a stream of bytes written to it, one
+// pass, no buffering beyond SHA-256's own. It implements io.Writer.
+type Builder struct {
+	h      Hasher
+	inLeaf int // bytes of the current leaf written so far
+	size   int64
+	leaves []Hash
+}
+
+// NewBuilder returns an empty Builder.
+func NewBuilder() *Builder {
+	b := &Builder{}
+	b.h.reset()
+	b.h.h.Write(leafPrefix)
+	return b
+}
+
+// Write adds bytes; it never fails.
+func (b *Builder) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), LeafSize-b.inLeaf)
+		b.h.h.Write(p[:k])
+		b.inLeaf += k
+		b.size += int64(k)
+		p = p[k:]
+		if b.inLeaf == LeafSize {
+			b.endLeaf()
+		}
+	}
+	return n, nil
+}
+
+func (b *Builder) endLeaf() {
+	var out Hash
+	b.h.h.Sum(out[:0])
+	b.leaves = append(b.leaves, out)
+	b.h.h.Reset()
+	b.h.h.Write(leafPrefix)
+	b.inLeaf = 0
+}
+
+// Tree finishes the stream and returns its tree.
+func (b *Builder) Tree() *Tree {
+	if b.inLeaf > 0 || len(b.leaves) == 0 {
+		b.endLeaf()
+	}
+	return FromLeaves(b.size, b.leaves)
+}
+
+// Tree is a whole tree, as a server keeps it: the stored levels (0, 5,
+// 10, … below the top) and the root.
+type Tree struct {
+	Size   int64
+	Root   Hash
+	levels [][]Hash // levels[i] is level i·BlockLevels
+}
+
+// FromLeaves builds the tree of a file of size bytes from its leaves
+// (len(leaves) must be Leaves(size)); leaves is kept.
+func FromLeaves(size int64, leaves []Hash) *Tree {
+	t := &Tree{Size: size}
+	height := Height(int64(len(leaves)))
+	t.levels = append(t.levels, leaves)
+	cur := append([]Hash(nil), leaves...)
+	for h := 1; h <= height; h++ {
+		cur = up(cur)
+		if Stored(h, height) {
+			t.levels = append(t.levels, append([]Hash(nil), cur...))
+		}
+	}
+	t.Root = Root(size, cur[0])
+	return t
+}
+
+// Leaves returns the leaf hashes (level 0), not a copy.
+func (t *Tree) Leaves() []Hash { return t.levels[0] }
+
+// Block returns up to BlockNodes nodes of a stored level from index
+// (a multiple of BlockNodes), as the bytes a HASHES message carries.
+func (t *Tree) Block(level int, index uint64, count int) ([]byte, error) {
+	height := Height(int64(len(t.levels[0])))
+	if !Stored(level, height) || index%BlockNodes != 0 {
+		return nil, fmt.Errorf("hashtree: level %d index %d not stored", level, index)
+	}
+	nodes := t.levels[level/BlockLevels]
+	if index >= uint64(len(nodes)) {
+		return nil, fmt.Errorf("hashtree: index %d beyond level %d (%d nodes)", index, level, len(nodes))
+	}
+	end := min(uint64(len(nodes)), index+uint64(min(count, BlockNodes)))
+	out := make([]byte, 0, int(end-index)*fschunk.HashSize)
+	for _, h := range nodes[index:end] {
+		out = append(out, h[:]...)
+	}
+	return out, nil
+}
+
+// Verify hashes content (the whole file) and compares it with root.
+func Verify(root Hash, content []byte) bool {
+	b := NewBuilder()
+	b.Write(content)
+	return b.Tree().Root == root
+}
