@@ -20,7 +20,8 @@ import (
 
 // ServerView is one server in /api/servers.
 type ServerView struct {
-	ID          string    `json:"id"`
+	Name        string    `json:"name"` // stable across restarts; the ID until the first heartbeat
+	ID          string    `json:"id"`   // this process (instance): new at every restart
 	Addr        string    `json:"addr"`
 	Joined      time.Time `json:"joined"`
 	LastHeard   time.Time `json:"last_heard"`
@@ -98,7 +99,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	out := []ServerView{}
 	now := time.Now()
 	for _, s := range g.Pool().Servers() {
-		v := ServerView{ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
+		v := ServerView{Name: s.Name, ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
 			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up", Blamed: s.Blamed}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
@@ -109,6 +110,9 @@ func Servers(g *gateway.Gateway) []ServerView {
 			v.SRTTMicros, v.RTOMicros = l.SRTT.Microseconds(), l.RTO.Microseconds()
 			v.Window, v.Inflight, v.Rate = l.Window, l.Inflight, l.Rate
 			v.Delivered, v.Retransmits, v.Timeouts = l.Delivered, l.Retransmits, l.Timeouts
+		}
+		if v.Name == "" {
+			v.Name = v.ID
 		}
 		out = append(out, v)
 	}

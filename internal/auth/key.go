@@ -66,7 +66,9 @@ func LoadKey(path string) (*Key, error) {
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrKey, path, err)
+		// err is an *os.PathError that already names the file ("read X:
+		// is a directory").
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
 	}
 	if len(b) > maxKeyFile {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes, not a key file", ErrKey, path, maxKeyFile)

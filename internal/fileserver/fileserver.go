@@ -21,9 +21,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"golang.org/x/time/rate"
 
@@ -101,6 +104,9 @@ type Config struct {
 	// session with each. Names are resolved again at each handshake
 	// attempt, so DNS changes are followed.
 	Gateways []string
+	// Name is the server's stable name, sent in every HEARTBEAT (see
+	// fschunk.Heartbeat.Name); "" sends none.
+	Name string
 	// Conn is the one UDP socket used for everything. The caller creates
 	// and closes it; Run only sets its read deadline to stop reading.
 	Conn net.PacketConn
@@ -144,8 +150,9 @@ type Server struct {
 	// batchPool holds *batchBuf sized for the largest batch.
 	batchPool sync.Pool
 
-	viewMu sync.Mutex // serialises rebuilding view
-	view   atomic.Pointer[catView]
+	viewMu  sync.Mutex // serialises rebuilding view
+	view    atomic.Pointer[catView]
+	skipped map[string]bool // names logged as not announced; under viewMu
 
 	refusedAt         atomic.Int64 // UnixNano of the last refused-READ warning
 	refusedSuppressed atomic.Uint64
@@ -168,6 +175,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		if host == "" || port == "" {
 			return nil, fmt.Errorf("fileserver: gateway %q: want host:port", g)
+		}
+	}
+	if cfg.Name != "" {
+		if err := fschunk.ValidServerName(cfg.Name); err != nil {
+			return nil, fmt.Errorf("fileserver: %w", err)
 		}
 	}
 	if cfg.Conn == nil {
@@ -423,17 +435,21 @@ func (s *Server) currentView() *catView {
 		return v
 	}
 	v := &catView{gen: gen, entries: make([]fschunk.Entry, 0, len(entries)), byPath: make(map[string]int, len(entries))}
-	skipped := 0
+	skipped, fresh := 0, 0
 	for i := range entries {
 		e, ok := wireEntry(entries[i])
 		if !ok {
 			skipped++
+			if s.logSkipped(entries[i]) {
+				fresh++
+			}
 			continue
 		}
 		v.byPath[e.Path] = len(v.entries)
 		v.entries = append(v.entries, e)
 	}
-	if skipped > 0 {
+	if fresh > 0 {
+		// Said when new names are skipped, not at every generation.
 		// A gateway rejects a whole page for one such entry, which would
 		// stall the sync forever: leave them out.
 		s.log.Warn("fileserver: files with names or sizes the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
@@ -442,11 +458,38 @@ func (s *Server) currentView() *catView {
 	return v
 }
 
+// maxSkippedLogged bounds the names logSkipped remembers (and logs); past
+// it, only the count in currentView's warning grows.
+const maxSkippedLogged = 1000
+
+// logSkipped names a file left out of the catalog, once per name, escaped
+// (it may hold a tab, a newline or bytes that are not UTF-8).
+func (s *Server) logSkipped(e catalog.Entry) (logged bool) {
+	p := e.Path
+	if s.skipped == nil {
+		s.skipped = map[string]bool{}
+	}
+	if s.skipped[p] || len(s.skipped) >= maxSkippedLogged {
+		return false
+	}
+	s.skipped[p] = true
+	if e.Size < 0 || e.Size > fschunk.MaxFileSize {
+		s.log.Warn("fileserver: file not announced: larger than the protocol's limit", "path", strconv.QuoteToASCII(p), "size", e.Size, "max", int64(fschunk.MaxFileSize))
+		return true
+	}
+	s.log.Warn("fileserver: file not announced: its name has a control character, a backslash or bytes that are not UTF-8, which no URL can name; rename it to serve it",
+		"path", strconv.QuoteToASCII(p))
+	return true
+}
+
 // wireEntry converts a catalog entry; ok is false for paths the protocol
 // does not allow (control characters, backslashes, over-long names) and
-// for files larger than fschunk.MaxFileSize.
+// for those no HTTP client could ask for (C1 control characters, which
+// the gateway refuses in a URL): every name announced can be fetched. It
+// also refuses files larger than fschunk.MaxFileSize.
 func wireEntry(e catalog.Entry) (fschunk.Entry, bool) {
-	if fschunk.ValidPath(e.Path) != nil || e.Size < 0 || e.Size > fschunk.MaxFileSize {
+	if fschunk.ValidPath(e.Path) != nil || strings.ContainsFunc(e.Path, unicode.IsControl) ||
+		e.Size < 0 || e.Size > fschunk.MaxFileSize {
 		return fschunk.Entry{}, false
 	}
 	return fschunk.Entry{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime.UTC(), Path: e.Path}, true

@@ -36,7 +36,7 @@ func samples() map[string][]message {
 		"Challenge":    {&Challenge{Receiver: 7, Cookie: cookie, MAC: mac}},
 		"Auth":         {&Auth{Sender: 7, Instance: 9, Nonce: nonce, Cookie: cookie, MAC: mac}},
 		"Welcome":      {&Welcome{GatewayIndex: 3, GatewayBoot: 99, HeartbeatInterval: time.Second, MaxDatagram: DefaultDatagramSize}},
-		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}},
+		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}, &Heartbeat{Seq: 2, Name: "files-01.example"}},
 		"HeartbeatAck": {&HeartbeatAck{Seq: 1, CatalogGen: 4}, &HeartbeatAck{}},
 		"Goodbye":      {&Goodbye{Reason: GoodbyeShutdown}, &Goodbye{Reason: GoodbyeRekeyed}},
 		"CatalogPage": {
@@ -233,6 +233,33 @@ func TestSeedCorpus(t *testing.T) {
 			if err != nil || string(got) != want {
 				t.Errorf("%s is missing or stale (run go test -run TestSeedCorpus -update-corpus): %v", file, err)
 			}
+		}
+	}
+}
+
+func TestGoodbyeReasonString(t *testing.T) {
+	for r, want := range map[GoodbyeReason]string{GoodbyeShutdown: "shutdown", GoodbyeRekeyed: "rekeyed", 9: "unknown(9)"} {
+		if got := r.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint16(r), got, want)
+		}
+	}
+}
+
+// TestHeartbeatName: the server's name travels in HEARTBEAT and bad names
+// are refused by the decoder.
+func TestHeartbeatName(t *testing.T) {
+	for _, name := range []string{"", "srv-1", "bücher.example", strings.Repeat("n", MaxServerName)} {
+		var got Heartbeat
+		in := Heartbeat{Seq: 3, Name: name}
+		if err := got.Decode(in.Append(nil)); err != nil || got.Name != name {
+			t.Errorf("%q: decoded %q, %v", name, got.Name, err)
+		}
+	}
+	for _, name := range []string{"two words", "tab\t", "bad\xff", strings.Repeat("n", MaxServerName+1)} {
+		var got Heartbeat
+		in := Heartbeat{Seq: 3, Name: name}
+		if err := got.Decode(in.Append(nil)); err == nil {
+			t.Errorf("%q accepted", name)
 		}
 	}
 }

@@ -132,6 +132,7 @@ const (
 	LoopbackDatagramSize = 32 * 1024
 
 	MaxPathLen       = 1024    // bytes of a relative path
+	MaxServerName    = 64      // bytes of a server's name (HEARTBEAT)
 	MaxErrorMessage  = 256     // bytes of an ERROR's text
 	MaxReadRanges    = 32      // ranges in one READ
 	MaxReadLength    = 4 << 20 // bytes of one range

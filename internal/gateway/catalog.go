@@ -119,7 +119,7 @@ func (g *Gateway) handlePage(p *peer, size int, body []byte, now time.Time) {
 		}
 		if done {
 			g.pool.SetCatalog(p.id, m.Gen, all, now)
-			g.log.Info("catalog", "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
+			g.log.Info("catalog", "name", g.pool.Name(p.id), "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
 		}
 	}
 	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
@@ -147,7 +147,8 @@ func (g *Gateway) handleDelta(p *peer, size int, body []byte, now time.Time) {
 			ack.Status = fschunk.CatalogResync
 		case done:
 			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
-			g.log.Info("catalog delta", "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
+			// Routine (several a second while a server hashes its tree).
+			g.log.Debug("catalog delta", "name", g.pool.Name(p.id), "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
 		}
 	}
 	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)

@@ -62,37 +62,39 @@ type Config struct {
 
 // Stats are the endpoint's counters.
 type Stats struct {
-	Received, Sent     uint64
-	Authenticated      uint64 // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
-	Handshakes         uint64 // sessions established
-	Evictions          uint64
-	DropGarbage        uint64 // did not parse
-	DropVersion        uint64 // of another protocol version (also counted in DropGarbage)
-	DropAuth           uint64 // bad MAC, cookie or tag
-	DropReplay         uint64
-	DropUnknownSession uint64
-	CatalogPages       uint64
+	Received           uint64 `json:"received"`
+	Sent               uint64 `json:"sent"`
+	Authenticated      uint64 `json:"authenticated"` // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
+	Handshakes         uint64 `json:"handshakes"`    // sessions established
+	Evictions          uint64 `json:"evictions"`
+	DropGarbage        uint64 `json:"drop_garbage"` // did not parse
+	DropVersion        uint64 `json:"drop_version"` // of another protocol version (also counted in DropGarbage)
+	DropAuth           uint64 `json:"drop_auth"`    // bad MAC, cookie or tag
+	DropReplay         uint64 `json:"drop_replay"`
+	DropUnknownSession uint64 `json:"drop_unknown_session"`
+	CatalogPages       uint64 `json:"catalog_pages"`
 	// CatalogRefused counts catalog pages dropped unacknowledged because
 	// they broke a bound: larger than the server's datagram size, or over
 	// its or the gateway's catalog budget (CatalogLimits).
-	CatalogRefused uint64
+	CatalogRefused uint64 `json:"catalog_refused"`
 	// DropInstances counts AUTHs refused because their source address
 	// already has CatalogLimits.MaxInstancesPerSource servers.
-	DropInstances uint64
+	DropInstances uint64 `json:"drop_instances"`
 	// Handshake datagrams (HELLO, AUTH): queued for the handshake worker,
 	// and handled by it (any outcome); dropped because the queue was full;
 	// dropped under load by the per-source limit. Challenges counts the
 	// CHALLENGEs sent.
-	HandshakesQueued, HandshakesDone uint64
-	DropHandshakeQueue               uint64
-	DropHandshakeRate                uint64
-	Challenges                       uint64
-	Goodbyes                         uint64
-	SendErrors                       uint64
-	Blamed                           uint64 // verdicts against servers: content or hashes that failed verification
+	HandshakesQueued   uint64 `json:"handshakes_queued"`
+	HandshakesDone     uint64 `json:"handshakes_done"`
+	DropHandshakeQueue uint64 `json:"drop_handshake_queue"`
+	DropHandshakeRate  uint64 `json:"drop_handshake_rate"`
+	Challenges         uint64 `json:"challenges"`
+	Goodbyes           uint64 `json:"goodbyes"`
+	SendErrors         uint64 `json:"send_errors"`
+	Blamed             uint64 `json:"blamed"` // verdicts against servers: content or hashes that failed verification
 	// Panics counts datagrams whose handling panicked: recovered, logged,
 	// and the server that sent the datagram (if it authenticated) evicted.
-	Panics uint64
+	Panics uint64 `json:"panics"`
 }
 
 type counters struct {
@@ -119,6 +121,9 @@ type Gateway struct {
 	ctr   counters
 	bufs  sync.Pool
 	fills singleflight.Group // whole-file fetches for the cache, by hash
+	// authLog paces the warning about handshakes that fail
+	// authentication: one line per authLogEvery, whatever the flood.
+	authLog rate.Sometimes
 
 	mu       sync.RWMutex
 	sessions map[uint32]*session
@@ -208,6 +213,7 @@ func New(cfg Config) (*Gateway, error) {
 		peers:       map[pool.ServerID]*peer{},
 		versionLog:  rate.Sometimes{First: 1, Interval: versionLogEvery},
 		instanceLog: rate.Sometimes{First: 1, Interval: versionLogEvery},
+		authLog:     rate.Sometimes{Interval: authLogEvery},
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
@@ -385,7 +391,7 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	acc, err := g.resp.HandleAuth(pkt, from)
 	if err != nil {
-		g.dropHandshake(err)
+		g.dropHandshake(err, from)
 		return
 	}
 	now := g.cfg.Now()
@@ -410,7 +416,13 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		g.ctr.handshakes.Add(1)
 		rejoin := g.pool.Has(p.id)
 		g.pool.Join(p.id, from.String(), now)
-		g.log.Info("server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+		// A rekey (every few minutes per server) is routine: debug. A
+		// server joining is news.
+		lv := slog.LevelInfo
+		if rejoin {
+			lv = slog.LevelDebug
+		}
+		g.log.Log(context.Background(), lv, "server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
 	}
 	out := g.getBuf()
 	defer g.putBuf(out)
@@ -565,6 +577,11 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
+		if hb.Name != "" && g.pool.SetName(p.id, hb.Name) {
+			// The first HEARTBEAT names a server: from here on logs,
+			// metrics and the status page use the name.
+			g.log.Info("server joined", "name", hb.Name, "server", p.id.String(), "addr", p.addr.Load().String(), "files", hb.Files)
+		}
 		ack := fschunk.HeartbeatAck{Seq: hb.Seq, CatalogGen: g.pool.CatalogGen(p.id)}
 		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)
 	case fschunk.TypeGoodbye:
@@ -753,6 +770,7 @@ func (g *Gateway) dropSessionLocked(s *session) {
 
 // evict removes a server: its sessions, its files, its outstanding reads.
 func (g *Gateway) evict(id pool.ServerID, why string) {
+	name := g.pool.Name(id) // before Remove forgets it
 	g.mu.Lock()
 	p := g.peers[id]
 	if p != nil {
@@ -773,7 +791,7 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 	}
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "server", id.String(), "reason", why)
+		g.log.Info("server evicted", "name", name, "server", id.String(), "reason", why)
 	}
 	g.eng.ServerGone(id)
 }

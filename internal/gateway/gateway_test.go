@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -362,4 +365,46 @@ func waitReceived(t *testing.T, g *Gateway, n uint64) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRekeyLoggedAtDebug: a server joining is an info line; the same
+// server rekeying (every two minutes) is not.
+func TestRekeyLoggedAtDebug(t *testing.T) {
+	var logs syncBuf
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	g, err := New(Config{Conn: pc, Key: key, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	c := newClient(t, pc.LocalAddr().(*net.UDPAddr))
+	register(t, c, key)
+	register(t, c, key) // the same instance again: a rekey
+	if n := strings.Count(logs.String(), `msg="server session"`); n != 1 {
+		t.Fatalf("%d info lines for one join and one rekey, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -185,7 +185,7 @@ func (g *Gateway) handshakeSafe(ctx context.Context, j hsJob, isAuth bool) (err 
 			// The cookie first: it is what proves the source address,
 			// so the per-source limit below counts real senders.
 			if err := g.resp.CheckCookie(pkt, j.from); err != nil {
-				g.dropHandshake(err)
+				g.dropHandshake(err, j.from)
 				return nil
 			}
 			if !g.hs.authSources.allow(j.from, time.Now()) {
@@ -205,7 +205,7 @@ func (g *Gateway) handshakeSafe(ctx context.Context, j hsJob, isAuth bool) (err 
 	defer g.putBuf(out)
 	ch, herr := g.resp.HandleHello(pkt, j.from, (*out)[:0])
 	if herr != nil {
-		g.dropHandshake(herr)
+		g.dropHandshake(herr, j.from)
 		return nil
 	}
 	if g.write(ch, j.from) == nil {
@@ -255,9 +255,22 @@ func (s *sourceLimits) allow(from netip.AddrPort, now time.Time) bool {
 	return b.lim.AllowN(now, 1)
 }
 
-func (g *Gateway) dropHandshake(err error) {
+// authLogEvery is the most often the gateway warns about handshakes that
+// fail authentication.
+const authLogEvery = 10 * time.Second
+
+func (g *Gateway) dropHandshake(err error, from netip.AddrPort) {
 	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
-		g.ctr.authFail.Add(1)
+		n := g.ctr.authFail.Add(1)
+		if errors.Is(err, auth.ErrBadMAC) {
+			// Nothing is answered (the sender could be anyone), so this
+			// line is the only way an operator learns that a server was
+			// started with another key.
+			g.authLog.Do(func() {
+				g.log.Warn("handshake failed authentication: probably a FastFileSrv with a different key file (or a forged packet); nothing was answered",
+					"from", from.String(), "auth_failures", n, "next_report_in", authLogEvery)
+			})
+		}
 		return
 	}
 	g.ctr.garbage.Add(1)
