@@ -14,13 +14,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
 	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/fileserver"
+	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/transport"
 )
 
@@ -28,6 +28,7 @@ const envPrefix = "FASTFILESRV"
 
 type options struct {
 	root, keyFile, listen, state string
+	name                         string
 	gateways                     []string
 	maxReads                     int
 	logFormat, logLevel          string
@@ -42,8 +43,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	var gw gatewayList
 	fs.StringVar(&o.root, "root", ".", "`folder` to serve")
-	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: head -c 32 /dev/urandom > fschunk.key)")
-	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address` (default: any port)")
+	host, _ := os.Hostname()
+	fs.StringVar(&o.name, "name", host, "this server's stable `name` in the gateway's logs, metrics and status page (no spaces, at most 64 bytes)")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
+	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
 	fs.IntVar(&o.maxReads, "max-reads", 64, "reads served at once; more are answered BUSY")
@@ -64,6 +67,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	o.gateways = gws
+	if err := fschunk.ValidServerName(o.name); err != nil {
+		return nil, fmt.Errorf("invalid -name %q: %w", o.name, err)
+	}
 	if o.maxReads < 1 {
 		return nil, fmt.Errorf("invalid -max-reads %d: want at least 1", o.maxReads)
 	}
@@ -90,11 +96,13 @@ func (l *gatewayList) Set(v string) error {
 func gatewayArgs(fromFlag []string, args []string) ([]string, error) {
 	out := append([]string(nil), fromFlag...)
 	if len(args) == 2 {
-		if _, err := strconv.Atoi(args[1]); err == nil {
-			if _, _, err := net.SplitHostPort(args[0]); err != nil {
-				// The assignment's form: FastFileSrv 10.1.1.1 8888.
-				args = []string{net.JoinHostPort(strings.Trim(args[0], "[]"), args[1])}
-			}
+		_, _, err0 := net.SplitHostPort(args[0])
+		_, _, err1 := net.SplitHostPort(args[1])
+		if err0 != nil && err1 != nil {
+			// The assignment's form: FastFileSrv 10.1.1.1 8888. Neither
+			// argument has a port of its own, so the second is the port
+			// (checked below, and blamed if it is not one).
+			args = []string{net.JoinHostPort(strings.Trim(args[0], "[]"), args[1])}
 		}
 	}
 	out = append(out, args...)
@@ -155,6 +163,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
+		log.Warn("key file readable by others", "err", werr)
+	}
 	if st, err := os.Stat(o.root); err != nil {
 		return fmt.Errorf("root: %w", err)
 	} else if !st.IsDir() {
@@ -179,11 +190,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer uc.Close()
-	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
+	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Name: o.name, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
 	if err != nil {
 		return err
 	}
-	log.Info("fastfilesrv starting", "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
+	log.Info("fastfilesrv starting", "name", o.name, "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
 	catDone := make(chan error, 1)
 	go func() { catDone <- cat.Run(ctx) }()
 	err = srv.Run(ctx)

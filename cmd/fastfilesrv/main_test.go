@@ -29,6 +29,8 @@ func TestGatewayArgs(t *testing.T) {
 		{"", nil, nil, "no gateway given"},
 		{"", []string{"nohostport"}, nil, "invalid gateway address"},
 		{"", []string{"host", "port"}, nil, "invalid gateway"},
+		// The port is wrong, not the host: blame the port.
+		{"", []string{"127.0.0.1", "notaport"}, nil, `invalid gateway port "notaport"`},
 	}
 	for _, c := range cases {
 		var fl gatewayList
@@ -87,6 +89,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", key, "-max-reads", "0", "127.0.0.1", "8888"}, "invalid -max-reads"},
 		{[]string{"-key-file", key, "-log-level", "loud", "127.0.0.1", "8888"}, "invalid -log-level"},
 		{[]string{"-key-file", key}, "no gateway given"},
+		// Said once, not "read X: read X: is a directory".
+		{[]string{"-key-file", dir, "127.0.0.1", "8888"}, "bad pre-shared key: read " + dir + ": is a directory"},
 	}
 	for _, c := range cases {
 		err := run(context.Background(), c.args, &bytes.Buffer{})
@@ -96,5 +100,21 @@ func TestFlagErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: not one line: %q", c.args, err)
 		}
+	}
+}
+
+// TestListenHelpDefaultOnce: -h gives -listen's default once (the flag
+// package prints it; the text must not repeat it).
+func TestListenHelpDefaultOnce(t *testing.T) {
+	var stderr bytes.Buffer
+	parse([]string{"-h"}, &stderr)
+	i := strings.Index(stderr.String(), "-listen")
+	if i < 0 {
+		t.Fatalf("no -listen in:\n%s", stderr.String())
+	}
+	line := stderr.String()[i:]
+	line = line[:strings.Index(line, "[$")]
+	if n := strings.Count(line, "default"); n != 1 {
+		t.Fatalf("-listen help mentions its default %d times: %q", n, line)
 	}
 }

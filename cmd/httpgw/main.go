@@ -41,10 +41,11 @@ const envPrefix = "HTTPGW"
 
 type options struct {
 	http, udp, admin, keyFile string
+	adminHosts                string
 	datagram                  int
 	policy                    string
-	chunk, window, budget     string
-	cacheSize, cacheMaxFile   string
+	chunk, window, budget     size
+	cacheSize, cacheMaxFile   size
 	logFormat, logLevel       string
 	demo                      bool
 	demoRoot                  string
@@ -57,6 +58,8 @@ type options struct {
 	allow, deny     string
 	rateLimit       float64
 	rateBurst       int
+	rateMaxWait     time.Duration
+	maxReqPerIP     int
 	maxConnsPerIP   int
 	maxConns        int
 	maxRanges       int
@@ -72,14 +75,17 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
 	fs.StringVar(&o.udp, "udp", ":8888", "UDP `address` for the FS Chunk Protocol (servers register here)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:8081", "admin listen `address` (API, pprof); keep it on loopback; \"\" disables it")
-	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: head -c 32 /dev/urandom > fschunk.key)")
+	fs.StringVar(&o.adminHosts, "admin-host", "", "comma-separated host `names` the admin listener answers to besides loopback addresses, localhost and the -admin address (others get 403: a DNS rebinding defence)")
+	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
-	fs.StringVar(&o.chunk, "chunk-size", "128KiB", "bytes per chunk and per READ")
-	fs.StringVar(&o.window, "window", "24MiB", "bytes buffered ahead per response (memory bound; a long lossy path needs several round trips of it)")
-	fs.StringVar(&o.budget, "window-total", "32MiB", "bytes buffered ahead by all responses together; each gets an equal share; beyond it, one 64 KiB piece each (memory bound)")
-	fs.StringVar(&o.cacheSize, "cache-size", "32MiB", "memory for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
-	fs.StringVar(&o.cacheMaxFile, "cache-max-file", "1MiB", "largest file the cache keeps")
+	o.chunk, o.window, o.budget = size{s: "128KiB", n: 128 << 10}, size{s: "24MiB", n: 24 << 20}, size{s: "32MiB", n: 32 << 20}
+	o.cacheSize, o.cacheMaxFile = size{s: "32MiB", n: 32 << 20, zeroOK: true}, size{s: "1MiB", n: 1 << 20}
+	fs.Var(&o.chunk, "chunk-size", "`bytes` per chunk and per READ")
+	fs.Var(&o.window, "window", "`bytes` buffered ahead per response (memory bound; a long lossy path needs several round trips of it)")
+	fs.Var(&o.budget, "window-total", "`bytes` buffered ahead by all responses together; each gets an equal share; beyond it, one 64 KiB piece each (memory bound)")
+	fs.Var(&o.cacheSize, "cache-size", "memory `bytes` for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
+	fs.Var(&o.cacheMaxFile, "cache-max-file", "largest file the cache keeps, in `bytes`")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
@@ -92,9 +98,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS (and HTTP/2) with a certificate generated at start for localhost and this host; its SHA-256 fingerprint is logged")
 	fs.StringVar(&o.allow, "allow", "", "if set, only clients in these comma-separated `CIDRs` or addresses may connect (e.g. 10.0.0.0/8,2001:db8::/32)")
 	fs.StringVar(&o.deny, "deny", "", "clients in these comma-separated `CIDRs` or addresses are refused (403 over plain HTTP, closed over TLS), even if -allow admits them")
-	fs.Float64Var(&o.rateLimit, "rate-limit", 100, "sustained HTTP `requests/s` per client IP (IPv6: per /64), HTTP/2 streams included; more get 429 + Retry-After; 0: no limit")
-	fs.IntVar(&o.rateBurst, "rate-burst", 200, "`requests` a client may make at once above -rate-limit")
-	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 128, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
+	fs.Float64Var(&o.rateLimit, "rate-limit", 1000, "sustained HTTP `requests/s` per client IP (IPv6: per /64), HTTP/2 streams included; faster requests are delayed (see -rate-max-wait); 0: no limit")
+	fs.IntVar(&o.rateBurst, "rate-burst", 2000, "`requests` a client may make at once above -rate-limit")
+	fs.DurationVar(&o.rateMaxWait, "rate-max-wait", 10*time.Second, "longest a request over -rate-limit is delayed; beyond it, 429 + Retry-After; 0: refuse at once")
+	fs.IntVar(&o.maxReqPerIP, "max-requests-per-ip", 256, "requests in progress per client IP (IPv6: per /64), HTTP/2 streams included; more wait for one to finish; 0: no limit")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 256, "open connections per client IP (IPv6: per /64); more are answered 429 and closed; 0: no limit")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open client connections in total; more are answered 503 and closed; 0: no limit")
 	fs.DurationVar(&o.sendTimeout, "send-timeout", httpfront.DefaultSendTimeout, "cut a response (HTTP/1.1: close the connection; HTTP/2: reset the stream) when one write of it to the client takes longer; its buffers go back to the budget")
 	fs.IntVar(&o.maxRanges, "max-ranges", httpfront.DefaultMaxRanges, "`ranges` one request may ask for once overlapping and near ones are merged; more get the whole file (200)")
@@ -121,23 +129,34 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// parseSize reads "128KiB", "8MiB", "65536".
-func parseSize(flagName, s string) (int, error) {
-	mult := 1
+// size is a flag holding a byte count written "128KiB", "8MiB" or
+// "65536". It is checked when set, so a bad value from the environment is
+// reported under the variable's name (cli.Parse), not the flag's.
+type size struct {
+	s      string
+	n      int
+	zeroOK bool
+}
+
+func (z *size) String() string { return z.s }
+
+func (z *size) Set(v string) error {
+	mult, num := 1, strings.TrimSpace(v)
 	for _, u := range []struct {
 		suf string
 		m   int
 	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}} {
-		if strings.HasSuffix(s, u.suf) {
-			s, mult = strings.TrimSuffix(s, u.suf), u.m
+		if strings.HasSuffix(num, u.suf) {
+			num, mult = strings.TrimSuffix(num, u.suf), u.m
 			break
 		}
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("invalid -%s %q (want a size like 128KiB)", flagName, s)
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if err != nil || n < 0 || n == 0 && !z.zeroOK || n > math.MaxInt32/mult {
+		return errors.New("want a size like 128KiB, 8MiB or 65536")
 	}
-	return n * mult, nil
+	z.s, z.n = v, n*mult
+	return nil
 }
 
 // run runs the gateway until ctx is done (SIGINT/SIGTERM in main).
@@ -158,47 +177,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	chunk, err := parseSize("chunk-size", o.chunk)
-	if err != nil {
-		return err
-	}
+	chunk, window, budget := o.chunk.n, o.window.n, o.budget.n
 	if chunk > fschunk.MaxReadLength {
-		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk, fschunk.MaxReadLength)
-	}
-	budget, err := parseSize("window-total", o.budget)
-	if err != nil {
-		return err
-	}
-	window, err := parseSize("window", o.window)
-	if err != nil {
-		return err
+		return fmt.Errorf("invalid -chunk-size %s: at most %d bytes", o.chunk.s, fschunk.MaxReadLength)
 	}
 	if budget < window {
-		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget, o.window)
+		return fmt.Errorf("invalid -window-total %s: less than -window %s", o.budget.s, o.window.s)
 	}
 	var fileCache *cache.Cache
-	if o.cacheSize != "0" {
-		size, err := parseSize("cache-size", o.cacheSize)
-		if err != nil {
-			return err
-		}
-		maxFile, err := parseSize("cache-max-file", o.cacheMaxFile)
-		if err != nil {
-			return err
-		}
-		fileCache = cache.New(int64(size), int64(maxFile))
+	if o.cacheSize.n != 0 {
+		fileCache = cache.New(int64(o.cacheSize.n), int64(o.cacheMaxFile.n))
 	}
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
-	guard, err := newGuard(o, log)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := newTLS(o, log)
-	if err != nil {
-		return err
-	}
+	// The key first: a missing or bad key is the commonest start-up
+	// error, and it should be the only thing printed.
 	var key *auth.Key
 	switch {
 	case o.demo && o.keyFile == "":
@@ -207,7 +201,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		key, err = auth.NewKey(b)
 	default:
 		key, err = auth.LoadKey(o.keyFile)
+		if err == nil {
+			if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
+				log.Warn("key file readable by others", "err", werr)
+			}
+		}
 	}
+	if err != nil {
+		return err
+	}
+	guard, err := newGuard(o, log)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := newTLS(o, log)
 	if err != nil {
 		return err
 	}
@@ -259,14 +266,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	var as *http.Server
 	if al != nil {
-		as = &http.Server{Handler: admin.Handler(gw, m.Handler(), guard), ReadHeaderTimeout: 10 * time.Second}
+		as = &http.Server{Handler: admin.Handler(gw, m.Handler(), guard, adminHosts(o)...), ReadHeaderTimeout: 10 * time.Second}
 		go as.Serve(al)
 	}
 	log.Info("httpgw listening", "http", hl.Addr().String(), "tls", tlsConf != nil, "udp", uc.LocalAddr().String(), "admin", o.admin, "version", cli.VersionString("httpgw"))
 
-	var servers []*demo.Server
+	var dm *demoRun
 	if o.demo {
-		servers, err = startDemo(ctx, o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
+		// The embedded servers do not stop with ctx (the signal): they
+		// must outlive the drain, or the downloads being drained fail.
+		dm, err = startDemo(context.WithoutCancel(ctx), o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
 		if err != nil {
 			hs.Close()
 			if as != nil {
@@ -279,7 +288,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	<-ctx.Done()
-	log.Info("shutting down: draining responses", "timeout", o.drain)
+	log.Info("shutting down: draining responses (a second Ctrl-C or SIGTERM exits at once)", "timeout", o.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
@@ -289,8 +298,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if as != nil {
 		as.Close()
 	}
-	for _, s := range servers {
-		s.Stop()
+	if dm != nil {
+		dm.stop()
 	}
 	gwCancel()
 	if err := <-gwDone; err != nil && !errors.Is(err, net.ErrClosed) {
@@ -300,36 +309,57 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) ([]*demo.Server, error) {
+// demoRun is the demo's embedded servers and the temporary folders they
+// use.
+type demoRun struct {
+	servers []*demo.Server
+	temp    []string // removed by stop
+}
+
+// stop stops the servers (they say goodbye), then removes the temporary
+// folders. run calls it before returning, so that nothing is left behind
+// when the process exits (a context.AfterFunc raced with the exit).
+func (d *demoRun) stop() {
+	for _, s := range d.servers {
+		s.Stop()
+	}
+	for _, dir := range d.temp {
+		os.RemoveAll(dir)
+	}
+}
+
+func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) (_ *demoRun, err error) {
+	d := &demoRun{}
+	defer func() {
+		if err != nil {
+			d.stop()
+		}
+	}()
 	root := o.demoRoot
 	stateDir, err := os.MkdirTemp("", "httpgw-demo-state-")
 	if err != nil {
 		return nil, err
 	}
-	context.AfterFunc(ctx, func() { os.RemoveAll(stateDir) })
+	d.temp = append(d.temp, stateDir)
 	if root == "" {
 		dir, err := os.MkdirTemp("", "httpgw-demo-files-")
 		if err != nil {
 			return nil, err
 		}
-		context.AfterFunc(ctx, func() { os.RemoveAll(dir) })
+		d.temp = append(d.temp, dir)
 		if err := demo.WriteSample(dir); err != nil {
 			return nil, err
 		}
 		root = dir
 	}
 	gwAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.Port))
-	var servers []*demo.Server
 	for i := 1; i <= o.demoServers; i++ {
 		name := fmt.Sprintf("demo-%d", i)
 		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{gwAddr}, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
 		if err != nil {
-			for _, s := range servers {
-				s.Stop()
-			}
 			return nil, err
 		}
-		servers = append(servers, s)
+		d.servers = append(d.servers, s)
 	}
 	url, curl := fmt.Sprintf("http://localhost:%d/", web.Port), "curl"
 	if tlsConf != nil {
@@ -340,10 +370,10 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 			curl = "curl -k --pinnedpubkey '" + pin + "'"
 		}
 	}
-	log.Info("demo running", "servers", len(servers), "root", root, "open", url,
+	log.Info("demo running", "servers", len(d.servers), "root", root, "open", url,
 		"try", fmt.Sprintf("%s -o video.mp4 '%svideos/sample%%20video.mp4'", curl, url),
 		"status", "http://"+o.admin+"/status")
-	return servers, nil
+	return d, nil
 }
 
 // newGuard makes the client access control from -allow, -deny, -rate-limit,
@@ -362,18 +392,22 @@ func newGuard(o *options, log *slog.Logger) (*access.Guard, error) {
 		return nil, fmt.Errorf("invalid -rate-limit %v: want requests per second ≥ 0 (0: no limit)", o.rateLimit)
 	case o.rateLimit > 0 && o.rateBurst < 1:
 		return nil, fmt.Errorf("invalid -rate-burst %d: want at least 1 with -rate-limit", o.rateBurst)
+	case o.rateMaxWait < 0:
+		return nil, fmt.Errorf("invalid -rate-max-wait %v: want ≥ 0 (0: refuse at once)", o.rateMaxWait)
+	case o.maxReqPerIP < 0:
+		return nil, fmt.Errorf("invalid -max-requests-per-ip %d: want ≥ 0 (0: no limit)", o.maxReqPerIP)
 	case o.maxConnsPerIP < 0:
 		return nil, fmt.Errorf("invalid -max-conns-per-ip %d: want ≥ 0 (0: no limit)", o.maxConnsPerIP)
 	case o.maxConns < 0:
 		return nil, fmt.Errorf("invalid -max-conns %d: want ≥ 0 (0: no limit)", o.maxConns)
 	}
-	g, err := access.New(access.Config{Allow: allow, Deny: deny, Rate: o.rateLimit, Burst: o.rateBurst,
-		MaxConnsPerClient: o.maxConnsPerIP, MaxConns: o.maxConns, Logger: log})
+	g, err := access.New(access.Config{Allow: allow, Deny: deny, Rate: o.rateLimit, Burst: o.rateBurst, MaxDelay: o.rateMaxWait,
+		MaxRequestsPerClient: o.maxReqPerIP, MaxConnsPerClient: o.maxConnsPerIP, MaxConns: o.maxConns, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("access control: %w", err)
 	}
 	log.Info("client access control", "allow", o.allow, "deny", o.deny, "rate_limit", o.rateLimit,
-		"rate_burst", o.rateBurst, "max_conns_per_ip", o.maxConnsPerIP, "max_conns", o.maxConns)
+		"rate_burst", o.rateBurst, "rate_max_wait", o.rateMaxWait, "max_requests_per_ip", o.maxReqPerIP, "max_conns_per_ip", o.maxConnsPerIP, "max_conns", o.maxConns)
 	return g, nil
 }
 
@@ -418,4 +452,20 @@ func newTLS(o *options, log *slog.Logger) (*tls.Config, error) {
 		return nil, nil
 	}
 	return tlscert.ServerConfig(cert), nil
+}
+
+// adminHosts are the Host names the admin listener answers to besides
+// loopback addresses and localhost: its own address (when it is not a
+// wildcard) and -admin-host.
+func adminHosts(o *options) []string {
+	var hosts []string
+	if h, _, err := net.SplitHostPort(o.admin); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		hosts = append(hosts, h)
+	}
+	for _, h := range strings.Split(o.adminHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

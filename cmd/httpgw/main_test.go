@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,8 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fastfile/fschunk/internal/demo"
 )
 
 func TestFlagErrors(t *testing.T) {
@@ -32,7 +36,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{}, "head -c 32 /dev/urandom"},
 		{[]string{"-key-file", "/nonexistent"}, "head -c 32 /dev/urandom"},
 		{[]string{"-key-file", keyFile, "-policy", "fastest"}, "unknown scheduling policy"},
-		{[]string{"-key-file", keyFile, "-chunk-size", "lots"}, "invalid -chunk-size"},
+		{[]string{"-key-file", keyFile, "-chunk-size", "lots"}, `invalid value "lots" for flag -chunk-size`},
 		{[]string{"-key-file", keyFile, "-datagram-size", "100"}, "invalid -datagram-size"},
 		{[]string{"-key-file", keyFile, "-log-format", "xml"}, "invalid -log-format"},
 		{[]string{"-key-file", keyFile, "-http", "nonsense:addr:1"}, "listen http"},
@@ -76,6 +80,9 @@ func TestEnvFlags(t *testing.T) {
 		"HTTPGW_RATE_LIMIT":       "invalid -rate-limit -7",
 		"HTTPGW_DENY":             `invalid -deny: invalid address "-7"`,
 		"HTTPGW_TLS_CERT":         "-tls-cert and -tls-key go together",
+		// Named as the variable, not as the flag the user never typed.
+		"HTTPGW_WINDOW":     `invalid value "-7" for HTTPGW_WINDOW`,
+		"HTTPGW_CACHE_SIZE": `invalid value "-7" for HTTPGW_CACHE_SIZE`,
 	} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "-7")
@@ -87,6 +94,20 @@ func TestEnvFlags(t *testing.T) {
 	}
 }
 
+// TestKeyErrorAlone: a bad key is the only thing printed, with no INFO
+// line before it, and a directory is named once.
+func TestKeyErrorAlone(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"-key-file", dir, "-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, &stderr)
+	if want := "bad pre-shared key: read " + dir + ": is a directory"; err == nil || err.Error() != want {
+		t.Fatalf("err %v, want %q", err, want)
+	}
+	if stderr.Len() != 0 {
+		t.Fatalf("printed before the key error: %q", stderr.String())
+	}
+}
+
 // TestUsageListsNewFlags: -h documents the HTTPS and access flags with
 // their defaults and variables.
 func TestUsageListsNewFlags(t *testing.T) {
@@ -95,8 +116,8 @@ func TestUsageListsNewFlags(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	for _, want := range []string{"-tls-cert file", "-tls-key file", "-tls-self-signed", "$HTTPGW_TLS_SELF_SIGNED",
-		"-allow CIDRs", "-deny CIDRs", "-rate-limit requests/s", `(default "100")`, "-rate-burst requests", `(default "200")`,
-		"-max-conns-per-ip", `(default "128")`, "-max-conns int", `(default "4096")`, "$HTTPGW_MAX_CONNS]", "httpgw -demo -tls-self-signed"} {
+		"-allow CIDRs", "-deny CIDRs", "-rate-limit requests/s", `(default "1000")`, "-rate-burst requests", `(default "2000")`,
+		"-rate-max-wait", `(default "10s")`, "-max-requests-per-ip", `(default "256")`, "-max-conns-per-ip", `(default "256")`, "-max-conns int", `(default "4096")`, "$HTTPGW_MAX_CONNS]", "httpgw -demo -tls-self-signed"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("usage lacks %q", want)
 		}
@@ -121,7 +142,7 @@ func TestDemo(t *testing.T) {
 	}
 	web, adm := freeAddr(t), freeAddr(t)
 	runGateway(t, io.Discard, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm, "-log-level", "warn")
-	waitDemo(t, adm)
+	waitDemo(t, adm, len(demo.SampleFiles))
 	for _, p := range []string{"/", "/README.txt", "/images/gradient.png", "/docs/report.pdf", "/videos/sample%20video.mp4", "/data/empty.txt", "/nested/a/b/c/deep%20file.txt"} {
 		resp, err := http.Get("http://" + web + p)
 		if err != nil {
@@ -157,7 +178,9 @@ func runGateway(t *testing.T, stderr io.Writer, args ...string) {
 }
 
 // waitDemo waits for three servers with their catalogs.
-func waitDemo(t *testing.T, adm string) {
+// waitDemo waits for three servers that each announce at least files
+// files (they announce them as they are hashed).
+func waitDemo(t *testing.T, adm string, files int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -168,7 +191,7 @@ func waitDemo(t *testing.T, adm string) {
 		}
 		n := 0
 		for _, s := range servers {
-			if s.Files > 0 {
+			if s.Files >= files {
 				n++
 			}
 		}
@@ -222,4 +245,186 @@ func screenshot(t *testing.T, url string) {
 		t.Fatalf("no screenshot: %v", err)
 	}
 	fmt.Printf("status page screenshot: %s (%d bytes)\n", out, st.Size())
+}
+
+// bigDemoRoot is a folder with one file of n random bytes, for demo runs
+// whose download must outlast something.
+func bigDemoRoot(t *testing.T, n int) (dir string, data []byte) {
+	dir = t.TempDir()
+	data = make([]byte, n)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, data
+}
+
+// TestDemoDrainsDownloads: a download running when the demo is told to
+// stop completes; the embedded servers outlive the drain instead of saying
+// goodbye at its start.
+func TestDemoDrainsDownloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, data := bigDemoRoot(t, 16<<20)
+	web, adm := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	// A small window and no cache: most of the file is fetched after the
+	// stop begins.
+	go func() {
+		done <- run(ctx, []string{"-demo", "-demo-root", root, "-http", web, "-udp", "127.0.0.1:0", "-admin", adm,
+			"-window", "256KiB", "-window-total", "256KiB", "-cache-size", "0", "-log-level", "warn"}, io.Discard)
+	}()
+	waitDemo(t, adm, 1)
+	resp, err := http.Get("http://" + web + "/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	head := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // SIGTERM
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), data) {
+		t.Fatalf("download cut by the shutdown: %d of %d bytes, %v", len(head)+len(rest), len(data), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// startMain starts httpgw with args in a child process whose temp dir is
+// tmp, and waits for its "demo running" line.
+func startMain(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	// TestMain (version_test.go) runs main() in the child.
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1", "TMPDIR="+tmp)
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "demo running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no demo running:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, out
+}
+
+// TestDemoSIGTERMRemovesTemp: SIGTERM stops the demo and leaves nothing
+// in the temp dir (its samples and hash caches are removed before exit).
+func TestDemoSIGTERMRemovesTemp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	tmp := t.TempDir()
+	cmd, out := startMain(t, tmp, "-demo", "-http", "127.0.0.1:0", "-udp", "127.0.0.1:0", "-admin", "")
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, out)
+	}
+	if es, _ := os.ReadDir(tmp); len(es) != 0 {
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("left in the temp dir after SIGTERM: %v", names)
+	}
+}
+
+// TestSecondSignalExits: while a download holds the drain, a second
+// Ctrl-C exits at once, saying so.
+func TestSecondSignalExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	root, _ := bigDemoRoot(t, 32<<20)
+	web := freeAddr(t)
+	cmd, out := startMain(t, t.TempDir(), "-demo", "-demo-root", root, "-http", web, "-udp", "127.0.0.1:0", "-admin", "",
+		"-drain-timeout", "10m", "-cache-size", "0")
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	// A client that stops reading keeps its response, and the drain, open.
+	var resp *http.Response
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r, err := http.Get("http://" + web + "/big.bin")
+		if err == nil && r.StatusCode == 200 {
+			resp = r
+			break
+		}
+		if err == nil {
+			r.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("big.bin not served: %v\n%s", err, out)
+		}
+	}
+	defer resp.Body.Close()
+	cmd.Process.Signal(os.Interrupt)
+	for !strings.Contains(out.String(), "shutting down") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("exited before the drain ended: %v\n%s", err, out)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := <-waited
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out.String(), "second signal") {
+		t.Fatalf("second Ctrl-C: %v\n%s", err, out)
+	}
+}
+
+// TestServerNames: servers are known by their stable names (the demo's are
+// demo-1…) in the log, /api/servers (with the instance ID beside) and the
+// metrics labels, not by the random instance ID alone.
+func TestServerNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	web, adm := freeAddr(t), freeAddr(t)
+	var logs syncBuffer
+	runGateway(t, &logs, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm)
+	waitDemo(t, adm, len(demo.SampleFiles))
+	resp, err := http.Get("http://" + adm + "/api/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []struct{ Name, ID string }
+	json.NewDecoder(resp.Body).Decode(&servers)
+	resp.Body.Close()
+	names := map[string]bool{}
+	for _, s := range servers {
+		names[s.Name] = true
+		if s.ID == "" || s.ID == s.Name {
+			t.Errorf("server %+v: want a name and an instance ID", s)
+		}
+	}
+	resp, err = http.Get("http://" + adm + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, n := range []string{"demo-1", "demo-2", "demo-3"} {
+		if !names[n] {
+			t.Errorf("/api/servers lacks %s: %+v", n, servers)
+		}
+		if !strings.Contains(string(metrics), `,server="`+n+`"} 1`) {
+			t.Errorf("no metrics series for %s", n)
+		}
+		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
+			t.Errorf("no join line naming %s in the log", n)
+		}
+	}
 }

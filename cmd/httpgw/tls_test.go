@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/fastfile/fschunk/internal/demo"
 	"github.com/fastfile/fschunk/internal/tlscert"
 )
 
@@ -47,7 +48,7 @@ func TestDemoTLS(t *testing.T) {
 	web, adm := freeAddr(t), freeAddr(t)
 	var logs syncBuffer
 	runGateway(t, &logs, "-demo", "-tls-self-signed", "-http", web, "-udp", "127.0.0.1:0", "-admin", adm)
-	waitDemo(t, adm)
+	waitDemo(t, adm, len(demo.SampleFiles))
 
 	m := regexp.MustCompile(`sha256_fingerprint=((?:[0-9A-F]{2}:){31}[0-9A-F]{2})`).FindStringSubmatch(logs.String())
 	if m == nil {

@@ -7,9 +7,17 @@
 //     limit_conn and worker_connections), also checked at accept, so that
 //     a refused connection costs no goroutine, no buffers and no TLS
 //     handshake;
+//   - a cap on requests in progress per client: more wait for a slot
+//     (queued, not refused), so that one client cannot hold more than its
+//     share of the gateway's responses while a download manager opening
+//     many requests is only slowed;
 //   - a request rate per client (a token bucket, golang.org/x/time/rate),
 //     checked per request, so that every HTTP/2 stream counts and not only
-//     connections.
+//     connections. A request over the rate waits for its token for up to
+//     Config.MaxDelay and is refused (429) only beyond that: wget and
+//     aria2c do not retry a 429 by default (nor a 503: wget needs
+//     --retry-on-http-error, aria2c --retry-wait), so for them a refusal
+//     is a lost file, while a delay is invisible.
 //
 // A client is its IP address; IPv6 addresses are grouped by /64, the
 // smallest prefix a host is normally given, so that one host cannot take a
@@ -60,6 +68,13 @@ type Config struct {
 	// make, Burst how many it may make at once. Rate 0 means no limit.
 	Rate  float64
 	Burst int
+	// MaxDelay is how long a request over the rate may wait for its
+	// token; beyond it the request is refused (429 + Retry-After). 0
+	// refuses at once.
+	MaxDelay time.Duration
+	// MaxRequestsPerClient caps one client's requests in progress; more
+	// wait for a slot. 0 means no limit.
+	MaxRequestsPerClient int
 	// MaxConnsPerClient and MaxConns cap open connections from one client
 	// and in total; 0 means no limit.
 	MaxConnsPerClient int
@@ -82,6 +97,9 @@ type Stats struct {
 	OpenConns     int    `json:"open_conns"`
 	RateClients   int    `json:"rate_clients"`   // clients in the rate table
 	RateEvictions uint64 `json:"rate_evictions"` // live buckets dropped because the table was full
+	RateDelayed   uint64 `json:"rate_delayed"`   // requests served after waiting for a token
+	Queued        uint64 `json:"queued"`         // requests that waited for a slot (MaxRequestsPerClient)
+	ActiveClients int    `json:"active_clients"` // clients with a request in progress or waiting
 }
 
 // Guard enforces a Config. It is safe for concurrent use.
@@ -91,8 +109,10 @@ type Guard struct {
 	log         *slog.Logger
 	conns       *connTable
 	rates       *rateTable // nil: no rate limit
+	maxDelay    time.Duration
+	slots       *slotTable // nil: no cap on requests in progress
 
-	denied, rateLimited, connsPerIP, connsTotal atomic.Uint64
+	denied, rateLimited, connsPerIP, connsTotal, delayed, queued atomic.Uint64
 }
 
 // New checks c and returns its Guard.
@@ -106,13 +126,19 @@ func New(c Config) (*Guard, error) {
 		return nil, errors.New("negative connection limit")
 	case c.MaxClients < 0:
 		return nil, errors.New("negative rate table size")
+	case c.MaxDelay < 0 || c.MaxRequestsPerClient < 0:
+		return nil, errors.New("negative rate delay or request limit")
 	}
 	g := &Guard{
-		allow: canonical(c.Allow),
-		deny:  canonical(c.Deny),
-		now:   c.Now,
-		log:   c.Logger,
-		conns: &connTable{perClient: map[netip.Addr]int{}, maxPerClient: c.MaxConnsPerClient, max: c.MaxConns},
+		allow:    canonical(c.Allow),
+		deny:     canonical(c.Deny),
+		now:      c.Now,
+		log:      c.Logger,
+		conns:    &connTable{perClient: map[netip.Addr]int{}, maxPerClient: c.MaxConnsPerClient, max: c.MaxConns},
+		maxDelay: c.MaxDelay,
+	}
+	if c.MaxRequestsPerClient > 0 {
+		g.slots = newSlotTable(c.MaxRequestsPerClient)
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -138,6 +164,11 @@ func (g *Guard) Stats() Stats {
 		ConnsPerIP:  g.connsPerIP.Load(),
 		ConnsTotal:  g.connsTotal.Load(),
 		OpenConns:   g.conns.open(),
+		RateDelayed: g.delayed.Load(),
+		Queued:      g.queued.Load(),
+	}
+	if g.slots != nil {
+		s.ActiveClients = g.slots.clients()
 	}
 	if g.rates != nil {
 		s.RateClients, s.RateEvictions = g.rates.stats()
@@ -164,11 +195,12 @@ func (g *Guard) Allowed(a netip.Addr) bool {
 	return false
 }
 
-// Handler wraps next with the per-request checks: the rate limit (429 with
-// Retry-After from the client's bucket) and, for a Guard used without its
-// Listener, the lists (403). Refusals are counted (Stats), logged at debug
-// level only (a flood must not become a log flood) and never reach next,
-// so they are not in the access log.
+// Handler wraps next with the per-request checks: the cap on requests in
+// progress (wait for a slot), the rate limit (wait for a token up to
+// MaxDelay, else 429 with Retry-After from the client's bucket) and, for a
+// Guard used without its Listener, the lists (403). Refusals are counted
+// (Stats), logged at debug level only (a flood must not become a log
+// flood) and never reach next, so they are not in the access log.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
@@ -184,12 +216,36 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		}
+		key := ClientKey(a)
+		if g.slots != nil {
+			// A slot first: the requests waiting for a token below are
+			// then at most MaxRequestsPerClient per client.
+			release, waited, err := g.slots.acquire(r.Context(), key)
+			if waited {
+				g.queued.Add(1)
+			}
+			if err != nil {
+				return // the client went away while queued
+			}
+			defer release()
+		}
 		if g.rates != nil {
-			if ok, wait := g.rates.allow(ClientKey(a), g.now()); !ok {
+			ok, wait := g.rates.take(key, g.now(), g.maxDelay)
+			if !ok {
 				g.refused(ReasonRate, a)
 				w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
 				http.Error(w, "too many requests", http.StatusTooManyRequests)
 				return
+			}
+			if wait > 0 {
+				g.delayed.Add(1)
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					t.Stop()
+					return
+				}
 			}
 		}
 		next.ServeHTTP(w, r)

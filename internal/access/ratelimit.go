@@ -54,6 +54,14 @@ func newRateTable(limit rate.Limit, burst, max int) *rateTable {
 // allow takes a token from key's bucket at now. If there is none, it
 // returns false and how long until one is there.
 func (t *rateTable) allow(key netip.Addr, now time.Time) (bool, time.Duration) {
+	return t.take(key, now, 0)
+}
+
+// take takes a token from key's bucket, possibly one that is only there
+// after a delay of at most maxDelay: it returns true and the delay the
+// caller must wait before serving. If the token would come later, it
+// takes nothing and returns false and how long until a token is there.
+func (t *rateTable) take(key netip.Addr, now time.Time, maxDelay time.Duration) (bool, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.dropIdle(now, 2)
@@ -71,12 +79,17 @@ func (t *rateTable) allow(key netip.Addr, now time.Time) (bool, time.Duration) {
 		t.lru.MoveToFront(el)
 	}
 	b := el.Value.(*bucket)
-	b.seen = now
-	if b.lim.AllowN(now, 1) {
-		return true, 0
+	r := b.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); r.OK() && d <= maxDelay {
+		// A bucket that lent tokens ahead is full again refill after the
+		// last of them, not after now.
+		b.seen = now.Add(d)
+		return true, d
 	}
 	// A refused request takes no token, so a client retrying too fast is
 	// still served at the sustained rate.
+	r.CancelAt(now)
+	b.seen = now
 	missing := 1 - b.lim.TokensAt(now)
 	return false, time.Duration(missing / float64(t.limit) * float64(time.Second))
 }

@@ -20,7 +20,8 @@ import (
 
 // ServerView is one server in /api/servers.
 type ServerView struct {
-	ID          string    `json:"id"`
+	Name        string    `json:"name"` // stable across restarts; the ID until the first heartbeat
+	ID          string    `json:"id"`   // this process (instance): new at every restart
 	Addr        string    `json:"addr"`
 	Joined      time.Time `json:"joined"`
 	LastHeard   time.Time `json:"last_heard"`
@@ -44,8 +45,11 @@ type ServerView struct {
 }
 
 // Handler returns the admin mux for g; metrics serves /metrics (nil: none);
-// acc's counters are added to /api/stats (nil: none).
-func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.Handler {
+// acc's counters are added to /api/stats (nil: none). It answers only
+// requests whose Host is a loopback address, localhost or one of hosts
+// (403 otherwise): a defence against DNS rebinding from a browser on the
+// operator's machine.
+func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard, hosts ...string) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -82,7 +86,7 @@ func Handler(g *gateway.Gateway, metrics http.Handler, acc *access.Guard) http.H
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/status", http.StatusFound)
 	})
-	return mux
+	return hostGuard(mux, hosts)
 }
 
 // Servers joins the pool's and the engine's view of each server.
@@ -95,7 +99,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	out := []ServerView{}
 	now := time.Now()
 	for _, s := range g.Pool().Servers() {
-		v := ServerView{ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
+		v := ServerView{Name: s.Name, ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
 			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up", Blamed: s.Blamed}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
@@ -106,6 +110,9 @@ func Servers(g *gateway.Gateway) []ServerView {
 			v.SRTTMicros, v.RTOMicros = l.SRTT.Microseconds(), l.RTO.Microseconds()
 			v.Window, v.Inflight, v.Rate = l.Window, l.Inflight, l.Rate
 			v.Delivered, v.Retransmits, v.Timeouts = l.Delivered, l.Retransmits, l.Timeouts
+		}
+		if v.Name == "" {
+			v.Name = v.ID
 		}
 		out = append(out, v)
 	}

@@ -38,7 +38,7 @@ async function refresh(){
   try{
     const [servers,downloads,stats]=await Promise.all(["/api/servers","/api/downloads","/api/stats"].map(u=>fetch(u).then(r=>r.json())));
     document.getElementById("servers").innerHTML=(servers||[]).map(s=>row([
-      "<td>"+esc(s.id)+"</td>","<td>"+esc(s.addr)+"</td>",
+      "<td title='instance "+esc(s.id)+"'>"+esc(s.name)+"</td>","<td>"+esc(s.addr)+"</td>",
       "<td class='"+(s.health=="up"?"up'>up":"down'>silent")+"</td>",
       "<td class=n>"+fmtUs(s.srtt_us)+"</td>","<td class=n>"+fmtBytes(Math.round(s.rate_bytes_per_sec))+"/s</td>",
       "<td class=n>"+fmtBytes(s.inflight_bytes)+"</td>","<td class=n>"+fmtBytes(s.window_bytes)+"</td>",
@@ -49,9 +49,9 @@ async function refresh(){
       "<td><div class=bar><i style='width:"+p.toFixed(1)+"%'></i></div></td>","<td class=n>"+p.toFixed(0)+"%</td>","<td>"+ago(d.started)+"</td>"])}).join("")||"<tr><td colspan=5 class=empty>no download in progress</td></tr>";
     const u=stats.udp,e=stats.engine;
     document.getElementById("stats").innerHTML=["<span><b>"+(servers||[]).length+"</b> servers</span>",
-      "<span><b>"+fmtBytes(e.BytesDelivered)+"</b> fetched</span>","<span><b>"+e.Retransmits+"</b> retransmissions</span>",
-      "<span><b>"+u.DropAuth+"</b> auth failures</span>","<span><b>"+u.DropReplay+"</b> replays dropped</span>",
-      "<span><b>"+u.Evictions+"</b> evictions</span>"].join("");
+      "<span><b>"+fmtBytes(e.delivered_bytes)+"</b> fetched</span>","<span><b>"+e.retransmits+"</b> retransmissions</span>",
+      "<span><b>"+u.drop_auth+"</b> auth failures</span>","<span><b>"+u.drop_replay+"</b> replays dropped</span>",
+      "<span><b>"+u.evictions+"</b> evictions</span>"].join("");
     document.getElementById("clock").textContent=new Date().toLocaleTimeString();
   }catch(err){document.getElementById("clock").textContent="admin API unreachable: "+err}
 }

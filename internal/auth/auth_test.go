@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -29,13 +30,14 @@ func testKey(t testing.TB, b byte) *Key {
 
 type clock struct{ t time.Time }
 
-func (c *clock) now() time.Time { return c.t }
+// mono is the responder's monotonic clock, as time since t0.
+func (c *clock) mono() time.Duration { return c.t.Sub(t0) }
 
 // handshake runs the three messages and returns both ends' sessions.
 func handshake(t testing.TB, srvKey, gwKey *Key, lim Limits, c *clock) (srv, gw *Session) {
 	t.Helper()
 	in := NewInitiator(srvKey, 77, lim)
-	r := NewResponder(gwKey, lim, c.now)
+	r := NewResponder(gwKey, lim, c.mono)
 	hello := in.Hello(nil)
 	chal, err := r.HandleHello(hello, srvAddr, nil)
 	if err != nil {
@@ -163,12 +165,12 @@ func TestRejections(t *testing.T) {
 func TestWrongKey(t *testing.T) {
 	c := &clock{t0}
 	in := NewInitiator(testKey(t, 1), 1, DefaultLimits)
-	r := NewResponder(testKey(t, 2), DefaultLimits, c.now)
+	r := NewResponder(testKey(t, 2), DefaultLimits, c.mono)
 	if _, err := r.HandleHello(in.Hello(nil), srvAddr, nil); !errors.Is(err, ErrBadMAC) {
 		t.Fatalf("fake server HELLO: %v", err)
 	}
 	// A fake gateway: its CHALLENGE does not verify at the server.
-	fake := NewResponder(testKey(t, 2), DefaultLimits, c.now)
+	fake := NewResponder(testKey(t, 2), DefaultLimits, c.mono)
 	hello := in.Hello(nil)
 	// The fake gateway cannot verify the HELLO, so it forges a CHALLENGE for
 	// it, correct in every field and MACed over the right HELLO nonce, but
@@ -193,7 +195,7 @@ func TestWrongKey(t *testing.T) {
 func TestCookie(t *testing.T) {
 	c := &clock{t0}
 	k := testKey(t, 1)
-	r := NewResponder(k, DefaultLimits, c.now)
+	r := NewResponder(k, DefaultLimits, c.mono)
 	run := func(from netip.AddrPort, advance time.Duration) error {
 		in := NewInitiator(k, 9, DefaultLimits)
 		chal, err := r.HandleHello(in.Hello(nil), srvAddr, nil)
@@ -223,7 +225,7 @@ func TestCookie(t *testing.T) {
 	// A cookie issued just before a rotation still verifies after it: a
 	// fresh responder rotates CookieRotation from now, so the HELLO lands
 	// 2 s before its rotation and the AUTH 1 s after.
-	r = NewResponder(k, DefaultLimits, c.now)
+	r = NewResponder(k, DefaultLimits, c.mono)
 	c.t = c.t.Add(fschunk.CookieRotation - 2*time.Second)
 	if err := run(srvAddr, 3*time.Second); err != nil {
 		t.Fatalf("across one rotation: %v", err)
@@ -402,5 +404,142 @@ func BenchmarkOpenData(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// TestReplayedAuthNewKeys: if the gateway accepts one AUTH twice (it must
+// not, but a replay after its memory of used nonces expired and its clock
+// stepped back once made it), the two sessions still have different keys,
+// because each WELCOME brings a new gateway random value: the same
+// counter never seals under the same key twice.
+func TestReplayedAuthNewKeys(t *testing.T) {
+	c := &clock{t0}
+	k := testKey(t, 1)
+	r := NewResponder(k, DefaultLimits, c.mono)
+	in := NewInitiator(k, 9, DefaultLimits)
+	chal, err := r.HandleHello(in.Hello(nil), srvAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := in.HandleChallenge(chal, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := fschunk.Welcome{GatewayIndex: 1, GatewayBoot: 2, HeartbeatInterval: time.Second, MaxDatagram: 1452}
+	var welcomes [][]byte
+	for range 2 {
+		acc, err := r.HandleAuth(a, srvAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := acc.NewSession(1, c.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkt, err := Welcome(s, w, nil, c.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		welcomes = append(welcomes, pkt)
+	}
+	// Same header (index, counter 0) and plaintext: only new keys make
+	// the ciphertexts differ.
+	h := fschunk.HeaderSize
+	if !bytes.Equal(welcomes[0][:h], welcomes[1][:h]) {
+		t.Fatalf("headers differ: %x %x", welcomes[0][:h], welcomes[1][:h])
+	}
+	if ct0, ct1 := welcomes[0][len(welcomes[0])-fschunk.WelcomeBodySize-fschunk.TagSize:], welcomes[1][len(welcomes[1])-fschunk.WelcomeBodySize-fschunk.TagSize:]; bytes.Equal(ct0, ct1) {
+		t.Fatal("one AUTH accepted twice sealed the same WELCOME at counter 0 under the same key: nonce reuse")
+	}
+	// The server opens the first and derives its keys from it.
+	s, _, err := in.HandleWelcome(welcomes[0], c.t)
+	if err != nil {
+		t.Fatalf("WELCOME: %v", err)
+	}
+	if s.RemoteIndex != 1 {
+		t.Fatalf("remote index %d", s.RemoteIndex)
+	}
+}
+
+// TestWelcomeRandomAuthenticated: the gateway random value travels in the
+// clear but is authenticated: changing it fails the WELCOME.
+func TestWelcomeRandomAuthenticated(t *testing.T) {
+	c := &clock{t0}
+	k := testKey(t, 1)
+	r := NewResponder(k, DefaultLimits, c.mono)
+	in := NewInitiator(k, 9, DefaultLimits)
+	chal, _ := r.HandleHello(in.Hello(nil), srvAddr, nil)
+	a, _ := in.HandleChallenge(chal, nil)
+	acc, err := r.HandleAuth(a, srvAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := acc.NewSession(1, c.t)
+	pkt, err := Welcome(s, fschunk.Welcome{GatewayIndex: 1, GatewayBoot: 2, HeartbeatInterval: time.Second, MaxDatagram: 1452}, nil, c.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkt) != fschunk.WelcomeSize {
+		t.Fatalf("WELCOME %d bytes, want %d", len(pkt), fschunk.WelcomeSize)
+	}
+	p := bytes.Clone(pkt)
+	p[fschunk.HeaderSize] ^= 1
+	if _, _, err := in.HandleWelcome(p, c.t); err == nil {
+		t.Fatal("WELCOME with a changed random value accepted")
+	}
+	if _, _, err := in.HandleWelcome(pkt, c.t); err != nil {
+		t.Fatalf("genuine WELCOME after a forged one: %v", err)
+	}
+}
+
+// TestCookieMonotonic: a cookie's age is read on the responder's own
+// monotonic clock: at most CookieLifetime, and a cookie from the future
+// (forged, or minted by another process) is refused.
+func TestCookieMonotonic(t *testing.T) {
+	c := &clock{t0.Add(time.Hour)}
+	k := testKey(t, 1)
+	r := NewResponder(k, DefaultLimits, c.mono)
+	in := NewInitiator(k, 9, DefaultLimits)
+	chal, _ := r.HandleHello(in.Hello(nil), srvAddr, nil)
+	a, _ := in.HandleChallenge(chal, nil)
+	if ts := binary.BigEndian.Uint64(a[32:40]); ts != 3600 {
+		t.Fatalf("cookie time %d, want 3600 (seconds of the responder's clock)", ts)
+	}
+	c.t = c.t.Add(fschunk.CookieLifetime)
+	if _, err := r.HandleAuth(a, srvAddr); err != nil {
+		t.Fatalf("cookie %v old: %v", fschunk.CookieLifetime, err)
+	}
+	c.t = c.t.Add(time.Second)
+	if _, err := r.HandleAuth(a, srvAddr); !errors.Is(err, ErrBadCookie) {
+		t.Fatalf("cookie %v old: %v", fschunk.CookieLifetime+time.Second, err)
+	}
+	// A responder whose clock started later (a restart) refuses it too.
+	c.t = t0
+	r2 := NewResponder(k, DefaultLimits, c.mono)
+	if _, err := r2.HandleAuth(a, srvAddr); !errors.Is(err, ErrBadCookie) {
+		t.Fatalf("cookie from the future: %v", err)
+	}
+}
+
+// TestKeyFileMode: a key file readable by group or others is reported,
+// one readable by its owner only is not.
+func TestKeyFileMode(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o644, true}, {0o604, true}} {
+		p := filepath.Join(dir, "k")
+		os.Remove(p)
+		if err := os.WriteFile(p, bytes.Repeat([]byte{1}, 32), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, c.mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+		err := CheckKeyFileMode(p)
+		if got := errors.Is(err, ErrKeyMode); got != c.warn {
+			t.Errorf("mode %04o: %v, want a warning: %v", c.mode, err, c.warn)
+		}
 	}
 }

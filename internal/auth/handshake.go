@@ -44,11 +44,16 @@ func (k *Key) checkMAC(msg []byte, extra []byte) error {
 	return nil
 }
 
-// sessionKeys derives the two directional keys from the PSK and both
-// sides' fresh contributions: the server's nonce and the gateway's cookie.
-func (k *Key) sessionKeys(nonce [fschunk.NonceSize]byte, cookie [fschunk.CookieSize]byte, sender uint32, instance uint64) (s2g, g2s []byte, err error) {
-	salt := append(nonce[:], cookie[:]...)
-	info := binary.BigEndian.AppendUint32([]byte("fschunk v1 session keys"), sender)
+// sessionKeys derives the two directional keys from the PSK and all three
+// fresh contributions: the server's nonce, the gateway's cookie and the
+// gateway's random value of the WELCOME. The random value makes every
+// session's keys new even if the gateway were made to accept one AUTH
+// twice (a replay after its memory of used nonces expired, or a clock
+// step): the keys, and so the nonces sealed under them, never repeat.
+func (k *Key) sessionKeys(nonce [fschunk.NonceSize]byte, cookie [fschunk.CookieSize]byte, random [fschunk.GatewayRandomSize]byte, sender uint32, instance uint64) (s2g, g2s []byte, err error) {
+	salt := make([]byte, 0, fschunk.NonceSize+fschunk.CookieSize+fschunk.GatewayRandomSize)
+	salt = append(append(append(salt, nonce[:]...), cookie[:]...), random[:]...)
+	info := binary.BigEndian.AppendUint32([]byte("fschunk v2 session keys"), sender)
 	info = binary.BigEndian.AppendUint64(info, instance)
 	okm, err := hkdf.Key(sha256.New, k.psk, salt, string(info), 64)
 	if err != nil {
@@ -68,9 +73,8 @@ type Initiator struct {
 	sender  uint32
 	nonce   [fschunk.NonceSize]byte
 	started bool
-	s2g     []byte
-	g2s     []byte
-	auth    []byte // the AUTH sent, kept for retransmission
+	cookie  [fschunk.CookieSize]byte // the CHALLENGE's, answered by auth
+	auth    []byte                   // the AUTH sent, kept for retransmission
 }
 
 // NewInitiator makes a handshake initiator for a server process whose
@@ -86,7 +90,7 @@ func (in *Initiator) Hello(b []byte) []byte {
 	rand.Read(rnd[:])
 	in.sender = binary.BigEndian.Uint32(rnd[:4])
 	copy(in.nonce[:], rnd[4:])
-	in.started, in.s2g, in.g2s, in.auth = true, nil, nil, nil
+	in.started, in.auth = true, nil
 	h := fschunk.Hello{Sender: in.sender, Instance: in.instance, Nonce: in.nonce}
 	start := len(b)
 	b = h.Append(b)
@@ -112,14 +116,10 @@ func (in *Initiator) HandleChallenge(pkt, b []byte) ([]byte, error) {
 	if in.auth != nil {
 		// A second CHALLENGE (answering a retransmitted HELLO) may carry a
 		// newer cookie; keep the first AUTH so the keys the gateway
-		// derives match the ones already derived here.
+		// derives match the cookie kept here.
 		return append(b, in.auth...), nil
 	}
-	s2g, g2s, err := in.key.sessionKeys(in.nonce, c.Cookie, in.sender, in.instance)
-	if err != nil {
-		return nil, err
-	}
-	in.s2g, in.g2s = s2g, g2s
+	in.cookie = c.Cookie
 	a := fschunk.Auth{Sender: in.sender, Instance: in.instance, Nonce: in.nonce, Cookie: c.Cookie}
 	msg := a.Append(nil)
 	m := in.key.mac(msg[:len(msg)-fschunk.MACSize], nil)
@@ -132,7 +132,9 @@ func (in *Initiator) HandleChallenge(pkt, b []byte) ([]byte, error) {
 func (in *Initiator) PendingAuth() []byte { return in.auth }
 
 // HandleWelcome opens a WELCOME and, if it completes the handshake in
-// progress, returns the new session.
+// progress, returns the new session. The keys are derived here, with the
+// gateway's random value that the WELCOME carries in the clear (and
+// authenticates): a forged WELCOME costs a key derivation and fails.
 func (in *Initiator) HandleWelcome(pkt []byte, now time.Time) (*Session, fschunk.Welcome, error) {
 	var w fschunk.Welcome
 	if in.auth == nil {
@@ -145,7 +147,16 @@ func (in *Initiator) HandleWelcome(pkt []byte, now time.Time) (*Session, fschunk
 	if h.Type != fschunk.TypeWelcome || h.Receiver != in.sender {
 		return nil, w, ErrNoPending
 	}
-	s, err := newSession(in.s2g, in.g2s, in.sender, 0, in.instance, now, in.limits)
+	if len(pkt) != fschunk.WelcomeSize {
+		return nil, w, fmt.Errorf("welcome: %d bytes, want %d: %w", len(pkt), fschunk.WelcomeSize, fschunk.ErrShort)
+	}
+	var random [fschunk.GatewayRandomSize]byte
+	copy(random[:], pkt[fschunk.HeaderSize:])
+	s2g, g2s, err := in.key.sessionKeys(in.nonce, in.cookie, random, in.sender, in.instance)
+	if err != nil {
+		return nil, w, err
+	}
+	s, err := newSession(s2g, g2s, in.sender, 0, in.instance, now, in.limits)
 	if err != nil {
 		return nil, w, err
 	}
@@ -167,34 +178,41 @@ func (in *Initiator) HandleWelcome(pkt []byte, now time.Time) (*Session, fschunk
 // sender: a CHALLENGE's cookie is a MAC of the sender's address and HELLO
 // under a secret that rotates, so only an AUTH that returns a fresh cookie
 // from the address it was sent to, under the PSK, costs any memory.
+//
+// Cookies are timed by a monotonic clock that starts with the responder,
+// never by the wall clock: a wall clock stepped back would make an old
+// cookie young again, and an AUTH captured before the step acceptable
+// after its session (and the gateway's memory of its nonce) is gone.
 type Responder struct {
 	key    *Key
 	limits Limits
-	now    func() time.Time
+	mono   func() time.Duration
 
 	mu      sync.Mutex
 	cur     [32]byte
 	prev    [32]byte
-	rotated time.Time
+	rotated time.Duration
 }
 
-// NewResponder makes the gateway's handshake responder. now may be nil
-// (time.Now); tests pass a fake clock.
-func NewResponder(k *Key, lim Limits, now func() time.Time) *Responder {
-	if now == nil {
-		now = time.Now
+// NewResponder makes the gateway's handshake responder. mono is the
+// cookies' clock, the time since some fixed start, never going back; nil
+// is the process's monotonic clock from now on. Tests pass a fake.
+func NewResponder(k *Key, lim Limits, mono func() time.Duration) *Responder {
+	if mono == nil {
+		start := time.Now()
+		mono = func() time.Duration { return time.Since(start) } // monotonic: start carries the monotonic reading
 	}
-	r := &Responder{key: k, limits: lim, now: now}
+	r := &Responder{key: k, limits: lim, mono: mono}
 	rand.Read(r.cur[:])
 	rand.Read(r.prev[:])
-	r.rotated = now()
+	r.rotated = mono()
 	return r
 }
 
-func (r *Responder) secrets(now time.Time) (cur, prev [32]byte) {
+func (r *Responder) secrets(now time.Duration) (cur, prev [32]byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now.Sub(r.rotated) >= fschunk.CookieRotation {
+	if now-r.rotated >= fschunk.CookieRotation {
 		r.prev = r.cur
 		rand.Read(r.cur[:])
 		r.rotated = now
@@ -227,10 +245,10 @@ func (r *Responder) HandleHello(pkt []byte, from netip.AddrPort, b []byte) ([]by
 	if err := r.key.checkMAC(pkt, nil); err != nil {
 		return nil, err
 	}
-	now := r.now()
+	now := r.mono()
 	cur, _ := r.secrets(now)
 	c := fschunk.Challenge{Receiver: h.Sender}
-	binary.BigEndian.PutUint64(c.Cookie[:8], uint64(now.Unix()))
+	binary.BigEndian.PutUint64(c.Cookie[:8], uint64(now/time.Second))
 	copy(c.Cookie[8:], cookieMAC(cur, c.Cookie[:8], from, h.Sender, h.Instance, h.Nonce[:]))
 	start := len(b)
 	b = c.Append(b)
@@ -245,11 +263,14 @@ type Accepted struct {
 	Sender   uint32
 	Instance uint64
 	Nonce    [fschunk.NonceSize]byte
+	random   [fschunk.GatewayRandomSize]byte
 	s2g, g2s []byte
 	limits   Limits
 }
 
-// HandleAuth verifies an AUTH from from.
+// HandleAuth verifies an AUTH from from. Each accepted AUTH draws a new
+// gateway random value, so its session's keys are new even for an AUTH
+// accepted before.
 func (r *Responder) HandleAuth(pkt []byte, from netip.AddrPort) (*Accepted, error) {
 	var a fschunk.Auth
 	if err := a.Decode(pkt); err != nil {
@@ -258,39 +279,69 @@ func (r *Responder) HandleAuth(pkt []byte, from netip.AddrPort) (*Accepted, erro
 	if err := r.key.checkMAC(pkt, nil); err != nil {
 		return nil, err
 	}
-	now := r.now()
-	ts := int64(binary.BigEndian.Uint64(a.Cookie[:8]))
-	age := now.Unix() - ts
-	if age < -1 || age > int64(fschunk.CookieLifetime/time.Second) {
-		return nil, ErrBadCookie
+	if err := r.checkCookie(&a, from); err != nil {
+		return nil, err
 	}
-	cur, prev := r.secrets(now)
-	ok := false
-	for _, s := range [][32]byte{cur, prev} {
-		if hmac.Equal(cookieMAC(s, a.Cookie[:8], from, a.Sender, a.Instance, a.Nonce[:]), a.Cookie[8:]) {
-			ok = true
-		}
-	}
-	if !ok {
-		return nil, ErrBadCookie
-	}
-	s2g, g2s, err := r.key.sessionKeys(a.Nonce, a.Cookie, a.Sender, a.Instance)
+	acc := &Accepted{Sender: a.Sender, Instance: a.Instance, Nonce: a.Nonce, limits: r.limits}
+	rand.Read(acc.random[:])
+	s2g, g2s, err := r.key.sessionKeys(a.Nonce, a.Cookie, acc.random, a.Sender, a.Instance)
 	if err != nil {
 		return nil, err
 	}
-	return &Accepted{Sender: a.Sender, Instance: a.Instance, Nonce: a.Nonce, s2g: s2g, g2s: g2s, limits: r.limits}, nil
+	acc.s2g, acc.g2s = s2g, g2s
+	return acc, nil
+}
+
+// CheckCookie verifies only the cookie of an AUTH (size and layout
+// checked, MAC not): under load the gateway checks this proof that the
+// sender receives at its address before anything else.
+func (r *Responder) CheckCookie(pkt []byte, from netip.AddrPort) error {
+	var a fschunk.Auth
+	if err := a.Decode(pkt); err != nil {
+		return err
+	}
+	return r.checkCookie(&a, from)
+}
+
+// checkCookie: the cookie's time is at most CookieLifetime behind the
+// responder's monotonic clock (and not ahead of it), and its MAC verifies
+// with the source address under the current or the previous secret.
+func (r *Responder) checkCookie(a *fschunk.Auth, from netip.AddrPort) error {
+	now := r.mono()
+	ts := binary.BigEndian.Uint64(a.Cookie[:8])
+	secs := uint64(now / time.Second)
+	if ts > secs || secs-ts > uint64(fschunk.CookieLifetime/time.Second) {
+		return ErrBadCookie
+	}
+	cur, prev := r.secrets(now)
+	for _, s := range [][32]byte{cur, prev} {
+		if hmac.Equal(cookieMAC(s, a.Cookie[:8], from, a.Sender, a.Instance, a.Nonce[:]), a.Cookie[8:]) {
+			return nil
+		}
+	}
+	return ErrBadCookie
 }
 
 // NewSession makes the gateway's session for an accepted AUTH; local is
 // the index the gateway chose (unique among its sessions).
 func (a *Accepted) NewSession(local uint32, now time.Time) (*Session, error) {
-	return newSession(a.g2s, a.s2g, local, a.Sender, a.Instance, now, a.limits)
+	s, err := newSession(a.g2s, a.s2g, local, a.Sender, a.Instance, now, a.limits)
+	if err != nil {
+		return nil, err
+	}
+	s.random = a.random
+	return s, nil
 }
 
-// Welcome appends the sealed WELCOME for a new gateway session.
+// Welcome appends the sealed WELCOME for a new gateway session: the
+// header, the session's gateway random value (in the clear: the server
+// needs it to derive the keys; authenticated with the header), the sealed
+// body and the tag. A repeat (for a retransmitted AUTH) carries the same
+// random value and the session's next counter.
 func Welcome(s *Session, w fschunk.Welcome, b []byte, now time.Time) ([]byte, error) {
 	start := len(b)
 	b = fschunk.AppendHeader(b, fschunk.Header{Type: fschunk.TypeWelcome})
+	b = append(b, s.random[:]...)
 	b = w.Append(b)
 	pkt, err := s.Seal(b[start:], now)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 )
 
 // MinKeySize is the shortest pre-shared key accepted, in bytes.
@@ -25,7 +26,7 @@ const maxKeyFile = 4096
 
 // KeyHint tells an operator how to make a key; every error about a missing
 // or short key carries it.
-const KeyHint = "create one with: head -c 32 /dev/urandom > fschunk.key"
+const KeyHint = "create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key)"
 
 // Key is the pre-shared key both programs are started with. Only derived
 // keys are ever used directly: one for handshake MACs, and per session,
@@ -44,7 +45,7 @@ func NewKey(psk []byte) (*Key, error) {
 		return nil, fmt.Errorf("%w: %d bytes, need at least %d; %s", ErrKey, len(psk), MinKeySize, KeyHint)
 	}
 	k := &Key{psk: bytes.Clone(psk)}
-	mk, err := hkdf.Key(sha256.New, k.psk, nil, "fschunk v1 handshake mac", 32)
+	mk, err := hkdf.Key(sha256.New, k.psk, nil, "fschunk v2 handshake mac", 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive handshake key: %w", err)
 	}
@@ -53,7 +54,7 @@ func NewKey(psk []byte) (*Key, error) {
 }
 
 // LoadKey reads a key file. The whole file is the key (binary is fine), so
-// `head -c 32 /dev/urandom > fschunk.key` makes one.
+// `(umask 077; head -c 32 /dev/urandom > fschunk.key)` makes one.
 func LoadKey(path string) (*Key, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: no key file given (-key-file); %s", ErrKey, KeyHint)
@@ -65,7 +66,9 @@ func LoadKey(path string) (*Key, error) {
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrKey, path, err)
+		// err is an *os.PathError that already names the file ("read X:
+		// is a directory").
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
 	}
 	if len(b) > maxKeyFile {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes, not a key file", ErrKey, path, maxKeyFile)
@@ -75,4 +78,23 @@ func LoadKey(path string) (*Key, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
+}
+
+// ErrKeyMode is returned by CheckKeyFileMode for a key file others can read.
+var ErrKeyMode = errors.New("key file readable by group or others")
+
+// CheckKeyFileMode reports (ErrKeyMode) a key file that users other than
+// its owner may read: whoever reads the key can impersonate the gateway
+// and every server. It is a warning, not a refusal (a key handed out by
+// configuration management may legitimately sit in a group-readable
+// file). On systems without Unix permissions it reports nothing.
+func CheckKeyFileMode(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil // LoadKey reports it
+	}
+	if m := st.Mode().Perm(); runtime.GOOS != "windows" && m&0o077 != 0 {
+		return fmt.Errorf("%w: %s has mode %04o; restrict it with: chmod 600 %s", ErrKeyMode, path, m, path)
+	}
+	return nil
 }

@@ -71,6 +71,10 @@ type Session struct {
 
 	mu     sync.Mutex
 	filter replay.Filter
+
+	// random is the gateway's random value of the WELCOME that made the
+	// session (gateway side), sent again in a repeated WELCOME.
+	random [fschunk.GatewayRandomSize]byte
 }
 
 func newSession(sendKey, recvKey []byte, local, remote uint32, instance uint64, now time.Time, lim Limits) (*Session, error) {
@@ -99,13 +103,28 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 // slicing the header costs no allocation on the data path.
 func nonce(hdr []byte) []byte { return hdr[4:fschunk.HeaderSize] }
 
+// adLen is how much of a datagram of type t is sent in the clear and
+// authenticated as additional data: the header, and for a WELCOME also
+// the gateway random value that follows it.
+func adLen(t fschunk.Type) int {
+	if t == fschunk.TypeWelcome {
+		return fschunk.HeaderSize + fschunk.GatewayRandomSize
+	}
+	return fschunk.HeaderSize
+}
+
 // Seal authenticates and encrypts a datagram in place. pkt must hold a
-// transport header (fschunk.AppendHeader) followed by the plaintext body;
-// Seal fills in the receiver index and the next counter, encrypts the
-// body and appends the tag, reusing pkt's capacity when it has
-// fschunk.TagSize spare bytes (then it does not allocate).
+// transport header (fschunk.AppendHeader) followed by the plaintext body
+// (for a WELCOME, the gateway random value, then the body); Seal fills in
+// the receiver index and the next counter, encrypts the body and appends
+// the tag, reusing pkt's capacity when it has fschunk.TagSize spare bytes
+// (then it does not allocate).
 func (s *Session) Seal(pkt []byte, now time.Time) ([]byte, error) {
 	if len(pkt) < fschunk.HeaderSize {
+		return nil, fmt.Errorf("auth: seal: %w", fschunk.ErrShort)
+	}
+	ad := adLen(fschunk.Type(pkt[1]))
+	if len(pkt) < ad {
 		return nil, fmt.Errorf("auth: seal: %w", fschunk.ErrShort)
 	}
 	n := s.sendN.Add(1) - 1
@@ -113,8 +132,7 @@ func (s *Session) Seal(pkt []byte, now time.Time) ([]byte, error) {
 		return nil, ErrExpired
 	}
 	fschunk.PutHeaderIDs(pkt, s.RemoteIndex, n)
-	hdr, body := pkt[:fschunk.HeaderSize], pkt[fschunk.HeaderSize:]
-	return s.send.Seal(pkt[:fschunk.HeaderSize], nonce(hdr), body, hdr), nil
+	return s.send.Seal(pkt[:ad], nonce(pkt), pkt[ad:], pkt[:ad]), nil
 }
 
 // Open verifies and decrypts a datagram in place and returns its header
@@ -124,6 +142,10 @@ func (s *Session) Open(pkt []byte, now time.Time) (fschunk.Header, []byte, error
 	h, err := fschunk.ParseHeader(pkt)
 	if err != nil {
 		return h, nil, err
+	}
+	ad := adLen(h.Type)
+	if len(pkt) < ad+fschunk.TagSize {
+		return h, nil, fschunk.ErrShort
 	}
 	if h.Receiver != s.LocalIndex {
 		return h, nil, ErrUnknownSession
@@ -137,8 +159,7 @@ func (s *Session) Open(pkt []byte, now time.Time) (fschunk.Header, []byte, error
 	if !ok {
 		return h, nil, ErrReplay
 	}
-	hdr := pkt[:fschunk.HeaderSize]
-	body, err := s.recv.Open(pkt[fschunk.HeaderSize:fschunk.HeaderSize], nonce(hdr), pkt[fschunk.HeaderSize:], hdr)
+	body, err := s.recv.Open(pkt[ad:ad], nonce(pkt), pkt[ad:], pkt[:ad])
 	if err != nil {
 		return h, nil, ErrForged
 	}

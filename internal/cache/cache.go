@@ -18,10 +18,12 @@ const HashSize = 32
 
 // Stats are the cache's counters.
 type Stats struct {
-	Hits, Misses, Evictions uint64
-	Entries                 int
-	Bytes                   int64 // held now
-	MaxBytes                int64
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Evictions uint64 `json:"evictions"`
+	Entries   int    `json:"entries"`
+	Bytes     int64  `json:"bytes"` // held now
+	MaxBytes  int64  `json:"max_bytes"`
 }
 
 // Cache is an LRU of immutable byte slices bounded in total bytes. It is

@@ -56,6 +56,7 @@ type Options struct {
 	RescanInterval time.Duration // safety-net full rescan period; default 60s
 	Debounce       time.Duration // coalescing of fsnotify events; default 200ms
 	HashWorkers    int           // default 2
+	ProgressEvery  time.Duration // hashing progress log period while files wait; default 5s
 	// NoWatch turns fsnotify off: changes are seen by the periodic
 	// rescan only (file systems where inotify sees nothing, such as
 	// network mounts; tests in a testing/synctest bubble, where a
@@ -96,6 +97,7 @@ const (
 	defaultRescan   = 60 * time.Second
 	defaultDebounce = 200 * time.Millisecond
 	defaultWorkers  = 2
+	defaultProgress = 5 * time.Second
 	// maxHistory bounds Since: older clients get a full snapshot, which is
 	// cheaper than keeping an unbounded change log.
 	maxHistory = 64
@@ -215,6 +217,9 @@ func Open(root string, opt Options) (*Catalog, error) {
 	}
 	if opt.HashWorkers <= 0 {
 		opt.HashWorkers = defaultWorkers
+	}
+	if opt.ProgressEvery <= 0 {
+		opt.ProgressEvery = defaultProgress
 	}
 	log := opt.Logger
 	if log == nil {

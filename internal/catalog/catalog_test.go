@@ -46,8 +46,10 @@ func TestScanHashesTree(t *testing.T) {
 
 	r := start(t, root, testOptions(t))
 	gen, es := r.Snapshot()
-	if gen != 1 {
-		t.Errorf("gen after first scan = %d, want 1", gen)
+	// Generation 1 comes right after the walk (files are announced as
+	// they are hashed), so Ready finds gen 1 or later.
+	if gen < 1 {
+		t.Errorf("gen after first scan = %d, want ≥ 1", gen)
 	}
 	if got, want := paths(es), sortedKeys(files); !equalStrings(got, want) {
 		t.Fatalf("paths = %q, want %q", got, want)

@@ -117,6 +117,8 @@ func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, wa
 		m, rerr := f.Read(buf)
 		h.Write(buf[:m])
 		n += int64(m)
+		// Counted as read, so that progress moves during a large file.
+		c.hashedBytes.Add(uint64(m))
 		if rerr == io.EOF {
 			break
 		}
@@ -147,7 +149,6 @@ func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, wa
 }
 
 func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, tree *hashtree.Tree, st statInfo, start time.Time, n int64, err error) {
-	c.hashedBytes.Add(uint64(n))
 	c.mu.Lock()
 	c.inflight--
 	rec.hashing = false

@@ -25,6 +25,8 @@ type loop struct {
 	gone        goneSet
 	fullPending bool // next debounce does a full rescan (event overflow)
 	initialDone bool
+	ready       bool // c.ready closed: the initial tree is hashed
+	progress    hashProgress
 
 	overflowLogged bool // warn once, then debug: under churn it repeats
 
@@ -82,10 +84,13 @@ func (c *Catalog) Run(ctx context.Context) error {
 	}
 	l.startWatcher()
 	ticker := time.NewTicker(c.opt.RescanInterval)
+	progress := time.NewTicker(c.opt.ProgressEvery)
+	l.progress.start = time.Now()
 	defer func() {
 		cancel()
 		wg.Wait()
 		ticker.Stop()
+		progress.Stop()
 		l.debounce.stop()
 		l.publish.stop()
 		l.save.stop()
@@ -153,6 +158,8 @@ func (c *Catalog) Run(ctx context.Context) error {
 			l.afterChange()
 		case <-c.wake:
 			l.afterChange()
+		case now := <-progress.C:
+			l.progress.report(c, now)
 		case <-l.publish.c:
 			l.publish.fired()
 			n := 0
@@ -186,26 +193,31 @@ func (l *loop) afterChange() {
 		l.debounce.arm(c.opt.Debounce)
 	}
 	idle := len(c.queue) == c.qhead && c.inflight == 0
-	first, n := false, 0
-	if c.gen == 0 {
-		if l.initialDone && idle {
-			n = c.publishLocked()
-			first = true
-		}
-	} else if len(c.pending) > 0 {
+	n := 0
+	switch {
+	case c.gen == 0 && l.initialDone:
+		// The first generation as soon as the tree is walked, with
+		// whatever is hashed (the state file's hits); files hashed later
+		// follow in generations at most every Debounce, so a small
+		// file is served long before a large one is hashed.
+		n = c.publishLocked()
+	case c.gen > 0 && len(c.pending) > 0:
 		if idle {
 			n = c.publishLocked()
 		} else {
 			l.publish.arm(c.opt.Debounce)
 		}
 	}
-	gen, dirty := c.gen, c.stateDirty
+	first := l.initialDone && idle && !l.ready
+	l.ready = l.ready || first
+	gen, dirty, files := c.gen, c.stateDirty, len(c.snap)
 	c.mu.Unlock()
 	switch {
 	case first:
+		l.progress.done(c, time.Now())
 		close(c.ready)
 		c.stateCache = nil // consumed by the first scan
-		c.log.Info("catalog: ready", "gen", gen, "files", n, "hashed", c.hashedFiles.Load(), "cached", c.cacheHits.Load())
+		c.log.Info("catalog: ready: every file hashed and announced", "gen", gen, "files", files, "hashed", c.hashedFiles.Load(), "cached", c.cacheHits.Load())
 		if dirty {
 			// Hashing a large tree is expensive: persist it right away.
 			c.saveState()

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"io/fs"
 	"slices"
@@ -399,7 +400,10 @@ func (l *loop) fullScan(ctx context.Context) {
 	published := c.gen > 0
 	c.mu.RUnlock()
 	start := time.Now()
-	s := l.newScan(ctx, true, published)
+	// The initial scan defers hashing too, so that the queue can be
+	// ordered smallest first: many small files are announced before one
+	// large file is done.
+	s := l.newScan(ctx, true, true)
 	err := l.walk(s, ".")
 	if ctx.Err() != nil {
 		return
@@ -414,6 +418,9 @@ func (l *loop) fullScan(ctx context.Context) {
 		if rec.seen != l.epoch && !s.underFailed(p) {
 			c.removeLocked(rec, s.gone)
 		}
+	}
+	if !published {
+		slices.SortStableFunc(s.need, func(a, b *fileRec) int { return cmp.Compare(a.size, b.size) })
 	}
 	c.resolveLocked(s.need, s.gone)
 	nfiles, queued := len(c.files), len(c.queue)-c.qhead

@@ -57,6 +57,15 @@ func Logger(w io.Writer, format, level string) (*slog.Logger, error) {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		// slog writes a time.Duration as integer nanoseconds in JSON, a
+		// unit no reader guesses: write it as text ("1.5s"), as the text
+		// format does.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("invalid -log-format %q (want text or json)", format)
@@ -89,6 +98,17 @@ func Usage(fs *flag.FlagSet, prefix, synopsis string, examples ...string) func()
 // or SIGTERM, and exits: 0 on success or -h, 2 with a one-line error.
 func Main(prog string, run func(ctx context.Context, args []string, stderr io.Writer) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal starts a graceful stop (ctx); a second one
+		// means "now", as users expect of Ctrl-C.
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		stop()
+		<-again
+		fmt.Fprintf(os.Stderr, "%s: second signal: exiting without finishing the shutdown\n", prog)
+		os.Exit(1)
+	}()
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
 	if err != nil {

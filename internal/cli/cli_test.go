@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseEnv(t *testing.T) {
@@ -39,5 +40,19 @@ func TestLogger(t *testing.T) {
 	}
 	if _, err := Logger(io.Discard, "text", "loud"); err == nil {
 		t.Fatal("bad level accepted")
+	}
+}
+
+// TestJSONDurations: JSON logs give durations as text ("1.5s"), not as
+// integer nanoseconds.
+func TestJSONDurations(t *testing.T) {
+	var b strings.Builder
+	log, err := Logger(&b, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("x", "timeout", 1500*time.Millisecond)
+	if !strings.Contains(b.String(), `"timeout":"1.5s"`) {
+		t.Fatalf("got %s", b.String())
 	}
 }

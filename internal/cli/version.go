@@ -24,7 +24,7 @@ var (
 
 // VersionString describes the build for -version and the start-up log
 // line: "httpgw 1.2.3 (module v1.2.3, revision 0123abcd…, go1.26.8
-// linux/amd64, FS Chunk Protocol v1)".
+// linux/amd64, FS Chunk Protocol v2)".
 func VersionString(prog string) string {
 	bi, _ := debug.ReadBuildInfo()
 	return versionString(prog, Version, Revision, bi)

@@ -74,7 +74,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Wrap != nil {
 		conn = cfg.Wrap(conn)
 	}
-	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
+	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Name: name, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
 	if err != nil {
 		conn.Close()
 		cat.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -72,7 +73,7 @@ func udpAbuseNewEnv(t *testing.T, files map[string][]byte, servers int) *udpAbus
 	}
 	u.waitHolders(servers)
 	gp := func() udpAbuseProbe {
-		st := u.gw.Stats()
+		st := udpAbuseGwSettled(u.gw)
 		return udpAbuseProbe{auth: st.Authenticated, drop: udpAbuseGwDrops(st), hs: st.Handshakes, challenge: u.gwTap.challenges.Load(), welcome: u.gwTap.welcomes.Load()}
 	}
 	u.gwTap.probe.Store(&gp)
@@ -102,7 +103,7 @@ func (u *udpAbuseEnv) snapGateway(t *testing.T) udpAbuseGwSnap {
 		u.gwTap.mu.Lock()
 		s.c = u.gwTap.countsLocked()
 		u.gwTap.mu.Unlock()
-		s.st = u.gw.Stats()
+		s.st = udpAbuseGwSettled(u.gw)
 	}); err != nil {
 		t.Fatalf("gateway snapshot: %v", err)
 	}
@@ -133,7 +134,21 @@ func (u *udpAbuseEnv) snapServer(t *testing.T, i int) udpAbuseSrvSnap {
 }
 
 func udpAbuseGwDrops(st gateway.Stats) uint64 {
-	return st.DropGarbage + st.DropAuth + st.DropReplay + st.DropUnknownSession
+	return st.DropGarbage + st.DropAuth + st.DropReplay + st.DropUnknownSession + st.DropInstances + st.DropHandshakeQueue + st.DropHandshakeRate
+}
+
+// udpAbuseGwSettled reads the gateway's counters once its handshake
+// worker has handled every handshake datagram queued: handshakes are
+// answered off the receive loop, and a datagram's verdict includes them.
+func udpAbuseGwSettled(g *gateway.Gateway) gateway.Stats {
+	for {
+		if st := g.Stats(); st.HandshakesDone == st.HandshakesQueued {
+			// Read again: Stats loads one counter after another, and the
+			// drop counters come before HandshakesDone.
+			return g.Stats()
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
 }
 
 func udpAbuseSrvDrops(st fileserver.Stats) uint64 {
@@ -173,24 +188,47 @@ func udpAbuseFetch(url string, want []byte) (time.Duration, error) {
 
 // udpAbuseKeyHolderAuth runs the first half of a handshake from c as a
 // holder of the key and returns the AUTH it would send (not sent): a valid
-// MAC and a cookie bound to c's address.
-func udpAbuseKeyHolderAuth(c *net.UDPConn, key *auth.Key, gw netip.AddrPort) ([]byte, error) {
+// MAC and a cookie bound to c's address; and the gateway's cookie clock,
+// read from the CHALLENGE.
+func udpAbuseKeyHolderAuth(c *net.UDPConn, key *auth.Key, gw netip.AddrPort) ([]byte, udpAbuseCookieClock, error) {
 	in := auth.NewInitiator(key, 0x4b6579486f6c6472, auth.DefaultLimits)
 	if _, err := c.WriteToUDPAddrPort(in.Hello(nil), gw); err != nil {
-		return nil, err
+		return nil, udpAbuseCookieClock{}, err
 	}
 	buf := make([]byte, 2048)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
 	n, _, err := c.ReadFromUDPAddrPort(buf)
 	if err != nil {
-		return nil, fmt.Errorf("no CHALLENGE: %w", err)
+		return nil, udpAbuseCookieClock{}, fmt.Errorf("no CHALLENGE: %w", err)
 	}
-	return in.HandleChallenge(buf[:n], nil)
+	ts := binary.BigEndian.Uint64(buf[8:16]) // the CHALLENGE's cookie time
+	clk := udpAbuseCookieClock{epoch: time.Now().Add(-time.Duration(ts) * time.Second)}
+	a, err := in.HandleChallenge(buf[:n], nil)
+	return a, clk, err
 }
 
 func udpAbuseCookieTime(authPkt []byte) int64 {
 	return int64(binary.BigEndian.Uint64(authPkt[32:40]))
+}
+
+// udpAbuseCookieClock reads the gateway's cookie times: whole seconds of
+// its own monotonic clock (PROTOCOL.md §9.3), not Unix time. epoch is when
+// that clock read 0, as seen from here: up to a second late (the cookie
+// time is truncated), never early.
+type udpAbuseCookieClock struct{ epoch time.Time }
+
+// age is how old a cookie of time ts is now, in seconds. The gateway's
+// own reading, in whole seconds, is within one second of it: below 10 (the
+// cookie is accepted) if age ≤ 9, above 11 (refused) if age ≥ 12.
+func (c udpAbuseCookieClock) age(ts int64) float64 {
+	return time.Since(c.epoch).Seconds() - float64(ts)
+}
+
+// at is when the gateway's cookie clock reads ts seconds, or a little
+// later.
+func (c udpAbuseCookieClock) at(ts int64) time.Time {
+	return c.epoch.Add(time.Duration(ts) * time.Second)
 }
 
 // ---------------------------------------------------------------- forgery helpers
@@ -286,7 +324,7 @@ func TestAbuseUDPForgeriesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authKH, err := udpAbuseKeyHolderAuth(khConn, u.key, gwAddr)
+	authKH, cookies, err := udpAbuseKeyHolderAuth(khConn, u.key, gwAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,14 +360,14 @@ func TestAbuseUDPForgeriesAccepted(t *testing.T) {
 	// AUTH replayed from its own address while its cookie is fresh with
 	// the session's WELCOME again (PROTOCOL.md §9.2, §9.8.3): stateless,
 	// and counted apart. The gateway's cookie check is in whole seconds
-	// (−1 to 10); ages 10 and 11 are avoided by the senders.
+	// (0 to 10, on its monotonic clock); ages 10 and 11 are avoided by the senders.
 	oracle := func(pkt []byte, from netip.AddrPort) string {
 		if validHello[string(pkt)] {
 			return "challenge"
 		}
 		if a, ok := authOf[string(pkt)]; ok && from == a.origin {
-			switch age := time.Now().Unix() - a.ts; {
-			case age >= -1 && age <= 9:
+			switch age := cookies.age(a.ts); {
+			case age <= 9:
 				return "welcome"
 			case age >= 12:
 				return ""
@@ -340,7 +378,7 @@ func TestAbuseUDPForgeriesAccepted(t *testing.T) {
 		return ""
 	}
 	u.gwTap.oracle.Store(&oracle)
-	authAge := func(pkt []byte) int64 { return time.Now().Unix() - udpAbuseCookieTime(pkt) }
+	authAge := func(pkt []byte) int64 { return int64(math.Floor(cookies.age(udpAbuseCookieTime(pkt)))) }
 
 	var attackers []*udpAbuseAttacker
 	for range 4 {
@@ -393,7 +431,7 @@ func TestAbuseUDPForgeriesAccepted(t *testing.T) {
 
 	// Expired cookies: the captured AUTHs from their own addresses and the
 	// key holder's, once every cookie is at least 12 s old.
-	if wait := time.Until(time.Unix(newest+12, 0).Add(50 * time.Millisecond)); wait > 0 {
+	if wait := time.Until(cookies.at(newest + 12).Add(50 * time.Millisecond)); wait > 0 {
 		time.Sleep(wait)
 	}
 	for i := range 1000 {
@@ -636,7 +674,7 @@ func udpAbuseAttackGateway(s *udpAbuseSender, gwTap *udpAbuseTap, s2g, g2s []udp
 			case 0: // random MAC
 				copy(pkt[fschunk.AuthSize-fschunk.MACSize:], udpAbuseRandom(r, fschunk.MACSize))
 			case 1: // a newer cookie timestamp: the MAC no longer matches
-				binary.BigEndian.PutUint64(pkt[32:40], uint64(time.Now().Unix()))
+				binary.BigEndian.PutUint64(pkt[32:40], binary.BigEndian.Uint64(pkt[32:40])+1)
 			case 2: // a key holder's valid AUTH, from another address
 				return authKH, none, nil
 			case 3: // the same, claiming to come from a server
@@ -788,7 +826,7 @@ func TestAbuseUDPAmplification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authK, err := udpAbuseKeyHolderAuth(kConn, u.key, gwAddr)
+	authK, _, err := udpAbuseKeyHolderAuth(kConn, u.key, gwAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -841,7 +879,7 @@ func TestAbuseUDPAmplification(t *testing.T) {
 	kinds := []kind{
 		// First: the key holder's session is evicted 3 s after its
 		// handshake, and the gateway then refuses its AUTH as a replay.
-		{"gateway: key holder's AUTH replayed, source = its address", u.gwTap, k, func(int) []byte { return authK }, float64(fschunk.ChallengeSize) / fschunk.AuthSize},
+		{"gateway: key holder's AUTH replayed, source = its address", u.gwTap, k, func(int) []byte { return authK }, float64(fschunk.WelcomeSize) / fschunk.AuthSize},
 		{"gateway: HELLO replayed (captured)", u.gwTap, nil, func(int) []byte { return hello }, float64(fschunk.ChallengeSize) / fschunk.HelloSize},
 		{"gateway: HELLO replayed, source = victim", u.gwTap, victim, func(int) []byte { return hello }, float64(fschunk.ChallengeSize) / fschunk.HelloSize},
 		{"gateway: server's AUTH replayed from elsewhere", u.gwTap, nil, func(int) []byte { return srvAuth }, 0},

@@ -136,26 +136,26 @@ func (c *Config) defaults() {
 
 // Stats are the engine's counters since it started.
 type Stats struct {
-	Downloads       uint64 // readers that fetched anything
-	Active          int    // readers open now
-	Buffered        int    // bytes of chunk buffers held now (see Config.Budget)
-	BytesDelivered  uint64 // new bytes received
-	DuplicateBytes  uint64 // bytes received that were already held
-	Requests        uint64 // READs sent
-	Retransmits     uint64 // READs for bytes asked before
-	EndgameRequests uint64 // duplicate READs of the endgame
-	GapRecoveries   uint64 // READs for holes behind a READ's later datagrams, while it went on
-	EarlyLosses     uint64 // READs declared lost before their RTO (the server had moved on)
-	Timeouts        uint64
-	Late            uint64 // DATA or HASHES for no outstanding request
+	Downloads       uint64 `json:"downloads"`        // readers that fetched anything
+	Active          int    `json:"active"`           // readers open now
+	Buffered        int    `json:"buffered_bytes"`   // bytes of chunk buffers held now (see Config.Budget)
+	BytesDelivered  uint64 `json:"delivered_bytes"`  // new bytes received
+	DuplicateBytes  uint64 `json:"duplicate_bytes"`  // bytes received that were already held
+	Requests        uint64 `json:"requests"`         // READs sent
+	Retransmits     uint64 `json:"retransmits"`      // READs for bytes asked before
+	EndgameRequests uint64 `json:"endgame_requests"` // duplicate READs of the endgame
+	GapRecoveries   uint64 `json:"gap_recoveries"`   // READs for holes behind a READ's later datagrams, while it went on
+	EarlyLosses     uint64 `json:"early_losses"`     // READs declared lost before their RTO (the server had moved on)
+	Timeouts        uint64 `json:"timeouts"`
+	Late            uint64 `json:"late"` // DATA or HASHES for no outstanding request
 
-	VerifiedBytes  uint64 // bytes checked against their content hash
-	VerifyFailures uint64 // leaves that did not match (fetched again)
-	Ambiguous      uint64 // failed leaves made of several servers' bytes (nobody blamed)
-	Blamed         uint64 // verdicts against servers (bad leaves or hash blocks)
-	HashRequests   uint64 // HASH_REQUESTs sent
-	HashTimeouts   uint64 // HASH_REQUESTs given up (asked again)
-	HashBytes      uint64 // hash tree bytes received
+	VerifiedBytes  uint64 `json:"verified_bytes"`  // bytes checked against their content hash
+	VerifyFailures uint64 `json:"verify_failures"` // leaves that did not match (fetched again)
+	Ambiguous      uint64 `json:"ambiguous"`       // failed leaves made of several servers' bytes (nobody blamed)
+	Blamed         uint64 `json:"blamed"`          // verdicts against servers (bad leaves or hash blocks)
+	HashRequests   uint64 `json:"hash_requests"`   // HASH_REQUESTs sent
+	HashTimeouts   uint64 `json:"hash_timeouts"`   // HASH_REQUESTs given up (asked again)
+	HashBytes      uint64 `json:"hash_bytes"`      // hash tree bytes received
 }
 
 // LinkStats describe the engine's view of one server.

@@ -1,6 +1,8 @@
 package fileserver
 
 import (
+	"context"
+	"log/slog"
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
@@ -95,7 +97,9 @@ func (g *gateway) startDelta(cur *session, v *catView, now time.Time) bool {
 		start += len(p)
 	}
 	g.sync = sy
-	g.log.Info("fileserver: sending catalog delta", "gen", v.gen, "base", g.gwGen, "pages", len(split), "changes", len(entries))
+	// Deltas are routine (one per published generation, several a second
+	// while a tree is being hashed): debug. Full catalogs stay at info.
+	g.log.Debug("fileserver: sending catalog delta", "gen", v.gen, "base", g.gwGen, "pages", len(split), "changes", len(entries))
 	g.syncStep(cur, now)
 	return true
 }
@@ -207,11 +211,11 @@ func (g *gateway) onCatalogAck(ev gwEvent, now time.Time) {
 	g.fence = g.hbSeq
 	g.sync = nil
 	g.s.st.syncs.Add(1)
-	kind := "delta"
+	kind, lv := "delta", slog.LevelDebug
 	if sy.full {
-		kind = "full"
+		kind, lv = "full", slog.LevelInfo
 	}
-	g.log.Info("fileserver: catalog synced", "gen", sy.gen, "pages", len(sy.pages), "kind", kind)
+	g.log.Log(context.Background(), lv, "fileserver: catalog synced", "gen", sy.gen, "pages", len(sy.pages), "kind", kind)
 	// The catalog may have moved on while this generation was sent.
 	g.maybeSync(now)
 }

@@ -1,5 +1,5 @@
 // Package fileserver is the protocol side of FastFileSrv: it registers the
-// server with every configured gateway over the FS Chunk Protocol v1, keeps
+// server with every configured gateway over the FS Chunk Protocol v2, keeps
 // those sessions alive (heartbeats, rekeys, re-registration after a gateway
 // restart), announces the catalog of files and its changes, and serves READ
 // and META_REQUEST messages from the files of a catalog.Catalog.
@@ -21,9 +21,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/catalog"
@@ -58,10 +63,17 @@ const (
 	catalogStallTimeout = 10 * time.Second
 
 	// eventQueueSize is the capacity of each gateway's control queue
-	// (handshake messages, acknowledgements, GOODBYE). Control traffic is
+	// (acknowledgements, GOODBYE; handshakes have their own). Control traffic is
 	// small and bounded by the catalog window; a full queue means the
 	// gateway goroutine is stuck and the datagram is dropped.
 	eventQueueSize = 256
+	// handshakeQueueSize is the capacity of each gateway's queue of
+	// CHALLENGEs and WELCOMEs. A handshake needs one of each; the queue is
+	// apart from the control queue so that a flood of them (forged with a
+	// pending index seen on the path) cannot crowd out acknowledgements,
+	// and their MAC or key derivation is done by the gateway's goroutine,
+	// never by the receive loop that serves READs.
+	handshakeQueueSize = 8
 
 	// refusedLogEvery rate-limits the warnings about refused READs, which
 	// come in bursts when a file changes or the server is overloaded.
@@ -92,6 +104,9 @@ type Config struct {
 	// session with each. Names are resolved again at each handshake
 	// attempt, so DNS changes are followed.
 	Gateways []string
+	// Name is the server's stable name, sent in every HEARTBEAT (see
+	// fschunk.Heartbeat.Name); "" sends none.
+	Name string
 	// Conn is the one UDP socket used for everything. The caller creates
 	// and closes it; Run only sets its read deadline to stop reading.
 	Conn net.PacketConn
@@ -135,11 +150,15 @@ type Server struct {
 	// batchPool holds *batchBuf sized for the largest batch.
 	batchPool sync.Pool
 
-	viewMu sync.Mutex // serialises rebuilding view
-	view   atomic.Pointer[catView]
+	viewMu  sync.Mutex // serialises rebuilding view
+	view    atomic.Pointer[catView]
+	skipped map[string]bool // names logged as not announced; under viewMu
 
 	refusedAt         atomic.Int64 // UnixNano of the last refused-READ warning
 	refusedSuppressed atomic.Uint64
+	// versionLog rate-limits the warning about datagrams of another
+	// protocol version (receive loop only).
+	versionLog rate.Sometimes
 
 	st counters
 }
@@ -156,6 +175,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		if host == "" || port == "" {
 			return nil, fmt.Errorf("fileserver: gateway %q: want host:port", g)
+		}
+	}
+	if cfg.Name != "" {
+		if err := fschunk.ValidServerName(cfg.Name); err != nil {
+			return nil, fmt.Errorf("fileserver: %w", err)
 		}
 	}
 	if cfg.Conn == nil {
@@ -195,6 +219,9 @@ func New(cfg Config) (*Server, error) {
 		// rekeys and re-registrations; a restart draws a new one.
 		instance: binary.BigEndian.Uint64(rnd[:]) | 1,
 		jobs:     make(chan *readJob, cfg.MaxReads),
+		// Datagrams of another version are counted; the warning is
+		// logged at most once a minute.
+		versionLog: rate.Sometimes{First: 1, Interval: time.Minute},
 	}
 	s.udp, _ = cfg.Conn.(*net.UDPConn)
 	if s.udp != nil {
@@ -408,17 +435,21 @@ func (s *Server) currentView() *catView {
 		return v
 	}
 	v := &catView{gen: gen, entries: make([]fschunk.Entry, 0, len(entries)), byPath: make(map[string]int, len(entries))}
-	skipped := 0
+	skipped, fresh := 0, 0
 	for i := range entries {
 		e, ok := wireEntry(entries[i])
 		if !ok {
 			skipped++
+			if s.logSkipped(entries[i]) {
+				fresh++
+			}
 			continue
 		}
 		v.byPath[e.Path] = len(v.entries)
 		v.entries = append(v.entries, e)
 	}
-	if skipped > 0 {
+	if fresh > 0 {
+		// Said when new names are skipped, not at every generation.
 		// A gateway rejects a whole page for one such entry, which would
 		// stall the sync forever: leave them out.
 		s.log.Warn("fileserver: files with names or sizes the protocol cannot carry are not announced", "gen", gen, "skipped", skipped)
@@ -427,11 +458,38 @@ func (s *Server) currentView() *catView {
 	return v
 }
 
+// maxSkippedLogged bounds the names logSkipped remembers (and logs); past
+// it, only the count in currentView's warning grows.
+const maxSkippedLogged = 1000
+
+// logSkipped names a file left out of the catalog, once per name, escaped
+// (it may hold a tab, a newline or bytes that are not UTF-8).
+func (s *Server) logSkipped(e catalog.Entry) (logged bool) {
+	p := e.Path
+	if s.skipped == nil {
+		s.skipped = map[string]bool{}
+	}
+	if s.skipped[p] || len(s.skipped) >= maxSkippedLogged {
+		return false
+	}
+	s.skipped[p] = true
+	if e.Size < 0 || e.Size > fschunk.MaxFileSize {
+		s.log.Warn("fileserver: file not announced: larger than the protocol's limit", "path", strconv.QuoteToASCII(p), "size", e.Size, "max", int64(fschunk.MaxFileSize))
+		return true
+	}
+	s.log.Warn("fileserver: file not announced: its name has a control character, a backslash or bytes that are not UTF-8, which no URL can name; rename it to serve it",
+		"path", strconv.QuoteToASCII(p))
+	return true
+}
+
 // wireEntry converts a catalog entry; ok is false for paths the protocol
 // does not allow (control characters, backslashes, over-long names) and
-// for files larger than fschunk.MaxFileSize.
+// for those no HTTP client could ask for (C1 control characters, which
+// the gateway refuses in a URL): every name announced can be fetched. It
+// also refuses files larger than fschunk.MaxFileSize.
 func wireEntry(e catalog.Entry) (fschunk.Entry, bool) {
-	if fschunk.ValidPath(e.Path) != nil || e.Size < 0 || e.Size > fschunk.MaxFileSize {
+	if fschunk.ValidPath(e.Path) != nil || strings.ContainsFunc(e.Path, unicode.IsControl) ||
+		e.Size < 0 || e.Size > fschunk.MaxFileSize {
 		return fschunk.Entry{}, false
 	}
 	return fschunk.Entry{Hash: e.Hash, Size: e.Size, ModTime: e.ModTime.UTC(), Path: e.Path}, true
@@ -470,6 +528,7 @@ type Stats struct {
 // Drops counts datagrams dropped without an answer, by cause.
 type Drops struct {
 	Garbage        uint64 // does not parse: wrong version, type, size, reserved bits, or a malformed body
+	Version        uint64 // of another protocol version (also counted in Garbage)
 	AuthFailure    uint64 // MAC or AEAD tag mismatch: forged, corrupted or under another key
 	Replay         uint64 // counter already seen or too old
 	UnknownSession uint64 // no session or handshake owns the receiver index (or the session expired)
@@ -484,7 +543,7 @@ type counters struct {
 	hashesServed                                 atomic.Uint64
 	pagesSent, syncs, goodbyes                   atomic.Uint64
 	errorsSent                                   [16]atomic.Uint64 // by fschunk.Code
-	garbage, authFail, replay, unknown           atomic.Uint64
+	garbage, authFail, replay, unknown, version  atomic.Uint64
 	unexpected, queueFull, authenticated         atomic.Uint64
 }
 
@@ -515,6 +574,7 @@ func (s *Server) Stats() Stats {
 		GoodbyesReceived:  c.goodbyes.Load(),
 		Dropped: Drops{
 			Garbage:        c.garbage.Load(),
+			Version:        c.version.Load(),
 			AuthFailure:    c.authFail.Load(),
 			Replay:         c.replay.Load(),
 			UnknownSession: c.unknown.Load(),

@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/fastfile/fschunk/internal/hashtree"
+	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -24,6 +24,7 @@ import (
 	"github.com/fastfile/fschunk/internal/catalog"
 	"github.com/fastfile/fschunk/internal/faultconn"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 func TestMain(m *testing.M) {
@@ -92,6 +93,8 @@ type fixtureOpts struct {
 	// extra are more test gateways (f.more); their names are given as
 	// "localhost:port" so that name resolution is exercised too.
 	extra int
+	// logs, if set, also receives the server's log (at debug level).
+	logs *logBuf
 }
 
 type fixture struct {
@@ -167,12 +170,16 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	if o.connWrap != nil {
 		f.conn = o.connWrap(f.conn)
 	}
+	log := testLogger(t)
+	if o.logs != nil {
+		log = slog.New(slog.NewTextHandler(io.MultiWriter(testLogWriter{t}, o.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	f.srv, err = New(Config{
 		Gateways: names,
 		Conn:     f.conn,
 		Key:      f.key,
 		Catalog:  f.cat,
-		Logger:   testLogger(t),
+		Logger:   log,
 		Limits:   o.limits,
 	})
 	if err != nil {
@@ -533,7 +540,8 @@ func TestGatewayRestart(t *testing.T) {
 }
 
 func TestGatewayGoodbye(t *testing.T) {
-	f := newFixture(t, fixtureOpts{files: map[string][]byte{"a": []byte("1")}})
+	logs := &logBuf{}
+	f := newFixture(t, fixtureOpts{files: map[string][]byte{"a": []byte("1")}, logs: logs})
 	f.waitSynced(f.gw)
 	f.gw.goodbye()
 	eventually(t, "the server to register again and re-announce its catalog", func() bool {
@@ -543,6 +551,10 @@ func TestGatewayGoodbye(t *testing.T) {
 	st := f.srv.Stats()
 	if st.GoodbyesReceived != 1 || st.Reregistrations < 1 {
 		t.Errorf("goodbyes %d, re-registrations %d", st.GoodbyesReceived, st.Reregistrations)
+	}
+	// The reason in words, not "reason=0".
+	if logs.count("gateway said goodbye", "reason=shutdown") != 1 {
+		t.Errorf("goodbye not logged with its reason in words:\n%s", logs)
 	}
 }
 

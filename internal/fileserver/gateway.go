@@ -3,10 +3,13 @@ package fileserver
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/fschunk"
@@ -111,6 +114,7 @@ type gateway struct {
 	log    *slog.Logger
 	init   *auth.Initiator
 	events chan gwEvent
+	hsEv   chan gwEvent  // CHALLENGE and WELCOME: see handshakeQueueSize
 	kick   chan struct{} // the catalog changed
 	pace   *pacer        // spaces DATA at the gateway's READ.Pace
 
@@ -135,6 +139,54 @@ type gateway struct {
 	fence uint32
 	sync  *catalogSync
 	buf   []byte
+	quiet silence // handshakes unanswered, for the operator
+	// badChallenge paces the warning about CHALLENGEs that fail
+	// authentication (on-path forgeries could repeat it).
+	badChallenge rate.Sometimes
+}
+
+// silence tracks a gateway that does not answer our handshakes: the
+// server warns after silenceFirstWarn, then at doubling intervals up to
+// silenceMaxWarn, and says so once the gateway answers.
+type silence struct {
+	since    time.Time // first unanswered HELLO; zero while answered
+	hellos   int       // HELLOs sent since
+	nextWarn time.Time
+	every    time.Duration
+	warned   bool
+}
+
+const (
+	silenceFirstWarn = 3 * time.Second
+	silenceMaxWarn   = 5 * time.Minute
+)
+
+// helloSent counts a HELLO and warns when due.
+func (g *gateway) helloSent(addr string, now time.Time) {
+	q := &g.quiet
+	if q.since.IsZero() {
+		*q = silence{since: now, nextWarn: now.Add(silenceFirstWarn), every: silenceFirstWarn}
+	}
+	q.hellos++
+	if now.Before(q.nextWarn) {
+		return
+	}
+	// A gateway with another key drops our HELLO without a word (it
+	// cannot tell us from an attacker), so the two causes look the same
+	// from here; the gateway's log names the failing address.
+	g.log.Warn("fileserver: no gateway answers: check that httpgw runs at this address and its UDP port is reachable, and that both use the same key file (a gateway with another key logs \"handshake failed authentication\")",
+		"addr", addr, "for", now.Sub(q.since).Round(time.Second), "hellos", q.hellos, "next_warning_in", min(2*q.every, silenceMaxWarn))
+	q.warned = true
+	q.every = min(2*q.every, silenceMaxWarn)
+	q.nextWarn = now.Add(q.every)
+}
+
+// answered ends a silence; it is logged if it was warned about.
+func (g *gateway) answered(now time.Time) {
+	if g.quiet.warned {
+		g.log.Info("fileserver: gateway answers again", "after", now.Sub(g.quiet.since).Round(time.Second))
+	}
+	g.quiet = silence{}
 }
 
 func newGateway(s *Server, name string) *gateway {
@@ -144,9 +196,12 @@ func newGateway(s *Server, name string) *gateway {
 		log:    s.log.With("gateway", name),
 		init:   auth.NewInitiator(s.cfg.Key, s.instance, s.cfg.Limits),
 		events: make(chan gwEvent, eventQueueSize),
+		hsEv:   make(chan gwEvent, handshakeQueueSize),
 		kick:   make(chan struct{}, 1),
 		pace:   newPacer(),
 		buf:    make([]byte, 0, s.maxDG),
+
+		badChallenge: rate.Sometimes{Interval: 10 * time.Second},
 	}
 }
 
@@ -155,6 +210,16 @@ func newGateway(s *Server, name string) *gateway {
 func (g *gateway) post(ev gwEvent) {
 	select {
 	case g.events <- ev:
+	default:
+		g.s.st.queueFull.Add(1)
+	}
+}
+
+// postHandshake hands a CHALLENGE or WELCOME to the gateway goroutine,
+// on its own bounded queue, without ever blocking the receive loop.
+func (g *gateway) postHandshake(ev gwEvent) {
+	select {
+	case g.hsEv <- ev:
 	default:
 		g.s.st.queueFull.Add(1)
 	}
@@ -189,6 +254,8 @@ func (g *gateway) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case ev := <-g.events:
+			g.handleEvent(ev, s.now())
+		case ev := <-g.hsEv:
 			g.handleEvent(ev, s.now())
 		case <-g.kick:
 			g.maybeSync(s.now())
@@ -347,6 +414,7 @@ func (g *gateway) sendHello(ctx context.Context) {
 	if err := s.writeTo(pkt, &dst); err != nil {
 		g.log.Warn("fileserver: cannot send HELLO", "addr", dst.String(), "err", err)
 	}
+	g.helloSent(dst.String(), now)
 	g.hs.schedule(now)
 }
 
@@ -363,6 +431,11 @@ func (g *gateway) onChallenge(ev gwEvent, now time.Time) {
 	pkt, err := g.init.HandleChallenge(ev.pkt, g.buf[:0])
 	if err != nil {
 		s.dropFor(err)
+		if errors.Is(err, auth.ErrBadMAC) {
+			g.badChallenge.Do(func() {
+				g.log.Warn("fileserver: the gateway's CHALLENGE failed authentication: it uses a different key file (or the packet was forged)", "addr", g.addr.Load().String())
+			})
+		}
 		return
 	}
 	g.hs.phase, g.hs.authAt, g.hs.backoff = hsAuth, now, 0
@@ -381,6 +454,7 @@ func (g *gateway) onWelcome(ev gwEvent, now time.Time) {
 		s.dropFor(err)
 		return
 	}
+	g.answered(now)
 	ns := &session{gw: g, auth: as, welcome: w, maxDG: min(int(w.MaxDatagram), s.maxDG)}
 	s.reg.promote(g.hs.index, ns)
 	reason := g.hs.reason
@@ -436,7 +510,7 @@ func (g *gateway) onGoodbye(ev gwEvent, now time.Time) {
 	if ev.sess != cur {
 		return
 	}
-	g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", uint16(ev.bye.Reason))
+	g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", ev.bye.Reason.String())
 	g.cur.Store(nil)
 	s.reg.remove(cur)
 	if g.prev != nil {
@@ -467,6 +541,7 @@ func (g *gateway) sendHeartbeat(cur *session, now time.Time) {
 		TxRate:      rate,
 		CatalogGen:  v.gen,
 		Files:       uint32(len(v.entries)),
+		Name:        s.cfg.Name,
 	}
 	pkt := fschunk.AppendHeader(g.buf[:0], fschunk.Header{Type: fschunk.TypeHeartbeat})
 	pkt = hb.Append(pkt)

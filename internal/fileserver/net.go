@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/transport"
 )
 
 // peer is a gateway's address, as resolved: a netip.AddrPort, which a
@@ -28,15 +29,19 @@ func (p peer) String() string {
 	return p.ap.String()
 }
 
-// readFrom reads one datagram. Its source plays no part: what counts is
-// authentication, and answers go to the resolved address.
-func (s *Server) readFrom(b []byte) (int, error) {
+// readFrom reads one datagram. Its source plays no part in what is done
+// with it (what counts is authentication, and answers go to the resolved
+// address); it is only logged.
+func (s *Server) readFrom(b []byte) (int, netip.AddrPort, error) {
 	if s.udp != nil {
-		n, _, err := s.udp.ReadFromUDPAddrPort(b) // no allocation
-		return n, err
+		return s.udp.ReadFromUDPAddrPort(b) // no allocation
 	}
-	n, _, err := s.cfg.Conn.ReadFrom(b)
-	return n, err
+	n, a, err := s.cfg.Conn.ReadFrom(b)
+	if err != nil || a == nil {
+		return n, netip.AddrPort{}, err
+	}
+	ap, _ := transport.AddrPort(a)
+	return n, ap, nil
 }
 
 // errNoAddress: the gateway's name has not been resolved yet.
@@ -168,7 +173,7 @@ func (s *Server) receive(ctx context.Context) error {
 	buf := make([]byte, recvBufferSize)
 	var pause *time.Timer
 	for {
-		n, err := s.readFrom(buf)
+		n, from, err := s.readFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -191,7 +196,7 @@ func (s *Server) receive(ctx context.Context) error {
 			}
 			continue
 		}
-		s.handle(buf[:n])
+		s.handle(buf[:n], from)
 	}
 }
 
@@ -200,10 +205,17 @@ func (s *Server) receive(ctx context.Context) error {
 // by the receiver index of their header (the session, current or previous,
 // that owns it). The source address plays no part: a gateway may answer
 // from another address, and authentication is what counts.
-func (s *Server) handle(pkt []byte) {
+func (s *Server) handle(pkt []byte, from netip.AddrPort) {
 	t, err := fschunk.ParsePrefix(pkt)
 	if err != nil {
 		s.st.garbage.Add(1)
+		if errors.Is(err, fschunk.ErrVersion) {
+			s.st.version.Add(1)
+			s.versionLog.Do(func() {
+				s.log.Warn("fileserver: datagram of another FS Chunk Protocol version dropped: the server and the gateway must run the same protocol version",
+					"addr", from.String(), "peer_version", pkt[0], "our_version", fschunk.Version)
+			})
+		}
 		return
 	}
 	if t.IsHandshake() {
@@ -218,7 +230,7 @@ func (s *Server) handle(pkt []byte) {
 			s.st.unknown.Add(1)
 			return
 		}
-		g.post(gwEvent{kind: evChallenge, index: idx, pkt: bytes.Clone(pkt)})
+		g.postHandshake(gwEvent{kind: evChallenge, index: idx, pkt: bytes.Clone(pkt)})
 		return
 	}
 	h, err := fschunk.ParseHeader(pkt)
@@ -229,7 +241,7 @@ func (s *Server) handle(pkt []byte) {
 	sess, g := s.reg.lookup(h.Receiver)
 	if sess == nil {
 		if g != nil && h.Type == fschunk.TypeWelcome {
-			g.post(gwEvent{kind: evWelcome, index: h.Receiver, pkt: bytes.Clone(pkt)})
+			g.postHandshake(gwEvent{kind: evWelcome, index: h.Receiver, pkt: bytes.Clone(pkt)})
 			return
 		}
 		s.st.unknown.Add(1)

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -279,7 +280,8 @@ type Welcome struct {
 	MaxDatagram       uint32 // largest datagram the gateway accepts
 }
 
-const welcomeSize = 4 + 8 + 4 + 4 + 4
+// WelcomeBodySize is the sealed part of a WELCOME.
+const WelcomeBodySize = 4 + 8 + 4 + 4 + 4
 
 func (w *Welcome) Append(b []byte) []byte {
 	b = be.AppendUint32(b, w.GatewayIndex)
@@ -316,9 +318,15 @@ type Heartbeat struct {
 	TxRate      uint64 // bytes per second sent over the last interval
 	CatalogGen  uint64 // generation of the server's current catalog
 	Files       uint32 // entries in that catalog
+	// Name is the server's stable name (its -name, by default its host
+	// name), the same across restarts, unlike its instance: what
+	// operators, logs and metrics call it. "" if unnamed; else
+	// ValidServerName holds.
+	Name string
 }
 
-const heartbeatSize = 4 + 4 + 8 + 8 + 4 + 4
+// heartbeatSize is the body of a HEARTBEAT without its name.
+const heartbeatSize = 4 + 4 + 8 + 8 + 4 + 2 + 2
 
 func (h *Heartbeat) Append(b []byte) []byte {
 	b = be.AppendUint32(b, h.Seq)
@@ -326,7 +334,9 @@ func (h *Heartbeat) Append(b []byte) []byte {
 	b = be.AppendUint64(b, h.TxRate)
 	b = be.AppendUint64(b, h.CatalogGen)
 	b = be.AppendUint32(b, h.Files)
-	return be.AppendUint32(b, 0)
+	b = be.AppendUint16(b, uint16(len(h.Name)))
+	b = be.AppendUint16(b, 0)
+	return append(b, h.Name...)
 }
 
 func (h *Heartbeat) Decode(b []byte) error {
@@ -336,8 +346,35 @@ func (h *Heartbeat) Decode(b []byte) error {
 	h.TxRate = r.u64()
 	h.CatalogGen = r.u64()
 	h.Files = r.u32()
-	r.zero(4)
+	n := int(r.u16())
+	r.zero(2)
+	if r.err == nil && n > MaxServerName {
+		r.fail(invalid("server name of %d bytes", n))
+	}
+	name := r.take(n)
+	h.Name = ""
+	if r.err == nil && n > 0 {
+		if err := ValidServerName(string(name)); err != nil {
+			r.fail(err)
+		}
+		h.Name = string(name)
+	}
 	return r.done()
+}
+
+// ValidServerName checks a server name: 1 to MaxServerName bytes of
+// UTF-8 without control characters or spaces, so that it is one token in a
+// log line and a safe metrics label.
+func ValidServerName(s string) error {
+	switch {
+	case s == "" || len(s) > MaxServerName:
+		return invalid("server name of %d bytes (want 1 to %d)", len(s), MaxServerName)
+	case !utf8.ValidString(s):
+		return invalid("server name not UTF-8")
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }):
+		return invalid("server name %q has a space or control character", s)
+	}
+	return nil
 }
 
 // HeartbeatAck answers a heartbeat and tells the server which catalog
@@ -371,6 +408,17 @@ const (
 	GoodbyeShutdown GoodbyeReason = 0 // the process is stopping
 	GoodbyeRekeyed  GoodbyeReason = 1 // a newer session replaces this one
 )
+
+// String gives the reason in words, for logs.
+func (r GoodbyeReason) String() string {
+	switch r {
+	case GoodbyeShutdown:
+		return "shutdown"
+	case GoodbyeRekeyed:
+		return "rekeyed"
+	}
+	return fmt.Sprintf("unknown(%d)", uint16(r))
+}
 
 // Goodbye ends a session at once, so the gateway drops the server without
 // waiting for missed heartbeats.

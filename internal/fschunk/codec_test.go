@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,7 +36,7 @@ func samples() map[string][]message {
 		"Challenge":    {&Challenge{Receiver: 7, Cookie: cookie, MAC: mac}},
 		"Auth":         {&Auth{Sender: 7, Instance: 9, Nonce: nonce, Cookie: cookie, MAC: mac}},
 		"Welcome":      {&Welcome{GatewayIndex: 3, GatewayBoot: 99, HeartbeatInterval: time.Second, MaxDatagram: DefaultDatagramSize}},
-		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}},
+		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}, &Heartbeat{Seq: 2, Name: "files-01.example"}},
 		"HeartbeatAck": {&HeartbeatAck{Seq: 1, CatalogGen: 4}, &HeartbeatAck{}},
 		"Goodbye":      {&Goodbye{Reason: GoodbyeShutdown}, &Goodbye{Reason: GoodbyeRekeyed}},
 		"CatalogPage": {
@@ -103,12 +104,12 @@ func TestHandshakeSizes(t *testing.T) {
 	if ChallengeSize > HelloSize {
 		t.Error("CHALLENGE larger than HELLO")
 	}
-	for m, want := range map[message]int{s["Heartbeat"][0]: heartbeatSize, s["HeartbeatAck"][0]: heartbeatAckSize, s["Welcome"][0]: welcomeSize} {
+	for m, want := range map[message]int{s["Heartbeat"][0]: heartbeatSize, s["HeartbeatAck"][0]: heartbeatAckSize, s["Welcome"][0]: WelcomeBodySize} {
 		if got := len(m.Append(nil)); got != want {
 			t.Errorf("%T body is %d bytes, want %d", m, got, want)
 		}
 	}
-	if HeaderSize+welcomeSize+TagSize > AuthSize {
+	if HeaderSize+WelcomeBodySize+TagSize > AuthSize {
 		t.Error("WELCOME larger than AUTH")
 	}
 }
@@ -122,7 +123,8 @@ func TestStrictness(t *testing.T) {
 		b    []byte
 		want error
 	}{
-		{"bad version", &Hello{}, mut(hello, func(b []byte) { b[0] = 2 }), ErrVersion},
+		{"version 1", &Hello{}, mut(hello, func(b []byte) { b[0] = 1 }), ErrVersion},
+		{"version 3", &Hello{}, mut(hello, func(b []byte) { b[0] = 3 }), ErrVersion},
 		{"reserved prefix", &Hello{}, mut(hello, func(b []byte) { b[3] = 1 }), ErrReserved},
 		{"padding", &Hello{}, mut(hello, func(b []byte) { b[50] = 1 }), ErrReserved},
 		{"wrong type", &Challenge{}, hello, ErrType},
@@ -144,6 +146,13 @@ func TestStrictness(t *testing.T) {
 		{"long path", &MetaRequest{}, (&MetaRequest{Path: strings.Repeat("a", MaxPathLen+1)}).Append(nil), ErrPath},
 		{"error code 0", &Error{}, (&Error{ID: 1}).Append(nil), ErrInvalid},
 		{"ack status", &CatalogAck{}, (&CatalogAck{Gen: 1, Status: 7}).Append(nil), ErrInvalid},
+		{"size above MaxFileSize", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: MaxFileSize + 1}}}).Append(nil), ErrInvalid},
+		{"size 2^63-1", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: math.MaxInt64}}}).Append(nil), ErrInvalid},
+		{"negative size", &CatalogPage{}, (&CatalogPage{Gen: 1, Pages: 1, Entries: []Entry{{Path: "a", Size: -1}}}).Append(nil), ErrInvalid},
+		{"read past MaxFileSize", &Read{}, (&Read{ID: 1, MaxDatagram: 1452, Ranges: []Range{{Offset: MaxFileSize - 1, Length: 2}}}).Append(nil), ErrInvalid},
+		{"read offset wraps", &Read{}, (&Read{ID: 1, MaxDatagram: 1452, Ranges: []Range{{Offset: -1, Length: 2}}}).Append(nil), ErrInvalid},
+		{"data past MaxFileSize", &Data{}, (&Data{ID: 1, Offset: MaxFileSize - 1, Payload: []byte{1, 2}}).Append(nil), ErrInvalid},
+		{"data offset wraps", &Data{}, (&Data{ID: 1, Offset: -1, Payload: []byte{1, 2}}).Append(nil), ErrInvalid},
 		{"welcome datagram", &Welcome{}, (&Welcome{HeartbeatInterval: time.Second, MaxDatagram: 10}).Append(nil), ErrInvalid},
 	}
 	for _, c := range cases {
@@ -224,6 +233,33 @@ func TestSeedCorpus(t *testing.T) {
 			if err != nil || string(got) != want {
 				t.Errorf("%s is missing or stale (run go test -run TestSeedCorpus -update-corpus): %v", file, err)
 			}
+		}
+	}
+}
+
+func TestGoodbyeReasonString(t *testing.T) {
+	for r, want := range map[GoodbyeReason]string{GoodbyeShutdown: "shutdown", GoodbyeRekeyed: "rekeyed", 9: "unknown(9)"} {
+		if got := r.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint16(r), got, want)
+		}
+	}
+}
+
+// TestHeartbeatName: the server's name travels in HEARTBEAT and bad names
+// are refused by the decoder.
+func TestHeartbeatName(t *testing.T) {
+	for _, name := range []string{"", "srv-1", "bücher.example", strings.Repeat("n", MaxServerName)} {
+		var got Heartbeat
+		in := Heartbeat{Seq: 3, Name: name}
+		if err := got.Decode(in.Append(nil)); err != nil || got.Name != name {
+			t.Errorf("%q: decoded %q, %v", name, got.Name, err)
+		}
+	}
+	for _, name := range []string{"two words", "tab\t", "bad\xff", strings.Repeat("n", MaxServerName+1)} {
+		var got Heartbeat
+		in := Heartbeat{Seq: 3, Name: name}
+		if err := got.Decode(in.Append(nil)); err == nil {
+			t.Errorf("%q accepted", name)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-// Package fschunk is the wire format of the FS Chunk Protocol v1, the UDP
+// Package fschunk is the wire format of the FS Chunk Protocol v2, the UDP
 // protocol between HttpGw and FastFileSrv: every constant of the
 // specification (docs/PROTOCOL.md) and the one encoder and strict decoder
 // of every message. It does no I/O and no cryptography: package auth seals
@@ -7,8 +7,12 @@ package fschunk
 
 import "time"
 
-// Version is the protocol version carried in the first byte of every datagram.
-const Version = 1
+// Version is the protocol version carried in the first byte of every
+// datagram. Version 2 changed the handshake (a gateway random in WELCOME,
+// mixed into the session keys; cookies on a monotonic clock) and bounds
+// sizes by MaxFileSize; a datagram of another version is dropped, and
+// logged (rate-limited) with both versions named.
+const Version = 2
 
 // Type is the message type, the second byte of every datagram.
 type Type uint8
@@ -89,17 +93,23 @@ func (t Type) String() string {
 
 // Sizes in bytes.
 const (
-	PrefixSize    = 4  // version, type, 2 reserved bytes: common to all datagrams
-	HeaderSize    = 16 // transport header: prefix, receiver index, counter
-	TagSize       = 16 // AEAD tag after every transport datagram
-	Overhead      = HeaderSize + TagSize
-	MACSize       = 16 // truncated HMAC-SHA256 of handshake messages
-	NonceSize     = 16 // handshake nonce
-	CookieSize    = 32 // 8-byte timestamp + 24-byte MAC
-	HashSize      = 32 // SHA-256 content hash
-	HelloSize     = 128
-	ChallengeSize = 56
-	AuthSize      = 80
+	PrefixSize = 4  // version, type, 2 reserved bytes: common to all datagrams
+	HeaderSize = 16 // transport header: prefix, receiver index, counter
+	TagSize    = 16 // AEAD tag after every transport datagram
+	Overhead   = HeaderSize + TagSize
+	MACSize    = 16 // truncated HMAC-SHA256 of handshake messages
+	NonceSize  = 16 // handshake nonce
+	CookieSize = 32 // 8-byte timestamp + 24-byte MAC
+	// GatewayRandomSize is the gateway's fresh random value in WELCOME,
+	// sent in the clear after the header and mixed into the session keys.
+	GatewayRandomSize = 16
+	HashSize          = 32 // SHA-256 content hash
+	HelloSize         = 128
+	ChallengeSize     = 56
+	AuthSize          = 80
+	// WelcomeSize is a WELCOME datagram: header, gateway random, the
+	// sealed body and the tag.
+	WelcomeSize = HeaderSize + GatewayRandomSize + WelcomeBodySize + TagSize
 
 	// DataHeaderSize is the plaintext header of a DATA body: request id, offset.
 	DataHeaderSize = 12
@@ -122,6 +132,7 @@ const (
 	LoopbackDatagramSize = 32 * 1024
 
 	MaxPathLen       = 1024    // bytes of a relative path
+	MaxServerName    = 64      // bytes of a server's name (HEARTBEAT)
 	MaxErrorMessage  = 256     // bytes of an ERROR's text
 	MaxReadRanges    = 32      // ranges in one READ
 	MaxReadLength    = 4 << 20 // bytes of one range

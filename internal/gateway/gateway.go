@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/cache"
@@ -30,10 +31,6 @@ import (
 
 // heardEvery is how often a busy server's liveness is refreshed in the pool.
 const heardEvery = 100 * time.Millisecond
-
-// MaxCatalogPages bounds one catalog or delta, so even a server holding
-// the key cannot make the gateway reserve unbounded memory.
-const MaxCatalogPages = 1 << 16
 
 // Config configures a Gateway. Conn and Key are required.
 type Config struct {
@@ -48,6 +45,12 @@ type Config struct {
 	// IPv6 ones (no fragmentation on Ethernet).
 	DatagramSize int
 
+	// Catalog bounds the memory catalogs may take (zero fields: defaults).
+	Catalog CatalogLimits
+	// Handshake bounds the work handshakes may cost (zero fields:
+	// defaults); see handshake.go.
+	Handshake HandshakeLimits
+
 	HeartbeatInterval time.Duration // told to servers; default fschunk.HeartbeatInterval
 	EvictAfter        time.Duration // default fschunk.EvictAfter
 
@@ -59,26 +62,49 @@ type Config struct {
 
 // Stats are the endpoint's counters.
 type Stats struct {
-	Received, Sent     uint64
-	Authenticated      uint64 // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
-	Handshakes         uint64 // sessions established
-	Evictions          uint64
-	DropGarbage        uint64 // did not parse
-	DropAuth           uint64 // bad MAC, cookie or tag
-	DropReplay         uint64
-	DropUnknownSession uint64
-	CatalogPages       uint64
-	Goodbyes           uint64
-	SendErrors         uint64
-	Blamed             uint64 // verdicts against servers: content or hashes that failed verification
+	Received           uint64 `json:"received"`
+	Sent               uint64 `json:"sent"`
+	Authenticated      uint64 `json:"authenticated"` // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
+	Handshakes         uint64 `json:"handshakes"`    // sessions established
+	Evictions          uint64 `json:"evictions"`
+	DropGarbage        uint64 `json:"drop_garbage"` // did not parse
+	DropVersion        uint64 `json:"drop_version"` // of another protocol version (also counted in DropGarbage)
+	DropAuth           uint64 `json:"drop_auth"`    // bad MAC, cookie or tag
+	DropReplay         uint64 `json:"drop_replay"`
+	DropUnknownSession uint64 `json:"drop_unknown_session"`
+	CatalogPages       uint64 `json:"catalog_pages"`
+	// CatalogRefused counts catalog pages dropped unacknowledged because
+	// they broke a bound: larger than the server's datagram size, or over
+	// its or the gateway's catalog budget (CatalogLimits).
+	CatalogRefused uint64 `json:"catalog_refused"`
+	// DropInstances counts AUTHs refused because their source address
+	// already has CatalogLimits.MaxInstancesPerSource servers.
+	DropInstances uint64 `json:"drop_instances"`
+	// Handshake datagrams (HELLO, AUTH): queued for the handshake worker,
+	// and handled by it (any outcome); dropped because the queue was full;
+	// dropped under load by the per-source limit. Challenges counts the
+	// CHALLENGEs sent.
+	HandshakesQueued   uint64 `json:"handshakes_queued"`
+	HandshakesDone     uint64 `json:"handshakes_done"`
+	DropHandshakeQueue uint64 `json:"drop_handshake_queue"`
+	DropHandshakeRate  uint64 `json:"drop_handshake_rate"`
+	Challenges         uint64 `json:"challenges"`
+	Goodbyes           uint64 `json:"goodbyes"`
+	SendErrors         uint64 `json:"send_errors"`
+	Blamed             uint64 `json:"blamed"` // verdicts against servers: content or hashes that failed verification
 	// Panics counts datagrams whose handling panicked: recovered, logged,
 	// and the server that sent the datagram (if it authenticated) evicted.
-	Panics uint64
+	Panics uint64 `json:"panics"`
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, blamed atomic.Uint64
+	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
 }
+
+// versionLogEvery is how often, at most, a datagram of another protocol
+// version is logged (they are all counted).
+const versionLogEvery = time.Minute
 
 // readErrorPause separates socket reads after an unexpected error.
 const readErrorPause = 10 * time.Millisecond
@@ -88,12 +114,16 @@ type Gateway struct {
 	cfg   Config
 	log   *slog.Logger
 	resp  *auth.Responder
+	hs    handshakeQueues
 	boot  uint64
 	pool  *pool.Pool
 	eng   *fetch.Engine
 	ctr   counters
 	bufs  sync.Pool
 	fills singleflight.Group // whole-file fetches for the cache, by hash
+	// authLog paces the warning about handshakes that fail
+	// authentication: one line per authLogEvery, whatever the flood.
+	authLog rate.Sometimes
 
 	mu       sync.RWMutex
 	sessions map[uint32]*session
@@ -104,6 +134,16 @@ type Gateway struct {
 	// would seal from counter 0 again.
 	usedNonces map[[fschunk.NonceSize]byte]time.Time
 	peers      map[pool.ServerID]*peer
+
+	catMu    sync.Mutex
+	catTotal int64 // catalog bytes held and being assembled, all servers
+
+	// versionLog rate-limits the warning about datagrams of another
+	// protocol version.
+	versionLog rate.Sometimes
+	// instanceLog rate-limits the warning about AUTHs refused for
+	// MaxInstancesPerSource.
+	instanceLog rate.Sometimes
 
 	// rxPeer is the server whose datagram the receive loop is handling
 	// (once authenticated): the one evicted if the handling panics.
@@ -131,14 +171,8 @@ type peer struct {
 	// Touched only by the receive loop.
 	asm     *assembly // catalog being assembled
 	heardAt time.Time // last refresh of the pool's liveness
-}
 
-type assembly struct {
-	delta     bool
-	base, gen uint64
-	pages     [][]fschunk.Entry
-	removed   [][]bool
-	got       int
+	cat catalogUse // guarded by Gateway.catMu
 }
 
 // New makes a gateway endpoint; Run starts it.
@@ -162,18 +196,24 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Catalog = cfg.Catalog.withDefaults()
+	cfg.Handshake = cfg.Handshake.withDefaults()
 	var b [8]byte
 	rand.Read(b[:])
 	g := &Gateway{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		resp:       auth.NewResponder(cfg.Key, cfg.Limits, cfg.Now),
-		boot:       binary.BigEndian.Uint64(b[:]),
-		pool:       pool.New(),
-		sessions:   map[uint32]*session{},
-		byNonce:    map[[fschunk.NonceSize]byte]*session{},
-		usedNonces: map[[fschunk.NonceSize]byte]time.Time{},
-		peers:      map[pool.ServerID]*peer{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		resp:        auth.NewResponder(cfg.Key, cfg.Limits, nil),
+		hs:          newHandshakeQueues(cfg.Handshake),
+		boot:        binary.BigEndian.Uint64(b[:]),
+		pool:        pool.New(),
+		sessions:    map[uint32]*session{},
+		byNonce:     map[[fschunk.NonceSize]byte]*session{},
+		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},
+		peers:       map[pool.ServerID]*peer{},
+		versionLog:  rate.Sometimes{First: 1, Interval: versionLogEvery},
+		instanceLog: rate.Sometimes{First: 1, Interval: versionLogEvery},
+		authLog:     rate.Sometimes{Interval: authLogEvery},
 	}
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
@@ -212,8 +252,9 @@ func (g *Gateway) Engine() *fetch.Engine { return g.eng }
 func (g *Gateway) Stats() Stats {
 	c := &g.ctr
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
-		DropGarbage: c.garbage.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
-		CatalogPages: c.pages.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
+		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
+		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(),
+		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
 }
 
 // Run serves until ctx is done, then says GOODBYE to every server (so they
@@ -223,6 +264,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); g.maintain(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); g.handshakeWorker(ctx) }()
 	stop := context.AfterFunc(ctx, func() { g.cfg.Conn.SetReadDeadline(time.Now()) })
 	defer stop()
 	read := g.reader()
@@ -326,20 +369,18 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 	t, err := fschunk.ParsePrefix(pkt)
 	if err != nil {
 		g.ctr.garbage.Add(1)
+		if errors.Is(err, fschunk.ErrVersion) {
+			g.ctr.version.Add(1)
+			g.versionLog.Do(func() {
+				g.log.Warn("datagram of another FS Chunk Protocol version dropped: the server and the gateway must run the same protocol version",
+					"addr", from.String(), "peer_version", pkt[0], "our_version", fschunk.Version)
+			})
+		}
 		return
 	}
 	switch t {
-	case fschunk.TypeHello:
-		out := g.getBuf()
-		defer g.putBuf(out)
-		ch, err := g.resp.HandleHello(pkt, from, (*out)[:0])
-		if err != nil {
-			g.dropHandshake(err)
-			return
-		}
-		g.write(ch, from)
-	case fschunk.TypeAuth:
-		g.handleAuth(pkt, from)
+	case fschunk.TypeHello, fschunk.TypeAuth:
+		g.enqueueHandshake(t, pkt, from, now) // to the handshake worker
 	case fschunk.TypeChallenge:
 		g.ctr.garbage.Add(1) // only servers receive challenges (a reflection)
 	default:
@@ -347,18 +388,10 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 	}
 }
 
-func (g *Gateway) dropHandshake(err error) {
-	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
-		g.ctr.authFail.Add(1)
-		return
-	}
-	g.ctr.garbage.Add(1)
-}
-
 func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	acc, err := g.resp.HandleAuth(pkt, from)
 	if err != nil {
-		g.dropHandshake(err)
+		g.dropHandshake(err, from)
 		return
 	}
 	now := g.cfg.Now()
@@ -366,6 +399,13 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	if err != nil {
 		if errors.Is(err, auth.ErrReplay) {
 			g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
+			return
+		}
+		if errors.Is(err, errTooManyInstances) {
+			g.ctr.instances.Add(1)
+			g.instanceLog.Do(func() {
+				g.log.Warn("server refused: too many server instances from one source address", "addr", from.String(), "max", g.cfg.Catalog.MaxInstancesPerSource)
+			})
 			return
 		}
 		g.log.Error("new session", "err", err)
@@ -376,7 +416,13 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 		g.ctr.handshakes.Add(1)
 		rejoin := g.pool.Has(p.id)
 		g.pool.Join(p.id, from.String(), now)
-		g.log.Info("server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+		// A rekey (every few minutes per server) is routine: debug. A
+		// server joining is news.
+		lv := slog.LevelInfo
+		if rejoin {
+			lv = slog.LevelDebug
+		}
+		g.log.Log(context.Background(), lv, "server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
 	}
 	out := g.getBuf()
 	defer g.putBuf(out)
@@ -414,6 +460,9 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 	id := pool.ServerID(acc.Instance)
 	p := g.peers[id]
 	if p == nil {
+		if g.instancesLocked(from) >= g.cfg.Catalog.MaxInstancesPerSource {
+			return nil, false, errTooManyInstances
+		}
 		p = &peer{id: id, datagram: g.pickDatagram(from)}
 		g.peers[id] = p
 	}
@@ -528,6 +577,11 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
+		if hb.Name != "" && g.pool.SetName(p.id, hb.Name) {
+			// The first HEARTBEAT names a server: from here on logs,
+			// metrics and the status page use the name.
+			g.log.Info("server joined", "name", hb.Name, "server", p.id.String(), "addr", p.addr.Load().String(), "files", hb.Files)
+		}
 		ack := fschunk.HeartbeatAck{Seq: hb.Seq, CatalogGen: g.pool.CatalogGen(p.id)}
 		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)
 	case fschunk.TypeGoodbye:
@@ -541,9 +595,9 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 		}
 		g.evict(p.id, "goodbye")
 	case fschunk.TypeCatalogPage:
-		g.handlePage(p, body, now)
+		g.handlePage(p, len(pkt), body, now)
 	case fschunk.TypeCatalogDelta:
-		g.handleDelta(p, body, now)
+		g.handleDelta(p, len(pkt), body, now)
 	default:
 		// Authenticated but not for us: say so, it is cheap and bounded.
 		e := fschunk.Error{Code: fschunk.CodeUnsupported, Message: "unsupported message type " + h.Type.String()}
@@ -559,76 +613,6 @@ func (g *Gateway) decode(m interface{ Decode([]byte) error }, body []byte) bool 
 		return false
 	}
 	return true
-}
-
-func (g *Gateway) handlePage(p *peer, body []byte, now time.Time) {
-	var m fschunk.CatalogPage
-	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
-		g.ctr.garbage.Add(1)
-		return
-	}
-	g.ctr.pages.Add(1)
-	// Generations only grow within a server process: a page older than
-	// what is held is a late duplicate, acknowledged and ignored.
-	if held := g.pool.CatalogGen(p.id); held < m.Gen {
-		if all, _, done := p.addPage(false, 0, m.Gen, m.Page, m.Pages, m.Entries, nil); done {
-			g.pool.SetCatalog(p.id, m.Gen, all, now)
-			g.log.Info("catalog", "server", p.id.String(), "gen", m.Gen, "files", len(all), "pages", m.Pages)
-		}
-	}
-	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
-	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
-}
-
-func (g *Gateway) handleDelta(p *peer, body []byte, now time.Time) {
-	var m fschunk.CatalogDelta
-	if m.Decode(body) != nil || m.Pages > MaxCatalogPages {
-		g.ctr.garbage.Add(1)
-		return
-	}
-	g.ctr.pages.Add(1)
-	ack := fschunk.CatalogAck{Gen: m.Gen, Page: m.Page}
-	switch held := g.pool.CatalogGen(p.id); {
-	case held >= m.Gen:
-	case held != m.Base:
-		ack.Status = fschunk.CatalogResync
-	default:
-		if all, rm, done := p.addPage(true, m.Base, m.Gen, m.Page, m.Pages, m.Entries, m.Removed); done {
-			g.pool.ApplyDelta(p.id, m.Gen, all, rm, now)
-			g.log.Info("catalog delta", "server", p.id.String(), "base", m.Base, "gen", m.Gen, "changes", len(all))
-		}
-	}
-	g.sendTo(p, fschunk.TypeCatalogAck, ack.Append)
-}
-
-// addPage stores one page of a catalog (or delta) being assembled and,
-// once every page is held, returns the whole of it in page order. A page
-// of another catalog than the one being assembled starts over: only the
-// latest catalog a server sends matters.
-func (p *peer) addPage(delta bool, base, gen uint64, page, pages uint32, entries []fschunk.Entry, removed []bool) ([]fschunk.Entry, []bool, bool) {
-	a := p.asm
-	if a == nil || a.delta != delta || a.base != base || a.gen != gen || len(a.pages) != int(pages) {
-		a = &assembly{delta: delta, base: base, gen: gen, pages: make([][]fschunk.Entry, pages), removed: make([][]bool, pages)}
-		p.asm = a
-	}
-	if a.pages[page] == nil {
-		a.pages[page], a.removed[page] = entries, removed
-		if a.pages[page] == nil {
-			a.pages[page] = []fschunk.Entry{} // received, and empty
-		}
-		a.got++
-	}
-	if a.got < len(a.pages) {
-		return nil, nil, false
-	}
-	p.asm = nil
-	var all []fschunk.Entry
-	var rm []bool
-	for i := range a.pages {
-		all = append(all, a.pages[i]...)
-		rm = append(rm, a.removed[i]...)
-	}
-	return all, rm, true
 }
 
 // SendRead implements fetch.Sender.
@@ -786,6 +770,7 @@ func (g *Gateway) dropSessionLocked(s *session) {
 
 // evict removes a server: its sessions, its files, its outstanding reads.
 func (g *Gateway) evict(id pool.ServerID, why string) {
+	name := g.pool.Name(id) // before Remove forgets it
 	g.mu.Lock()
 	p := g.peers[id]
 	if p != nil {
@@ -801,9 +786,12 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 		delete(g.peers, id)
 	}
 	g.mu.Unlock()
+	if p != nil {
+		g.releaseCatalog(p)
+	}
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "server", id.String(), "reason", why)
+		g.log.Info("server evicted", "name", name, "server", id.String(), "reason", why)
 	}
 	g.eng.ServerGone(id)
 }

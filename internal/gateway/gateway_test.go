@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -350,10 +353,58 @@ func TestNewSessionUsedOnceConfirmed(t *testing.T) {
 func waitReceived(t *testing.T, g *Gateway, n uint64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for g.Stats().Received < n {
+	for {
+		st := g.Stats()
+		// Handshakes are answered by their own worker: done when it has
+		// handled every one queued.
+		if st.Received >= n && st.HandshakesDone == st.HandshakesQueued {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gateway read %d datagrams, want %d", g.Stats().Received, n)
+			t.Fatalf("gateway read %d datagrams, want %d; handshakes %d of %d handled", st.Received, n, st.HandshakesDone, st.HandshakesQueued)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRekeyLoggedAtDebug: a server joining is an info line; the same
+// server rekeying (every two minutes) is not.
+func TestRekeyLoggedAtDebug(t *testing.T) {
+	var logs syncBuf
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	g, err := New(Config{Conn: pc, Key: key, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+	c := newClient(t, pc.LocalAddr().(*net.UDPAddr))
+	register(t, c, key)
+	register(t, c, key) // the same instance again: a rekey
+	if n := strings.Count(logs.String(), `msg="server session"`); n != 1 {
+		t.Fatalf("%d info lines for one join and one rekey, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

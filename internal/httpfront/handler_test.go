@@ -764,7 +764,7 @@ func TestAccessLog(t *testing.T) {
 	ts.do(t, "GET", "/a%25b/f.bin", "Range", "bytes=0-99")
 	ts.do(t, "HEAD", "/a%25b/f.bin")
 	ts.do(t, "POST", "/x")
-	ts.do(t, "GET", "/a%252e")
+	ts.do(t, "GET", "/a%00")
 	recs := ts.waitRecords(t, 4)
 	want := []struct {
 		method string
@@ -776,7 +776,7 @@ func TestAccessLog(t *testing.T) {
 		{"GET", "/a%25b/f.bin", 206, 100, false},
 		{"HEAD", "/a%25b/f.bin", 200, 0, false},
 		{"POST", "/x", 405, int64(len("method not allowed\n")), false},
-		{"GET", "/a%252e", 400, int64(len("bad request path\n")), true},
+		{"GET", "/a%00", 400, int64(len("bad request path\n")), true},
 	}
 	for i, w := range want {
 		r := recs[i]
@@ -953,5 +953,42 @@ func TestIndexCapped(t *testing.T) {
 	var doc indexDoc
 	if err := json.Unmarshal(body, &doc); err != nil || resp.StatusCode != 200 || len(doc.Entries) != MaxListing || doc.Omitted != 7 {
 		t.Errorf("JSON: status %d, %d entries, %d omitted, %v", resp.StatusCode, len(doc.Entries), doc.Omitted, err)
+	}
+}
+
+// TestIndexFolderFields: a folder has no size, time or server count of its
+// own; the JSON leaves them out instead of giving zeros, and the HTML shows
+// no red "0" for it.
+func TestIndexFolderFields(t *testing.T) {
+	src := newFakeSource(newFile("f.txt", []byte("x")))
+	src.extra[""] = []DirEntry{{Name: "empty", IsDir: true}}
+	ts := newTestServer(t, src)
+	_, body := ts.do(t, "GET", "/", "Accept", "application/json")
+	var doc struct {
+		Entries []map[string]any `json:"entries"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	for _, e := range doc.Entries {
+		switch e["name"] {
+		case "empty":
+			for _, k := range []string{"size", "modified", "holders"} {
+				if v, ok := e[k]; ok {
+					t.Errorf("folder carries %s: %v", k, v)
+				}
+			}
+		case "f.txt":
+			if e["size"] != 1.0 || e["holders"] != 2.0 || e["modified"] == nil {
+				t.Errorf("file entry %v", e)
+			}
+		}
+	}
+	_, body = ts.do(t, "GET", "/")
+	page := string(body)
+	row := page[strings.Index(page, `>empty/<`):]
+	row = row[:strings.Index(row, "</tr>")]
+	if strings.Contains(row, "down") || strings.Contains(row, ">0<") {
+		t.Errorf("folder row shows a server count: %s", row)
 	}
 }

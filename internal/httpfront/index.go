@@ -30,12 +30,14 @@ type indexDoc struct {
 // request.
 const MaxListing = 10_000
 
+// A folder has no size, time or holders of its own: those fields are
+// left out for it rather than given as zeros.
 type indexEntry struct {
 	Name     string    `json:"name"`
 	Dir      bool      `json:"dir"`
-	Size     int64     `json:"size"`
-	Modified time.Time `json:"modified"`
-	Holders  int       `json:"holders"`
+	Size     *int64    `json:"size,omitempty"`
+	Modified time.Time `json:"modified,omitzero"`
+	Holders  *int      `json:"holders,omitempty"`
 }
 
 // indexHTML is self-contained (inline style, no scripts, no external
@@ -88,7 +90,7 @@ type htmlIndex struct {
 
 type htmlEntry struct {
 	Href, Name, Size, Modified string
-	Holders                    int
+	Holders                    string // "" for a folder
 	Down                       bool
 }
 
@@ -124,8 +126,10 @@ func (h *handler) serveIndex(d *deferredWriter, r *http.Request, dir string, ent
 	if prefersJSON(r.Header.Values("Accept")) {
 		doc := indexDoc{Path: dir, Entries: make([]indexEntry, len(list)), Omitted: omitted}
 		for i, e := range list {
-			doc.Entries[i] = indexEntry{Name: e.Name, Dir: e.IsDir, Size: e.Size,
-				Modified: e.ModTime.UTC(), Holders: e.Holders}
+			doc.Entries[i] = indexEntry{Name: e.Name, Dir: e.IsDir, Modified: e.ModTime.UTC()}
+			if !e.IsDir {
+				doc.Entries[i].Size, doc.Entries[i].Holders = &e.Size, &e.Holders
+			}
 		}
 		b, err := json.Marshal(doc)
 		if err != nil {
@@ -142,17 +146,17 @@ func (h *handler) serveIndex(d *deferredWriter, r *http.Request, dir string, ent
 			he := htmlEntry{
 				// "./" keeps a name like "javascript:x" or "a:b" from
 				// being read as a URL scheme.
-				Href:    "./" + url.PathEscape(e.Name),
-				Name:    e.Name,
-				Size:    "-",
-				Holders: e.Holders,
-				Down:    e.Holders <= 0,
+				Href: "./" + url.PathEscape(e.Name),
+				Name: e.Name,
+				Size: "-",
 			}
 			if e.IsDir {
+				// A folder's servers are its files' (no count, no alarm).
 				he.Href += "/"
 				he.Name += "/"
 			} else {
 				he.Size = humanSize(e.Size)
+				he.Holders, he.Down = strconv.Itoa(e.Holders), e.Holders <= 0
 			}
 			if !e.ModTime.IsZero() {
 				he.Modified = e.ModTime.UTC().Format(time.DateTime)

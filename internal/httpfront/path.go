@@ -16,16 +16,15 @@ const MaxPathLen = 4096
 // Errors returned by CleanPath. They are distinct so that the access log says
 // why a request was refused; clients only ever see "400 Bad Request".
 var (
-	ErrPathNotAbsolute   = errors.New("path does not start with /")
-	ErrPathTooLong       = errors.New("path too long")
-	ErrPathEmptyElement  = errors.New("path has an empty element (//)")
-	ErrPathDotElement    = errors.New("path has a . or .. element")
-	ErrPathBadEscape     = errors.New("path has a malformed %-escape")
-	ErrPathEncodedSlash  = errors.New("path has an encoded slash")
-	ErrPathBackslash     = errors.New("path has a backslash")
-	ErrPathControl       = errors.New("path has a control character")
-	ErrPathInvalidUTF8   = errors.New("path is not valid UTF-8")
-	ErrPathDoubleEncoded = errors.New("path has a double-encoded . / \\ % or control character")
+	ErrPathNotAbsolute  = errors.New("path does not start with /")
+	ErrPathTooLong      = errors.New("path too long")
+	ErrPathEmptyElement = errors.New("path has an empty element (//)")
+	ErrPathDotElement   = errors.New("path has a . or .. element")
+	ErrPathBadEscape    = errors.New("path has a malformed %-escape")
+	ErrPathEncodedSlash = errors.New("path has an encoded slash")
+	ErrPathBackslash    = errors.New("path has a backslash")
+	ErrPathControl      = errors.New("path has a control character")
+	ErrPathInvalidUTF8  = errors.New("path is not valid UTF-8")
 )
 
 // CleanPath validates an escaped request path, as sent on the wire and as
@@ -49,12 +48,12 @@ var (
 //   - malformed %-escapes, encoded slashes ("%2f"), backslashes (literal or
 //     "%5c"), and control characters (C0, DEL and C1, literal or encoded);
 //   - invalid UTF-8 after decoding, which includes overlong forms such as
-//     "%c0%ae" for ".";
-//   - elements that, decoded once, still contain a %-escape for ".", "/",
-//     "\", "%" or a control character ("%252e" -> "%2e"), so that a
-//     component that decodes the name a second time cannot turn it into a
-//     traversal. The cost is that file names literally containing, say,
-//     "%2e" cannot be served; such names are vanishingly rare.
+//     "%c0%ae" for ".".
+//
+// A path is decoded exactly once. "%252e" is the file named "%2e", not
+// "." : nothing behind CleanPath decodes a name again (the pool matches
+// names exactly and servers are asked for content hashes, never paths),
+// so a file such as "50%25off.txt" is served like any other name.
 //
 // Every accepted result r satisfies: r == "" or path.Clean(r) == r, no
 // element is "." or "..", and r has no leading slash, "//", backslash,
@@ -120,44 +119,7 @@ func checkElement(e string) error {
 			return ErrPathControl
 		}
 	}
-	if hasDangerousEscape(e) {
-		return ErrPathDoubleEncoded
-	}
 	return nil
-}
-
-// hasDangerousEscape reports whether s, already decoded once, contains a
-// %-escape that a second decoding would turn into a character that matters
-// for path interpretation. "%25" is included because it is how a third
-// level of encoding would smuggle the others through.
-func hasDangerousEscape(s string) bool {
-	for i := 0; i+2 < len(s); i++ {
-		if s[i] != '%' {
-			continue
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			continue
-		}
-		switch c := hi<<4 | lo; {
-		case c == '.', c == '/', c == '\\', c == '%', c < 0x20, c == 0x7f:
-			return true
-		}
-	}
-	return false
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // escapePath percent-encodes a clean path element by element, the inverse

@@ -2,7 +2,6 @@ package httpfront
 
 import (
 	"errors"
-	"net/url"
 	"path"
 	"strings"
 	"testing"
@@ -59,11 +58,12 @@ func TestCleanPath(t *testing.T) {
 		{"/%e0%80%ae", "", ErrPathInvalidUTF8},
 		{"/%ff", "", ErrPathInvalidUTF8},
 		{"/%ed%a0%80", "", ErrPathInvalidUTF8}, // surrogate
-		{"/%252e%252e/x", "", ErrPathDoubleEncoded},
-		{"/a%252fb", "", ErrPathDoubleEncoded},
-		{"/a%255cb", "", ErrPathDoubleEncoded},
-		{"/a%2500b", "", ErrPathDoubleEncoded},
-		{"/a%25252e", "", ErrPathDoubleEncoded},
+		// Decoded once: literal names, as a server may announce them.
+		{"/%252e%252e/x", "%2e%2e/x", nil},
+		{"/a%252fb", "a%2fb", nil},
+		{"/a%255cb", "a%5cb", nil},
+		{"/a%2500b", "a%00b", nil},
+		{"/a%25252e", "a%252e", nil},
 		{"/%zz", "", ErrPathBadEscape},
 		{"/a%2", "", ErrPathBadEscape},
 		{long + "a", "", ErrPathTooLong},
@@ -115,15 +115,6 @@ func checkClean(t *testing.T, raw, got string) {
 	for elem := range strings.SplitSeq(got, "/") {
 		if elem == "." || elem == ".." {
 			t.Fatalf("CleanPath(%q) = %q has a dot element", raw, got)
-		}
-		// A component that decodes once more must not find a traversal.
-		again, err := url.PathUnescape(elem)
-		if err != nil {
-			continue
-		}
-		if again == "." || again == ".." || strings.ContainsAny(again, `/\`) ||
-			strings.ContainsFunc(again, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			t.Fatalf("CleanPath(%q) = %q: element %q decodes again to %q", raw, got, elem, again)
 		}
 	}
 	// Escaping the result element by element gives it back: the index's

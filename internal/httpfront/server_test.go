@@ -34,8 +34,6 @@ func TestHostilePaths(t *testing.T) {
 		"/a%5cb",
 		"/a%5c..%5cx",
 		"/a%2fb",
-		"/%252e%252e/x",
-		"/%252e%252e%252fetc%252fpasswd",
 		"/%c0%ae%c0%ae/x",
 		"/%c0%af",
 		"/%ff",

@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,7 +102,8 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
-	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), auth (bad MAC, cookie or tag), replay, unknown_session.", "cause")
+	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound).", "cause")
+	dChallenges = desc("httpgw_challenges_total", "CHALLENGEs sent (answers to valid HELLOs, at most the handshake rate).")
 	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
 	dPanics     = desc("httpgw_udp_handler_panics_total", "Datagrams whose handling panicked (recovered; the sending server evicted). Any is a bug.")
 	dEvictions  = desc("httpgw_evictions_total", "Servers evicted (silence, goodbye, a handler panic, or repeated verification failures).")
@@ -116,7 +118,7 @@ var (
 	dRetrans    = desc("httpgw_retransmissions_total", "READs re-asking for bytes asked before (loss recovery).")
 	dEndgame    = desc("httpgw_endgame_reads_total", "Duplicate READs of the endgame (tail hedging).")
 	dTimeouts   = desc("httpgw_read_timeouts_total", "READs given up after their RTO.")
-	dUp         = desc("httpgw_server_up", "1 for each server in the pool.", "server", "addr")
+	dUp         = desc("httpgw_server_up", "1 for each server in the pool, by name (-name, stable across restarts) and instance (new at every restart).", "server", "instance")
 	dRTT        = desc("httpgw_server_rtt_seconds", "Smoothed first-byte latency of a server.", "server")
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
@@ -128,7 +130,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dHandshakes, dPanics, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -148,6 +150,12 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dDrops, u.DropAuth, "auth")
 	counter(dDrops, u.DropReplay, "replay")
 	counter(dDrops, u.DropUnknownSession, "unknown_session")
+	counter(dDrops, u.DropVersion, "version")
+	counter(dDrops, u.DropHandshakeQueue, "handshake_queue")
+	counter(dDrops, u.DropHandshakeRate, "handshake_rate")
+	counter(dDrops, u.DropInstances, "instances")
+	counter(dDrops, u.CatalogRefused, "catalog")
+	counter(dChallenges, u.Challenges)
 	counter(dHandshakes, u.Handshakes)
 	counter(dPanics, u.Panics)
 	counter(dEvictions, u.Evictions)
@@ -172,9 +180,21 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dServers, float64(len(servers)))
 	gauge(dFiles, float64(c.g.Pool().Files()))
 	live := map[fetch.ServerID]string{} // the label, formatted once
+	named := map[string]int{}
 	for _, s := range servers {
-		live[s.ID] = s.ID.String()
-		gauge(dUp, 1, live[s.ID], s.Addr)
+		named[s.Name]++
+	}
+	for _, s := range servers {
+		// By name, so that series survive a restart; by name and
+		// instance where two live servers share a name (say, two on one
+		// host with the default name), as labels must be unique. A server
+		// is named by its first heartbeat.
+		label := s.Name
+		if label == "" || named[s.Name] > 1 {
+			label = strings.TrimPrefix(s.Name+"/", "/") + s.ID.String()
+		}
+		live[s.ID] = label
+		gauge(dUp, 1, label, s.ID.String())
 	}
 	for _, l := range c.g.Engine().Links() {
 		id, ok := live[l.ID]
@@ -193,12 +213,14 @@ var (
 	dOpenConns   = desc("httpgw_http_connections", "Open client connections on the HTTP port.")
 	dRateClients = desc("httpgw_access_rate_clients", "Clients (IPv4 addresses, IPv6 /64s) with a live rate-limit bucket.")
 	dRateEvicted = desc("httpgw_access_rate_evictions_total", "Live rate-limit buckets dropped because the table was full.")
+	dDelayed     = desc("httpgw_access_rate_delayed_total", "Requests over the rate limit served after waiting for their token.")
+	dQueued      = desc("httpgw_access_queued_total", "Requests that waited for one of their client's slots (-max-requests-per-ip).")
 )
 
 type accessCollector struct{ g *access.Guard }
 
 func (c *accessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRefused, dOpenConns, dRateClients, dRateEvicted} {
+	for _, d := range []*prometheus.Desc{dRefused, dOpenConns, dRateClients, dRateEvicted, dDelayed, dQueued} {
 		ch <- d
 	}
 }
@@ -215,4 +237,6 @@ func (c *accessCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dOpenConns, prometheus.GaugeValue, float64(s.OpenConns))
 	ch <- prometheus.MustNewConstMetric(dRateClients, prometheus.GaugeValue, float64(s.RateClients))
 	ch <- prometheus.MustNewConstMetric(dRateEvicted, prometheus.CounterValue, float64(s.RateEvictions))
+	ch <- prometheus.MustNewConstMetric(dDelayed, prometheus.CounterValue, float64(s.RateDelayed))
+	ch <- prometheus.MustNewConstMetric(dQueued, prometheus.CounterValue, float64(s.Queued))
 }

@@ -38,6 +38,7 @@ type Load struct {
 // ServerInfo is a snapshot of one live server.
 type ServerInfo struct {
 	ID         ServerID
+	Name       string // stable across restarts (HEARTBEAT); "" until known
 	Addr       string
 	Joined     time.Time
 	LastHeard  time.Time
@@ -58,7 +59,9 @@ type DirEntry struct {
 
 // ForgetAfter is how long a path whose holders all left stays known, so
 // that clients get 503 (come back soon) rather than 404 (never existed)
-// while servers restart.
+// while servers restart. It applies only when a holder vanished (was
+// evicted, or refused a read): a path that every live holder reported
+// deleted in its catalog is forgotten at once, and answered 404.
 const ForgetAfter = 10 * time.Minute
 
 type server struct {
@@ -89,6 +92,9 @@ type pathEntry struct {
 	versions []*versionEntry // usually one
 	orphaned time.Time       // when the last holder left; zero while held
 	last     Version         // newest version seen, for 503 answers
+	// vanished: a holder left without reporting a deletion (evicted, or
+	// a read refused), so the path may come back with it.
+	vanished bool
 }
 
 // Pool is safe for concurrent use.
@@ -248,6 +254,27 @@ func (p *Pool) SetLoad(id ServerID, l Load) {
 	p.mu.Unlock()
 }
 
+// SetName stores a server's name and reports whether it changed.
+func (p *Pool) SetName(id ServerID, name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.servers[id]; ok && s.info.Name != name {
+		s.info.Name = name
+		return true
+	}
+	return false
+}
+
+// Name is a server's name, or its ID while it has none.
+func (p *Pool) Name(id ServerID) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if s, ok := p.servers[id]; ok && s.info.Name != "" {
+		return s.info.Name
+	}
+	return id.String()
+}
+
 // Has reports whether id is a live server.
 func (p *Pool) Has(id ServerID) bool {
 	p.mu.RLock()
@@ -275,7 +302,7 @@ func (p *Pool) Remove(id ServerID, now time.Time) bool {
 		return false
 	}
 	for name, v := range s.files {
-		p.unhold(id, name, v, now)
+		p.unhold(id, name, v, now, false)
 	}
 	delete(p.servers, id)
 	return true
@@ -308,7 +335,7 @@ func (p *Pool) SetCatalog(id ServerID, gen uint64, entries []fschunk.Entry, now 
 	}
 	for name, v := range s.files {
 		if nv, ok := next[name]; !ok || nv != v {
-			p.unhold(id, name, v, now)
+			p.unhold(id, name, v, now, true)
 			delete(s.files, name)
 		}
 	}
@@ -331,7 +358,7 @@ func (p *Pool) ApplyDelta(id ServerID, gen uint64, entries []fschunk.Entry, remo
 	}
 	for i, e := range entries {
 		if old, ok := s.files[e.Path]; ok {
-			p.unhold(id, e.Path, old, now)
+			p.unhold(id, e.Path, old, now, true)
 			delete(s.files, e.Path)
 		}
 		if !removed[i] {
@@ -366,7 +393,7 @@ func (p *Pool) DropVersion(id ServerID, k Key, now time.Time) {
 	}
 	for name, v := range s.files {
 		if v.Key() == k {
-			p.unhold(id, name, v, now)
+			p.unhold(id, name, v, now, false)
 			delete(s.files, name)
 		}
 	}
@@ -395,7 +422,11 @@ func (p *Pool) hold(id ServerID, name string, v Version) {
 	p.servers[id].hashes[v.Key()]++
 }
 
-func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
+// unhold removes id as a holder of name's version v. reported says the
+// server itself reported the path gone (its catalog), rather than the
+// server vanishing: when the last holder leaves and none vanished, the
+// path is forgotten at once.
+func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time, reported bool) {
 	// The server still holds the content if another of its paths has it.
 	s := p.servers[id]
 	k := v.Key()
@@ -423,7 +454,12 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time) {
 		}
 		break
 	}
+	pe.vanished = pe.vanished || !reported
 	if len(pe.versions) == 0 {
+		if !pe.vanished {
+			delete(p.paths, name)
+			return
+		}
 		pe.orphaned = now
 		p.orphans[name] = now
 	}

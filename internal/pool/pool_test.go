@@ -63,11 +63,12 @@ func TestDeltaAndDrop(t *testing.T) {
 	if v, _, _ := p.Lookup("x", t0); v.Hash != sha256.Sum256([]byte("1b")) {
 		t.Fatal("x not updated")
 	}
-	if _, n, _ := p.Lookup("d/y", t0); n != 0 {
-		t.Fatal("d/y still held")
+	// Deleted by its only holder, which is live: gone at once.
+	if _, _, ok := p.Lookup("d/y", t0); ok {
+		t.Fatal("d/y still known")
 	}
 	es, ok := p.List("d", t0)
-	if !ok || len(es) != 2 || es[0].Name != "y" || es[1].Name != "z" {
+	if !ok || len(es) != 1 || es[0].Name != "z" {
 		t.Fatalf("List(d) = %+v %v", es, ok)
 	}
 	root, _ := p.List("", t0)
@@ -124,6 +125,47 @@ func BenchmarkRemoveLargeServer(b *testing.B) {
 		p.Join(1, "a", t0)
 		p.SetCatalog(1, 1, es, t0)
 		p.Remove(1, t0)
+	}
+}
+
+// TestDeletedByLiveHoldersIsGone: a file every live holder reported
+// deleted is unknown at once (404), while one whose holder vanished keeps
+// its grace period (503) in case the server comes back.
+func TestDeletedByLiveHoldersIsGone(t *testing.T) {
+	p := New()
+	p.Join(1, "a", t0)
+	p.Join(2, "b", t0)
+	p.SetCatalog(1, 1, []fschunk.Entry{ent("both", "x", 1), ent("one", "y", 1), ent("gone", "z", 1)}, t0)
+	p.SetCatalog(2, 1, []fschunk.Entry{ent("both", "x", 1)}, t0)
+	// Deleted on server 1, its only holder, which stays live.
+	p.ApplyDelta(1, 2, []fschunk.Entry{ent("one", "y", 1)}, []bool{true}, t0)
+	if _, _, ok := p.Lookup("one", t0); ok {
+		t.Error("a file its only live holder deleted is still known")
+	}
+	if es, _ := p.List("", t0); len(es) != 2 {
+		t.Errorf("listing %+v, want both and gone only", es)
+	}
+	// Both holders delete it, one by a delta, one by a full catalog.
+	p.ApplyDelta(1, 3, []fschunk.Entry{ent("both", "x", 1)}, []bool{true}, t0)
+	p.SetCatalog(2, 2, nil, t0)
+	if _, _, ok := p.Lookup("both", t0); ok {
+		t.Error("a file every live holder deleted is still known")
+	}
+	// Server 1 vanishes holding "gone": grace.
+	p.Remove(1, t0)
+	if _, n, ok := p.Lookup("gone", t0.Add(time.Minute)); !ok || n != 0 {
+		t.Errorf("vanished holder: Lookup %d %v, want known with no holder (503)", n, ok)
+	}
+	// A path whose holders were one vanished and one that deleted it:
+	// the vanished one may come back with it.
+	p.Join(3, "c", t0)
+	p.Join(4, "d", t0)
+	p.SetCatalog(3, 1, []fschunk.Entry{ent("mixed", "m", 1)}, t0)
+	p.SetCatalog(4, 1, []fschunk.Entry{ent("mixed", "m", 1)}, t0)
+	p.Remove(3, t0)
+	p.SetCatalog(4, 2, nil, t0)
+	if _, n, ok := p.Lookup("mixed", t0); !ok || n != 0 {
+		t.Errorf("mixed: Lookup %d %v, want known with no holder (503)", n, ok)
 	}
 }
 
