@@ -458,6 +458,7 @@ func (p *Pool) unhold(id ServerID, name string, v Version, now time.Time, report
 	if len(pe.versions) == 0 {
 		if !pe.vanished {
 			delete(p.paths, name)
+			p.unindexPath(name)
 			return
 		}
 		pe.orphaned = now
