@@ -56,6 +56,12 @@ type hashReq struct {
 	count    int
 	server   ServerID
 	deadline time.Time
+	// hedge: a copy of the block's request sent to a second holder while
+	// the first has no RTT sample (the start of a download, when a lost
+	// request would stall the first byte). It is not the block's pending
+	// request: its answer counts if it comes first, and it is forgotten
+	// at its deadline.
+	hedge bool
 }
 
 // outHash is a HASH_REQUEST decided under the lock and sent after it.
@@ -107,8 +113,10 @@ func (e *Engine) releaseTree(t *vtree) {
 		old := e.idleTrees.Remove(e.idleTrees.Back()).(*vtree)
 		e.idleBytes -= old.idleBytes
 		old.idle = nil
-		for _, r := range old.pending {
-			delete(e.hreqs, r.id)
+		for id, r := range e.hreqs {
+			if r.t == old { // pending requests and hedges
+				delete(e.hreqs, id)
+			}
 		}
 		delete(e.trees, old.key)
 	}
@@ -135,36 +143,76 @@ func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)
 		delete(t.pending, b)
 		e.stats.HashTimeouts++
 	}
+	for id, r := range e.hreqs {
+		if r.hedge && r.t == t && !now.Before(r.deadline) {
+			delete(e.hreqs, id)
+		}
+	}
 	if len(links) == 0 {
 		return
 	}
+	// ask requests the first block of the tree leaf j still needs, unless
+	// it is already asked for; it reports whether j needs a block.
+	ask := func(j int64) bool {
+		lv, idx, cnt, ok := t.p.Want(j)
+		if !ok {
+			return false
+		}
+		b := blockID{lv, idx}
+		if t.pending[b] != nil {
+			return true
+		}
+		l := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]
+		t.tries[b]++
+		r := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l.id,
+			deadline: now.Add(hashWait(l, t.tries[b]))}
+		e.hreqs[r.id] = r
+		t.pending[b] = r
+		e.stats.HashRequests++
+		d.hashOut = append(d.hashOut, outHash{id: l.id, msg: fschunk.HashRequest{
+			ID: r.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+		soon(r.deadline)
+		if l2 := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]; !l.hasRTT && l2 != l {
+			h := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l2.id,
+				deadline: r.deadline, hedge: true}
+			e.hreqs[h.id] = h
+			e.stats.HashRequests++
+			d.hashOut = append(d.hashOut, outHash{id: l2.id, msg: fschunk.HashRequest{
+				ID: h.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+		}
+		return true
+	}
+	end := int64(-1)
 	for _, c := range d.chunks {
+		end = max(end, c.off+int64(c.n))
 		if c.verified {
 			continue
 		}
 		first, n := chunkLeaves(c)
 		for j := first; j < first+n; j++ {
-			lv, idx, cnt, ok := t.p.Want(j)
-			if !ok {
-				continue
-			}
-			b := blockID{lv, idx}
-			if t.pending[b] != nil {
+			if ask(j) {
 				break // the rest of this chunk needs that block first
 			}
-			l := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]
-			t.tries[b]++
-			r := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l.id,
-				deadline: now.Add(max(2*l.rto(), 20*time.Millisecond))}
-			e.hreqs[r.id] = r
-			t.pending[b] = r
-			e.stats.HashRequests++
-			d.hashOut = append(d.hashOut, outHash{id: l.id, msg: fschunk.HashRequest{
-				ID: r.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
-			soon(r.deadline)
-			break
 		}
 	}
+	// One block ahead of the window: a window sliding into the next block
+	// of leaves finds its hashes there instead of waiting a round trip
+	// for them with every byte of its first chunk already in.
+	if end >= 0 {
+		if j := end / hashtree.LeafSize; j < hashtree.Leaves(t.key.Size) {
+			ask(j)
+		}
+	}
+}
+
+// hashWait is how long a HASH_REQUEST to l, the tries-th for its block,
+// may go unanswered: twice l's RTO once l has an RTT sample, otherwise
+// fschunk.InitialHashWait doubled per earlier try.
+func hashWait(l *link, tries int) time.Duration {
+	if l.hasRTT {
+		return max(2*l.rto(), 20*time.Millisecond)
+	}
+	return fschunk.InitialHashWait << min(max(tries-1, 0), 3)
 }
 
 // HandleHashes takes a HASHES from server id: the block is checked
@@ -192,6 +240,10 @@ func (e *Engine) HandleHashes(id ServerID, m *fschunk.Hashes) {
 	}
 	if err != nil {
 		blames = e.blameLocked(blames, t, id, "hash tree: "+err.Error())
+	} else if p := t.pending[r.blk]; p != nil {
+		// A hedge answered first: the block's own request is done too.
+		delete(e.hreqs, p.id)
+		delete(t.pending, r.blk)
 	}
 	e.wakeTree(t)
 	e.mu.Unlock()

@@ -201,5 +201,14 @@ const (
 	MinRTO     = 5 * time.Millisecond
 	MaxRTO     = 2 * time.Second
 
+	// InitialHashWait is how long the gateway waits for the answer to a
+	// HASH_REQUEST sent to a server it has no RTT sample of yet, doubling
+	// per try of the same block (at most 8×). Twice InitialRTO would stall
+	// a response 2 s on one lost request at the start of every download;
+	// a HASH_REQUEST and its answer are small, so asking again early costs
+	// little, and the backoff keeps a path longer than the wait from
+	// timing out forever.
+	InitialHashWait = 250 * time.Millisecond
+
 	CatalogRetry = 250 * time.Millisecond
 )
