@@ -49,7 +49,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
-	fs.IntVar(&o.maxReads, "max-reads", 64, "reads served at once; more are answered BUSY")
+	fs.IntVar(&o.maxReads, "max-reads", fileserver.DefaultMaxReads, "reads served at once; more are answered BUSY")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
