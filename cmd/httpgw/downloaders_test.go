@@ -125,7 +125,9 @@ func TestAria2Defaults(t *testing.T) {
 		fmt.Fprintf(&urls, "http://%s/list/%s\n  dir=%s\n", web, n, filepath.Join(out, "list"))
 	}
 	list := filepath.Join(t.TempDir(), "urls.txt")
-	os.WriteFile(list, []byte(urls.String()), 0o644)
+	if err := os.WriteFile(list, []byte(urls.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, aria, "-j16", "-x16", "-i", list, "--console-log-level=warn", "--summary-interval=0", "--no-conf")
