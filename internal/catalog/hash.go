@@ -87,14 +87,6 @@ func (c *Catalog) nextJob() (*fileRec, uint32, statInfo) {
 // after reading, so that a hash is never attached to a version it was not
 // computed from.
 func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (tree *hashtree.Tree, before statInfo, n int64, err error) {
-	sum, before, n, err := c.hashFileTree(ctx, rec, ver, want, buf)
-	if err != nil {
-		return nil, before, n, err
-	}
-	return sum.Tree(), before, n, nil
-}
-
-func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (h *hashtree.Builder, before statInfo, n int64, err error) {
 	f, err := c.root.OpenFile(osPath(rec.path), openFlags, 0)
 	if err != nil {
 		return nil, before, 0, err
@@ -111,7 +103,7 @@ func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, wa
 	if !before.sameVersion(want) {
 		return nil, before, 0, errChanged
 	}
-	h = hashtree.NewBuilder()
+	h := hashtree.NewBuilder()
 	next := int64(checkEvery)
 	for {
 		m, rerr := f.Read(buf)
@@ -145,7 +137,7 @@ func (c *Catalog) hashFileTree(ctx context.Context, rec *fileRec, ver uint32, wa
 	if after := statOf(fi); !after.sameVersion(before) || n != before.size {
 		return nil, before, n, errChanged
 	}
-	return h, before, n, nil
+	return h.Tree(), before, n, nil
 }
 
 func (c *Catalog) finishJob(ctx context.Context, rec *fileRec, ver uint32, tree *hashtree.Tree, st statInfo, start time.Time, n int64, err error) {

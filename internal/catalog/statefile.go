@@ -93,9 +93,10 @@ func decodeState(b []byte) (map[string]stateRec, map[[32]byte]*hashtree.Tree, er
 	}
 	d := decoder{b: body[len(stateMagic)+1:]}
 	n := d.uvarint()
-	// Each record takes at least 1+0+1+1+1+32 bytes: refuse absurd counts
-	// before allocating for them.
-	if d.err != nil || n > uint64(len(d.b))/36 {
+	// Each record takes at least 1+0+1+1+1+1+32 bytes (path length, path,
+	// size, mtime, ctime, inode, root): refuse absurd counts before
+	// allocating for them.
+	if d.err != nil || n > uint64(len(d.b))/37 {
 		return nil, nil, fmt.Errorf("%w: bad count", errStateCorrupt)
 	}
 	m := make(map[string]stateRec, n)

@@ -16,7 +16,6 @@ type Partial struct {
 	root   Hash
 	size   int64
 	leaves int64
-	height int
 	top    int      // highest stored level
 	levels [][]Hash // levels[i]: stored level i·BlockLevels, allocated on first use
 	known  [][]bool // known[i][b]: block b of levels[i] is held and checked
@@ -26,8 +25,7 @@ type Partial struct {
 // NewPartial starts the tree of the version (root, size), knowing nothing.
 func NewPartial(root Hash, size int64) *Partial {
 	p := &Partial{root: root, size: size, leaves: Leaves(size)}
-	p.height = Height(p.leaves)
-	p.top = (max(p.height-1, 0) / BlockLevels) * BlockLevels
+	p.top = (max(Height(p.leaves)-1, 0) / BlockLevels) * BlockLevels
 	n := p.top/BlockLevels + 1
 	p.levels, p.known = make([][]Hash, n), make([][]bool, n)
 	return p
