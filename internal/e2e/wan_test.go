@@ -166,11 +166,18 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 		}()
 
 		src := gw.Source()
+		// Virtual time: the bound costs nothing, and a server that never
+		// joins fails the test here instead of spinning until go test's
+		// timeout.
+		joinBy := time.Now().Add(time.Minute)
 		for _, n := range sizes {
 			name := fmt.Sprint(n)
 			for {
 				if f, ok := src.Lookup(name); ok && f.Holders == 3 {
 					break
+				}
+				if time.Now().After(joinBy) {
+					t.Fatalf("%s: not offered by 3 servers after a virtual minute", name)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
