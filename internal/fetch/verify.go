@@ -36,7 +36,12 @@ type vtree struct {
 	idle      *list.Element
 	idleBytes int
 	pending   map[blockID]*hashReq
-	tries     map[blockID]int
+	// hedges: hedge requests sent for this version and not yet expired
+	// (an answered one may still be listed; it is gone from Engine.hreqs).
+	// Kept here so that expiring them each round walks this version's
+	// hedges, not every request of the engine.
+	hedges []*hashReq
+	tries  map[blockID]int
 	// blamed: servers caught lying about this version; gone: servers
 	// that said they do not have it. Neither is asked again.
 	blamed map[ServerID]bool
@@ -113,11 +118,10 @@ func (e *Engine) releaseTree(t *vtree) {
 		old := e.idleTrees.Remove(e.idleTrees.Back()).(*vtree)
 		e.idleBytes -= old.idleBytes
 		old.idle = nil
-		for id, r := range e.hreqs {
-			if r.t == old { // pending requests and hedges
-				delete(e.hreqs, id)
-			}
+		for _, r := range old.pending {
+			delete(e.hreqs, r.id)
 		}
+		old.dropHedges(e, func(*hashReq) bool { return true })
 		delete(e.trees, old.key)
 	}
 }
@@ -143,11 +147,7 @@ func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)
 		delete(t.pending, b)
 		e.stats.HashTimeouts++
 	}
-	for id, r := range e.hreqs {
-		if r.hedge && r.t == t && !now.Before(r.deadline) {
-			delete(e.hreqs, id)
-		}
-	}
+	t.dropHedges(e, func(h *hashReq) bool { return !now.Before(h.deadline) })
 	if len(links) == 0 {
 		return
 	}
@@ -176,6 +176,7 @@ func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)
 			h := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l2.id,
 				deadline: r.deadline, hedge: true}
 			e.hreqs[h.id] = h
+			t.hedges = append(t.hedges, h)
 			e.stats.HashRequests++
 			d.hashOut = append(d.hashOut, outHash{id: l2.id, msg: fschunk.HashRequest{
 				ID: h.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
@@ -203,6 +204,22 @@ func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)
 			ask(j)
 		}
 	}
+}
+
+// dropHedges forgets t's hedges for which drop is true. An answered
+// hedge is already out of e.hreqs and its ID may have been reused, hence
+// the identity check. Under e.mu.
+func (t *vtree) dropHedges(e *Engine, drop func(*hashReq) bool) {
+	live := t.hedges[:0]
+	for _, h := range t.hedges {
+		if !drop(h) {
+			live = append(live, h)
+		} else if e.hreqs[h.id] == h {
+			delete(e.hreqs, h.id)
+		}
+	}
+	clear(t.hedges[len(live):])
+	t.hedges = live
 }
 
 // hashWait is how long a HASH_REQUEST to l, the tries-th for its block,
