@@ -110,8 +110,10 @@ func TestHTTPAbuseRangesCapped(t *testing.T) {
 	}
 	status, n, sent := e.rangeGet(t, "big.bin", "bytes="+strings.Join(specs, ","))
 	t.Logf("200 1-byte ranges past the cap: status %d, %d bytes; servers sent %d bytes", status, n, sent)
-	// The endgame may copy up to a tenth of a response.
-	if status != http.StatusOK || n != size || sent > size+size/10+(1<<20) {
-		t.Errorf("status %d, %d bytes; servers sent %d bytes, want 200, %d bytes, at most %d sent", status, n, sent, size, size+size/10+(1<<20))
+	// The endgame may copy up to a tenth of a response, and a loopback
+	// download under -race re-asks what the kernel dropped (up to 1.3×
+	// seen in CI); uncapped, these ranges made the servers send 39 MB, 4.7×.
+	if limit := uint64(size * 3 / 2); status != http.StatusOK || n != size || sent > limit {
+		t.Errorf("status %d, %d bytes; servers sent %d bytes, want 200, %d bytes, at most %d sent", status, n, sent, size, limit)
 	}
 }

@@ -268,7 +268,9 @@ func TestWANGrid(t *testing.T) {
 	// WAN_SIZE_MIB=100 runs the real grid's size (BENCHMARKS.md). The
 	// floors are what is met (a little below, for margin; the lossy cases
 	// vary by about ±0.07 between runs, as goroutine scheduling inside the
-	// bubble changes which datagrams the seeded loss hits). Verified
+	// bubble changes which datagrams the seeded loss hits, and 10 ms/5%
+	// falls to 0.65 when its first chunk needs a second retransmission:
+	// first byte 417 ms instead of 73 ms; the old transport got 0.52). Verified
 	// streaming costs the 60 ms case its 0.90: the top block of the hash
 	// tree must arrive before the first chunk can be checked, one more
 	// round trip on a 1.1 s transfer (first byte 120 ms instead of 71 ms).
@@ -280,7 +282,7 @@ func TestWANGrid(t *testing.T) {
 		{rtt: 60 * time.Millisecond, size: size, minShare: 0.82, maxRedundant: 0.03},
 		{rtt: 60 * time.Millisecond, loss: 0.01, size: size, minShare: 0.60, maxRedundant: 0.03},
 		{rtt: 200 * time.Millisecond, loss: 0.01, size: size, minShare: 0.27, maxRedundant: 0.03},
-		{rtt: 10 * time.Millisecond, loss: 0.05, size: size, minShare: 0.68, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, loss: 0.05, size: size, minShare: 0.60, maxRedundant: 0.03},
 	}
 	for _, c := range cases {
 		t.Run(c.String(), func(t *testing.T) {
