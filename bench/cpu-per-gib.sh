@@ -4,6 +4,7 @@ set -u
 # Usage: bench/cpu-per-gib.sh BEFORE_BIN_DIR AFTER_BIN_DIR (each with httpgw and fastfilesrv)
 # Needs nginx and haproxy; makes a 1 GiB file, 3 servers per variant, 4 interleaved rounds.
 B=$(mktemp -d); F=$B/files; K=$B/k.key
+chmod 755 $B  # nginx workers run as nobody and must reach $F
 mkdir -p $B/before $B/after $F; cp "$1"/httpgw "$1"/fastfilesrv $B/before/; cp "$2"/httpgw "$2"/fastfilesrv $B/after/
 head -c 32 /dev/urandom >$K; chmod 600 $K; head -c 1G /dev/urandom >$F/big.bin
 start_variant() { # name httpport udpport adminport
