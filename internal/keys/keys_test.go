@@ -83,7 +83,7 @@ func TestParseErrors(t *testing.T) {
 		{"", "44 characters"},
 		{alicePub[:43], "44 characters"},
 		{alicePub + "A", "44 characters"},
-		{strings.Repeat("A", 44), "decodes to 33 bytes"},     // no padding
+		{strings.Repeat("A", 44), "decodes to 33 bytes"}, // no padding
 		{"hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTm!=", "not standard base64"},
 		{"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo=", "not standard base64"}, // URL alphabet
 		{"hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmp=", "not standard base64"}, // non-zero pad bits

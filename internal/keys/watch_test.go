@@ -17,8 +17,8 @@ import (
 type logLines chan string
 
 func (c logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (c logLines) WithAttrs([]slog.Attr) slog.Handler      { return c }
-func (c logLines) WithGroup(string) slog.Handler           { return c }
+func (c logLines) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c logLines) WithGroup(string) slog.Handler            { return c }
 func (c logLines) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Level.String() + " " + r.Message)
