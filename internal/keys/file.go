@@ -57,12 +57,14 @@ func CheckFileMode(path string) error {
 	if err != nil {
 		return nil
 	}
-	return checkMode(path, st.Mode())
+	return CheckMode(path, st.Mode())
 }
 
-func checkMode(path string, m os.FileMode) error {
+// CheckMode is CheckFileMode for a file already stat'ed (an open file, a
+// redirected stdout); name is for the message.
+func CheckMode(name string, m os.FileMode) error {
 	if p := m.Perm(); runtime.GOOS != "windows" && p&0o077 != 0 {
-		return fmt.Errorf("%w: %s has mode %04o; restrict it with: chmod 600 %s", ErrFileMode, path, p, path)
+		return fmt.Errorf("%w: %s has mode %04o; restrict it with: chmod 600 %s", ErrFileMode, name, p, name)
 	}
 	return nil
 }
