@@ -32,7 +32,6 @@ type options struct {
 	gateways                     []string
 	maxReads                     int
 	logFormat, logLevel          string
-	version                      bool
 }
 
 func main() { cli.Main("fastfilesrv", run) }
@@ -52,15 +51,12 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxReads, "max-reads", fileserver.DefaultMaxReads, "reads served at once; more are answered BUSY")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	cli.AddVersionFlag(fs)
 	fs.Usage = cli.Usage(fs, envPrefix, "fastfilesrv [flags] GATEWAY_HOST GATEWAY_PORT  (or GATEWAY_HOST:PORT ...)",
 		"fastfilesrv -key-file fschunk.key -root /srv/files 10.1.1.1 8888",
 		"fastfilesrv -key-file fschunk.key -gateway gw1.example:8888,gw2.example:8888")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
-	}
-	if o.version {
-		return o, nil
 	}
 	gws, err := gatewayArgs(gw, fs.Args())
 	if err != nil {
@@ -150,10 +146,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
-	}
-	if o.version {
-		fmt.Fprintln(os.Stdout, cli.VersionString("fastfilesrv"))
-		return nil
 	}
 	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
 	if err != nil {

@@ -3,12 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/fastfile/fschunk/internal/cli"
 )
+
+// -version is cli's (tested there): here, that it is wired, and answered
+// before the missing gateway arguments are.
+func TestVersionFlag(t *testing.T) {
+	if _, err := parse([]string{"-version"}, io.Discard); !errors.Is(err, cli.ErrVersion) {
+		t.Fatalf("parse -version: %v", err)
+	}
+}
 
 func TestGatewayArgs(t *testing.T) {
 	cases := []struct {

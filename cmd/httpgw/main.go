@@ -51,7 +51,6 @@ type options struct {
 	demoRoot                  string
 	demoServers               int
 	drain                     time.Duration
-	version                   bool
 
 	tlsCert, tlsKey string
 	tlsSelfSigned   bool
@@ -92,7 +91,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.demoRoot, "demo-root", "", "with -demo, serve this `folder` instead of generated samples")
 	fs.IntVar(&o.demoServers, "demo-servers", 3, "with -demo, how many embedded servers")
 	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long running downloads may take to finish")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	cli.AddVersionFlag(fs)
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain `file`; needs -tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` for -tls-cert")
 	fs.BoolVar(&o.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS (and HTTP/2) with a certificate generated at start for localhost and this host; its SHA-256 fingerprint is logged")
@@ -164,10 +163,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
-	}
-	if o.version {
-		fmt.Fprintln(os.Stdout, cli.VersionString("httpgw"))
-		return nil
 	}
 	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
 	if err != nil {

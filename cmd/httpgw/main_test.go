@@ -19,8 +19,63 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/demo"
+	"github.com/fastfile/fschunk/internal/keys"
 )
+
+// TestMain lets a test run this test binary as the program itself, to see
+// what main prints and how it exits.
+func TestMain(m *testing.M) {
+	if os.Getenv("FSCHUNK_TEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runMain runs main in a child process with args and stdin, and returns
+// its stdout and stderr.
+func runMain(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// The shared parts of the command line (internal/cli) are wired: -version
+// and the key subcommands, through main as a user runs them.
+func TestMainShared(t *testing.T) {
+	out, errOut, err := runMain(t, "", "-version")
+	if err != nil || !strings.HasPrefix(out, "httpgw ") || strings.Count(out, "\n") != 1 || errOut != "" {
+		t.Errorf("-version: %q %q %v", out, errOut, err)
+	}
+	priv, errOut, err := runMain(t, "", "genkey")
+	if err != nil || errOut != "" {
+		t.Fatalf("genkey: %v %q", err, errOut)
+	}
+	pub, _, err := runMain(t, priv, "pubkey")
+	k, perr := keys.ParsePrivate(priv)
+	if err != nil || perr != nil || pub != k.Public().String()+"\n" {
+		t.Fatalf("genkey | pubkey: %q, %v %v", pub, err, perr)
+	}
+	file := filepath.Join(t.TempDir(), "gw.key")
+	pub2, _, err := runMain(t, "", "genkey", "-out", file)
+	k2, warn, lerr := keys.LoadPrivate(file)
+	if err != nil || lerr != nil || warn != nil || pub2 != k2.Public().String()+"\n" {
+		t.Fatalf("genkey -out: %q %v %v %v", pub2, err, lerr, warn)
+	}
+	if _, errOut, err := runMain(t, "nonsense", "pubkey"); err == nil || !strings.Contains(errOut, "httpgw: pubkey: stdin: bad key") {
+		t.Fatalf("pubkey of nonsense: %v %q", err, errOut)
+	}
+	if _, err := parse([]string{"-version", "-policy", "fastest"}, io.Discard); !errors.Is(err, cli.ErrVersion) {
+		t.Fatalf("parse -version: %v", err)
+	}
+}
 
 func TestFlagErrors(t *testing.T) {
 	dir := t.TempDir()
@@ -301,7 +356,7 @@ func TestDemoDrainsDownloads(t *testing.T) {
 // tmp, and waits for its "demo running" line.
 func startMain(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	// TestMain (version_test.go) runs main() in the child.
+	// TestMain runs main() in the child.
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1", "TMPDIR="+tmp)
 	out := &syncBuffer{}

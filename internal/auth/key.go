@@ -12,17 +12,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"runtime"
+
+	"github.com/fastfile/fschunk/internal/keys"
 )
 
 // MinKeySize is the shortest pre-shared key accepted, in bytes.
 const MinKeySize = 16
-
-// maxKeyFile bounds what LoadKey reads, so a wrong path (a log, a device)
-// fails fast instead of being slurped.
-const maxKeyFile = 4096
 
 // KeyHint tells an operator how to make a key; every error about a missing
 // or short key carries it.
@@ -74,19 +69,10 @@ func LoadKey(path string) (*Key, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: no key file given (-key-file); %s", ErrKey, KeyHint)
 	}
-	f, err := os.Open(path)
+	b, err := keys.ReadSecretFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v; %s", ErrKey, err, KeyHint)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		// err is an *os.PathError that already names the file ("read X:
-		// is a directory").
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	if len(b) > maxKeyFile {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes, not a key file", ErrKey, path, maxKeyFile)
+		// err names the file and what is wrong with it.
+		return nil, fmt.Errorf("%w: %w; %s", ErrKey, err, KeyHint)
 	}
 	k, err := NewKey(b)
 	if err != nil {
@@ -95,21 +81,12 @@ func LoadKey(path string) (*Key, error) {
 	return k, nil
 }
 
-// ErrKeyMode is returned by CheckKeyFileMode for a key file others can read.
-var ErrKeyMode = errors.New("key file readable by group or others")
+// ErrKeyMode is returned by CheckKeyFileMode for a key file others can
+// read. It is keys.ErrFileMode: one check serves every secret file.
+var ErrKeyMode = keys.ErrFileMode
 
 // CheckKeyFileMode reports (ErrKeyMode) a key file that users other than
 // its owner may read: whoever reads the key can impersonate the gateway
-// and every server. It is a warning, not a refusal (a key handed out by
-// configuration management may legitimately sit in a group-readable
-// file). On systems without Unix permissions it reports nothing.
-func CheckKeyFileMode(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil // LoadKey reports it
-	}
-	if m := st.Mode().Perm(); runtime.GOOS != "windows" && m&0o077 != 0 {
-		return fmt.Errorf("%w: %s has mode %04o; restrict it with: chmod 600 %s", ErrKeyMode, path, m, path)
-	}
-	return nil
-}
+// and every server. It is a warning, not a refusal; see
+// keys.CheckFileMode.
+func CheckKeyFileMode(path string) error { return keys.CheckFileMode(path) }
