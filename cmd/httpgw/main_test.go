@@ -84,6 +84,18 @@ func TestFlagErrors(t *testing.T) {
 	pem := filepath.Join(dir, "not-a-cert.pem")
 	os.WriteFile(pem, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600)
 	missing := filepath.Join(dir, "missing.pem")
+	priv, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privFile := filepath.Join(dir, "gw.key")
+	if err := keys.WritePrivate(privFile, priv); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, "servers.txt")
+	os.WriteFile(list, []byte("# none yet\n"), 0o600)
+	badList := filepath.Join(dir, "bad.txt")
+	os.WriteFile(badList, []byte("# a comment\nnot-a-key srv1\n"), 0o600)
 	cases := []struct {
 		args []string
 		want string
@@ -110,10 +122,16 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", keyFile, "-max-conns", "-2"}, "invalid -max-conns -2"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
 		{[]string{"stray"}, "unexpected argument"},
+		{[]string{"-key-file", keyFile, "-private-key", ""}, "no -private-key"},
+		{[]string{"-key-file", keyFile, "-private-key", missing}, "genkey"},
+		{[]string{"-key-file", keyFile, "-next-private-key", pem}, "-next-private-key"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", ""}, "no -allowed-servers"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", missing}, "-allowed-servers"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", badList}, "bad.txt:2: bad key"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
-		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, c.args...), &stderr)
+		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0", "-private-key", privFile, "-allowed-servers", list}, c.args...), &stderr)
 		if err == nil || !strings.Contains(err.Error()+stderr.String(), c.want) {
 			t.Errorf("%v: err %v, want it to mention %q", c.args, err, c.want)
 		}

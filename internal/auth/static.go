@@ -2,22 +2,14 @@ package auth
 
 import (
 	"crypto/ecdh"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 
-	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/keys"
 )
 
 // PublicKey is an X25519 public key: a server's or a gateway's identity.
-type PublicKey [fschunk.PublicKeySize]byte
-
-// String is the key's base64 text form, as WireGuard writes it.
-func (p PublicKey) String() string { return base64.StdEncoding.EncodeToString(p[:]) }
-
-// Short is the first 8 characters of the text form: enough to tell a
-// fleet's keys apart in a log line, a metric label or a status page.
-func (p PublicKey) Short() string { return p.String()[:8] }
+// It is package keys' type (text form, Short, allow-lists).
+type PublicKey = keys.Public
 
 // StaticKey is a long-lived X25519 key pair: the gateway's or a server's.
 type StaticKey struct {
@@ -25,7 +17,7 @@ type StaticKey struct {
 	public  PublicKey
 }
 
-// NewStaticKey makes the key pair of an X25519 private key.
+// NewStaticKey makes the key pair of an X25519 private key's bytes.
 func NewStaticKey(private [32]byte) (StaticKey, error) {
 	k, err := ecdh.X25519().NewPrivateKey(private[:])
 	if err != nil {
@@ -36,13 +28,25 @@ func NewStaticKey(private [32]byte) (StaticKey, error) {
 	return s, nil
 }
 
-// GenerateStaticKey draws a new key pair.
+// StaticKeyOf makes the key pair of a private key read by package keys
+// (keys.LoadPrivate, keys.Generate).
+func StaticKeyOf(p keys.Private) (StaticKey, error) {
+	if p.IsZero() {
+		return StaticKey{}, fmt.Errorf("auth: %w: no private key", keys.ErrKey)
+	}
+	return NewStaticKey([32]byte(p.Bytes()))
+}
+
+// GenerateStaticKey draws a new key pair (keys.Generate: clamped as `wg
+// genkey` does).
 func GenerateStaticKey() StaticKey {
-	var p [32]byte
-	rand.Read(p[:])
-	s, err := NewStaticKey(p)
+	p, err := keys.Generate()
 	if err != nil {
-		panic(err) // any 32 bytes are an X25519 private key
+		panic(err) // the system's random source failed
+	}
+	s, err := StaticKeyOf(p)
+	if err != nil {
+		panic(err) // keys.Generate makes valid keys
 	}
 	return s
 }
