@@ -112,7 +112,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", key, "-log-level", "loud", "127.0.0.1", "8888"}, "invalid -log-level"},
 		{[]string{"-key-file", key}, "no gateway given"},
 		// Said once, not "read X: read X: is a directory".
-		{[]string{"-key-file", dir, "127.0.0.1", "8888"}, "bad pre-shared key: read " + dir + ": is a directory"},
+		{[]string{"-key-file", dir, "127.0.0.1", "8888"}, "bad pre-shared key: " + dir + " is a directory, not a key file"},
 		{[]string{"-key-file", key, "-gateway-public-key", "", "127.0.0.1", "8888"}, "no -gateway-public-key"},
 		{[]string{"-key-file", key, "-gateway-public-key", "nonsense", "127.0.0.1", "8888"}, "bad key"},
 		{[]string{"-key-file", key, "-gateway-public-key", gwPub + "," + gwPub, "127.0.0.1", "8888"}, "given twice"},

@@ -173,8 +173,8 @@ func TestKeyErrorAlone(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
 	err := run(context.Background(), []string{"-key-file", dir, "-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, &stderr)
-	if want := "bad pre-shared key: read " + dir + ": is a directory"; err == nil || err.Error() != want {
-		t.Fatalf("err %v, want %q", err, want)
+	if want := "bad pre-shared key: " + dir + " is a directory, not a key file"; err == nil || !strings.HasPrefix(err.Error(), want) || strings.Count(err.Error(), dir) != 1 {
+		t.Fatalf("err %v, want %q (the directory named once)", err, want)
 	}
 	if stderr.Len() != 0 {
 		t.Fatalf("printed before the key error: %q", stderr.String())
