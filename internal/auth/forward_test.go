@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"errors"
 	"testing"
 	"time"
@@ -277,5 +278,26 @@ func handshakeWith(tb testing.TB, k *Key, r *Responder, c *clock) {
 	}
 	if _, _, err := in.HandleWelcome(wel, c.t); err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// BenchmarkX25519: one X25519 scalar multiplication, the unit of the
+// handshake's cost (the gateway does five per handshake), measured in the
+// same run so that a loaded machine's numbers can be compared as ratios.
+func BenchmarkX25519(b *testing.B) {
+	k := GenerateStaticKey()
+	peer := GenerateStaticKey().Public()
+	priv, err := ecdh.X25519().NewPrivateKey(k.private[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, err := ecdh.X25519().NewPublicKey(peer[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := priv.ECDH(pub); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
