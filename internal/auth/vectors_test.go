@@ -49,16 +49,16 @@ func seq(from byte, n int) []byte {
 
 // vectorInputs are Appendix A's inputs.
 type vectorInputs struct {
-	psk                  *Key
-	srv, gw              StaticKey
-	srvEph, gwEph        []byte // ephemeral private keys
-	sender               uint32
-	instance             uint64
-	nonce                [fschunk.NonceSize]byte
-	from                 netip.AddrPort
-	gwIndex              uint32
-	gwBoot               uint64
-	cookieSecret, cookie []byte
+	psk           *Key
+	srv, gw       StaticKey
+	srvEph, gwEph []byte // ephemeral private keys
+	sender        uint32
+	instance      uint64
+	nonce         [fschunk.NonceSize]byte
+	from          netip.AddrPort
+	gwIndex       uint32
+	gwBoot        uint64
+	cookieSecret  []byte
 }
 
 func appendixInputs(t *testing.T) vectorInputs {
