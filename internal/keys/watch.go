@@ -117,7 +117,8 @@ func diff(o, n *AllowList) (added, removed int) {
 // file would never see. Any change in the directory leads to a read once
 // it has been quiet for Settle; an unchanged list is not a reload. If the
 // directory cannot be watched (inotify limits), Run logs it and serves
-// Reload signals only.
+// Reload signals only. Run reads the file once when it starts, for the
+// changes made since NewWatcher.
 func (w *Watcher) Run(ctx context.Context) error {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -133,6 +134,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		defer fw.Close()
 		events, errs = fw.Events, fw.Errors
 	}
+	// A change made between NewWatcher and the watch above is seen by no
+	// event: read the file once now.
+	w.Reload()
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()

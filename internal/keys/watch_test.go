@@ -178,10 +178,11 @@ func TestWatcherSignal(t *testing.T) {
 	writeList(t, path, alicePub+" a")
 	hup := make(chan os.Signal)
 	w, changes := runWatcher(t, path, WatchConfig{Reload: hup, Settle: time.Hour})
-	writeList(t, path, bobPub+" b")
+	hup <- syscall.SIGHUP // taken once Run has started: the file is unchanged
+	replaceList(t, path, bobPub+" b")
 	hup <- syscall.SIGHUP
 	l := <-changes
-	if n, ok := l.Lookup(must(ParsePublic(bobPub))); !ok || n != "b" || w.List() != l {
+	if n, ok := l.Lookup(must(ParsePublic(bobPub))); !ok || n != "b" || w.List() != l || l.Len() != 1 {
 		t.Fatal("SIGHUP did not load the new list")
 	}
 }
