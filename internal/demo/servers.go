@@ -41,6 +41,7 @@ type ServerConfig struct {
 
 // Server is a running embedded FastFileSrv.
 type Server struct {
+	Name    string         // sent in heartbeats: the pool's ServerInfo.Name
 	Key     auth.PublicKey // the server's identity (ServerConfig.Static's public key)
 	Catalog *catalog.Catalog
 	Srv     *fileserver.Server
@@ -86,7 +87,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 		return nil, fmt.Errorf("server %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Server{Key: cfg.Static.Public(), Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
+	s := &Server{Name: name, Key: cfg.Static.Public(), Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
 	s.wg.Go(func() { s.record(cat.Run(ctx)) })
 	s.wg.Go(func() { s.record(srv.Run(ctx)) })
 	return s, nil
