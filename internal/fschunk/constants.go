@@ -10,8 +10,9 @@ import "time"
 // Version is the protocol version carried in the first byte of every
 // datagram. Version 3 replaced the pre-shared-key handshake by Noise
 // IKpsk2 (a static X25519 key pair per server and gateway, ephemeral keys
-// in every handshake); version 2 had changed the handshake (a gateway
-// random in WELCOME, cookies on a monotonic clock) and bounded sizes by
+// in every handshake) and changed the content hash (a BLAKE3 tree,
+// §5.17); version 2 had changed the handshake (a gateway random in
+// WELCOME, cookies on a monotonic clock) and bounded sizes by
 // MaxFileSize. A datagram of another version is dropped, and logged
 // (rate-limited) with both versions named.
 const Version = 3
@@ -115,7 +116,7 @@ const (
 	// server, in WELCOME) with an empty payload: the gateway's ephemeral
 	// key and the empty payload's tag.
 	NoiseResponseSize = PublicKeySize + TagSize
-	HashSize          = 32 // SHA-256 content hash
+	HashSize          = 32 // content hash: a BLAKE3 tree root (§5.17)
 	HelloSize         = 128
 	ChallengeSize     = 56
 	AuthSize          = 64 + NoiseInitSize + MACSize
@@ -161,7 +162,7 @@ const (
 )
 
 // The content hash tree (docs/PROTOCOL.md §5.17). A version's content hash
-// is the root of a binary SHA-256 tree over its leaves, so every leaf can
+// is the root of a binary BLAKE3 tree over its leaves, so every leaf can
 // be checked on its own as it streams, and the root also commits to the
 // size.
 const (
