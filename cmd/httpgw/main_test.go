@@ -474,14 +474,19 @@ func TestServerNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var servers []struct{ Name, ID string }
+	var servers []struct{ Name, ID, Key string }
 	json.NewDecoder(resp.Body).Decode(&servers)
 	resp.Body.Close()
 	names := map[string]bool{}
+	keyOf := map[string]string{}
 	for _, s := range servers {
 		names[s.Name] = true
+		keyOf[s.Name] = s.Key
 		if s.ID == "" || s.ID == s.Name {
 			t.Errorf("server %+v: want a name and an instance ID", s)
+		}
+		if len(s.Key) != keys.ShortSize {
+			t.Errorf("server %+v: want its public key, shortened, as its identity", s)
 		}
 	}
 	resp, err = http.Get("http://" + adm + "/metrics")
@@ -494,7 +499,7 @@ func TestServerNames(t *testing.T) {
 		if !names[n] {
 			t.Errorf("/api/servers lacks %s: %+v", n, servers)
 		}
-		if !strings.Contains(string(metrics), `,server="`+n+`"} 1`) {
+		if !strings.Contains(string(metrics), `key="`+keyOf[n]+`",server="`+n+`"} 1`) {
 			t.Errorf("no metrics series for %s", n)
 		}
 		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
