@@ -25,12 +25,16 @@ type pathModel struct {
 	// ProbeBW's gain cycle.
 	phase   int
 	phaseAt time.Time
+	// phaseMin is the least RTT sample of the phase (0: none yet): if
+	// even that is a standingQueue above the path's minimum, a queue
+	// stands at the bottleneck and the next phase drains it.
+	phaseMin time.Duration
 }
 
 // Gains (BBR's, but a gentler startup gain: the pace doubles per round).
 const (
 	startupGain = 2.0
-	cwndGain    = 2.0 // the window is twice the path's bandwidth-delay product
+	cwndGain    = 1.25 // the window is twice the path's bandwidth-delay product
 	// fullBwGrowth and fullBwRounds: startup ends when the bandwidth grew
 	// less than this factor for this many rounds in a row.
 	fullBwGrowth = 1.25
@@ -111,9 +115,36 @@ func (m *pathModel) pace(now time.Time, minRTT time.Duration) float64 {
 	}
 	if now.Sub(m.phaseAt) >= roundTrip(minRTT) {
 		m.phase = (m.phase + 1) % len(probeGains)
-		m.phaseAt = now
+		if m.phaseMin > minRTT+standingQueue(minRTT) {
+			// A pace at the estimate holds a queue where it is, and
+			// samples taken at the bottleneck's rate err upwards as
+			// often as downwards (the estimate keeps the largest): drain
+			// instead of cruising or probing until it is gone.
+			m.phase = drainPhase
+		}
+		m.phaseAt, m.phaseMin = now, 0
 	}
 	return probeGains[m.phase] * b
+}
+
+// drainPhase is the phase of probeGains that paces below the estimate.
+const drainPhase = 1
+
+// standingQueue is the queueing delay that no RTT sample of a whole phase
+// fell below, beyond which the model drains: 10 ms, or an eighth of a
+// longer path's minimum RTT. Samples run from a READ's sending to its
+// first datagram, so they include the wait for the server's turn among
+// the READs it serves (a millisecond or so each): a few milliseconds,
+// never the whole phase's least.
+func standingQueue(minRTT time.Duration) time.Duration {
+	return max(10*time.Millisecond, minRTT/8)
+}
+
+// onRTT takes an RTT sample.
+func (m *pathModel) onRTT(rtt time.Duration) {
+	if m.phaseMin == 0 || rtt < m.phaseMin {
+		m.phaseMin = rtt
+	}
 }
 
 // window is the bytes in flight the model allows outside startup: twice

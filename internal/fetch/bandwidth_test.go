@@ -150,3 +150,26 @@ func TestLinkPaceIsUnsetOnFastPaths(t *testing.T) {
 		t.Errorf("pace %d KiB/s in the drain phase of 1 MiB/s, want 768", p)
 	}
 }
+
+// A phase whose every RTT sample is a standing queue above the minimum is
+// followed by a drain, not a cruise or a probe, until the queue is gone.
+func TestModelDrainsAStandingQueue(t *testing.T) {
+	m := newPathModel()
+	rtt := 60 * time.Millisecond
+	at := feed(&m, t0, 3, 20*time.Millisecond, rtt, func(int) float64 { return 1e7 })
+	m.exitStartup(at)
+	m.pace(at, rtt)
+	for range 3 {
+		m.onRTT(rtt + 30*time.Millisecond) // a queue of 30 ms
+		at = at.Add(rtt)
+		if p := m.pace(at, rtt); p != probeGains[drainPhase]*1e7 {
+			t.Fatalf("pace %v with a standing queue, want the drain's %v", p, probeGains[drainPhase]*1e7)
+		}
+	}
+	// One sample close to the minimum (the queue drained): the cycle goes on.
+	m.onRTT(rtt + 3*time.Millisecond)
+	at = at.Add(rtt)
+	if p := m.pace(at, rtt); p != probeGains[drainPhase+1]*1e7 {
+		t.Errorf("pace %v once the queue is gone, want the next phase's %v", p, probeGains[drainPhase+1]*1e7)
+	}
+}

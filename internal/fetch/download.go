@@ -48,6 +48,7 @@ type request struct {
 	dup      bool
 	tailAt   time.Time // when the request's last datagram arrived with holes left
 	gapAt    time.Time // when a datagram arrived beyond a hole (not yet asked again)
+	gapAfter int       // datagrams that arrived beyond it since (lossThreshold)
 }
 
 // complete reports whether every byte the request asked for is held
@@ -75,15 +76,53 @@ func (r *request) lossAt() time.Time {
 // decides). A READ whose tail is lost is left to its RTO: the server
 // interleaves the batches of the READs it serves, so a READ's silence
 // says little while others are sent.
+//
+// A retransmission sent to a paced server with nothing else of ours in
+// flight to it has no queue to wait behind and no later READ to be
+// overtaken by: it is lost once its first datagram is later than the
+// smoothed RTT and the larger of a reordering allowance and 2·RTTVAR
+// (RFC 9002's probe timeout has 4·RTTVAR, which here is mostly the
+// spread of waits behind other READs). That is the retransmission of the
+// chunk the client waits for, alone on the path while the window is
+// full: waiting for the RTO stalls the response. (A first READ may wait
+// behind READs the gateway gave up on and the server still serves.)
 func (r *request) lostAt() (at time.Time, ok bool) {
 	l := r.l
-	if !r.first {
-		if l.firstSent.After(r.sentAt) {
-			return l.firstSeenAt.Add(l.reorderAllowance()), true
-		}
+	if r.first {
 		return time.Time{}, false
 	}
+	if l.firstSent.After(r.sentAt) {
+		return l.firstSeenAt.Add(l.reorderAllowance()), true
+	}
+	if r.idleRetransmit() {
+		return r.sentAt.Add(max(l.srtt, l.minRTT) + max(l.reorderAllowance(), 2*l.rttvar)), true
+	}
 	return time.Time{}, false
+}
+
+// idleRetransmit: r asks again for bytes asked before, of a paced server
+// with nothing else of ours in flight (see lostAt).
+func (r *request) idleRetransmit() bool {
+	return r.retrans && r.ahead == 0 && r.l.paced && r.l.hasRTT
+}
+
+// tailLostAt is when a READ whose datagrams stopped before its end has
+// lost its tail (or the rest of it): two turns of its server's round of
+// READs (link.gap) and a reordering allowance after its last datagram.
+// Only if by then the server sent other READs' bytes since, or has no
+// other READ of ours (tailLost): a server silent altogether is left to
+// the RTO. Without it a READ whose last datagram is lost waits for its
+// RTO, and with it the chunk and the in-order window behind it.
+func (r *request) tailLostAt() (at time.Time, ok bool) {
+	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked {
+		return time.Time{}, false
+	}
+	return r.lastAct.Add(r.l.turn() + r.l.reorderAllowance()), true
+}
+
+// tailLost reports whether the server went on after r fell silent.
+func (r *request) tailLost() bool {
+	return r.l.lastData.After(r.lastAct) || r.l.reqs == 1
 }
 
 // position maps a chunk-relative datagram to its place in the request's
@@ -570,6 +609,9 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 			if at, ok := r.lostAt(); ok && at.Before(t) {
 				t = at
 			}
+			if at, ok := r.tailLostAt(); ok && at.Before(t) && at.After(now) {
+				t = at
+			}
 			if next.IsZero() || t.Before(next) {
 				next = t
 			}
@@ -645,11 +687,24 @@ func (r *round) expire() {
 			}
 			if at, ok := q.lostAt(); ok {
 				if !now.Before(at) {
-					e.stats.EarlyLosses++
+					if q.idleRetransmit() && !q.l.firstSent.After(q.sentAt) {
+						e.stats.IdleLosses++
+					} else {
+						e.stats.EarlyLosses++
+					}
 					e.finish(q, true) // lost, the server is fine: ask again below
 					continue
 				}
 				r.soon(at)
+			}
+			if at, ok := q.tailLostAt(); ok {
+				if !now.Before(at) && q.tailLost() {
+					e.stats.TailLosses++
+					e.finish(q, true) // its tail is lost: ask again below
+					continue
+				} else if now.Before(at) {
+					r.soon(at)
+				}
 			}
 			if dl := q.deadline(); !now.Before(dl) {
 				if q.l.lastData.After(q.lastAct) {
@@ -774,6 +829,13 @@ func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
 	return ls[i]
 }
 
+// lossThreshold is how many datagrams of a READ must arrive beyond a
+// hole for it to be lost without waiting for the reordering allowance
+// (RFC 9002's packet threshold, TCP's three duplicate ACKs): a server
+// sends a READ's bytes in order, and datagrams of one batch arrive
+// together, so a hole inside a batch is known at once.
+const lossThreshold = 3
+
 // recoverGaps asks again for bytes lost in the middle of a READ still in
 // progress: a server sends a READ's bytes in order, so a datagram beyond
 // a hole means the hole was lost (or overtaken: hence the reordering
@@ -790,7 +852,7 @@ func (r *round) recoverGaps() (starved bool) {
 			if q.gapAt.IsZero() || q.dup {
 				continue
 			}
-			if at := q.gapAt.Add(q.l.reorderAllowance()); now.Before(at) {
+			if at := q.gapAt.Add(q.l.reorderAllowance()); now.Before(at) && q.gapAfter < lossThreshold {
 				r.soon(at)
 				continue
 			}
@@ -1050,6 +1112,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 		l.onIdle()
 	}
 	l.inflight += r.asked
+	l.reqs++
 	e.inflight += r.asked
 	e.reqs[r.id] = r
 	c.reqs = append(c.reqs, r)

@@ -1,0 +1,98 @@
+package fetch
+
+import (
+	"testing"
+	"time"
+)
+
+// The link's loss and rate maths on a fake clock.
+
+// A burst that arrives with one clock read (GRO, an emulator's timer tick)
+// was sent before the interval its first datagram starts: counting its
+// other datagrams read every clump as more than the path carries, and the
+// bandwidth model keeps the largest sample.
+func TestRateSampleLeavesOutTheFirstBurst(t *testing.T) {
+	l := newLink(1, 128<<10, 8<<20)
+	// 1 MB/s arriving as bursts of 10 datagrams of 1,000 bytes every 10 ms.
+	at := t0
+	for range 5 {
+		for range 10 {
+			l.onDelivered(1000, at)
+		}
+		at = at.Add(10 * time.Millisecond)
+	}
+	// Intervals end on a burst: 20 ms holds two bursts after the first.
+	if got := l.lastSample; got != 1e6 {
+		t.Errorf("sample %.0f B/s of a 1 MB/s path in bursts, want exactly 1e6", got)
+	}
+}
+
+func TestTailLostAfterTwoTurnsOfTheServer(t *testing.T) {
+	l := newLink(1, 128<<10, 8<<20)
+	l.srtt, l.hasRTT = 40*time.Millisecond, true
+	// Four READs in service, a datagram of each every 4 ms: 1 ms a READ.
+	l.reqs = 4
+	l.noteGap(4 * time.Millisecond)
+	if got := l.turn(); got != 8*time.Millisecond {
+		t.Fatalf("turn %v, want 8ms (two rounds of four READs of 1 ms)", got)
+	}
+	c := &chunk{n: 128 << 10}
+	r := &request{l: l, c: c, ranges: []span{{0, 128 << 10}}, asked: 128 << 10, first: true, expect: 64 << 10, lastAct: t0}
+	at, ok := r.tailLostAt()
+	if want := t0.Add(8*time.Millisecond + 10*time.Millisecond); !ok || !at.Equal(want) {
+		t.Errorf("tail lost at %v (%v), want two turns and a quarter RTT after the last datagram, %v", at, ok, want)
+	}
+	// Nothing from the server since (and other READs outstanding): a
+	// silent server is left to the RTO.
+	if r.tailLost() {
+		t.Error("tail declared lost while the server sent nothing else")
+	}
+	l.lastData = t0.Add(time.Millisecond)
+	if !r.tailLost() {
+		t.Error("tail not lost though the server went on with other READs")
+	}
+	// A more crowded server: the allowance grows with the READs at once.
+	l.reqs = 8
+	if got := l.turn(); got != 16*time.Millisecond {
+		t.Errorf("turn with 8 READs %v, want 16ms", got)
+	}
+	// Every byte seen: no tail to lose.
+	r.expect = r.asked
+	if _, ok := r.tailLostAt(); ok {
+		t.Error("a complete READ has a tail loss time")
+	}
+}
+
+func TestIdleRetransmitLostBeforeItsRTO(t *testing.T) {
+	l := newLink(1, 128<<10, 8<<20)
+	l.paced = true
+	for i := range 20 {
+		l.sampleRTT(time.Duration(180+40*(i%2))*time.Millisecond, t0) // RTTVAR about 20 ms
+	}
+	r := &request{l: l, retrans: true, asked: 1428, sentAt: t0, lastAct: t0}
+	at, ok := r.lostAt()
+	if !ok {
+		t.Fatal("an idle retransmission has no loss time")
+	}
+	if want := t0.Add(l.srtt + max(l.srtt/4, 2*l.rttvar)); !at.Equal(want) {
+		t.Errorf("lost %v after sending, want %v (SRTT and the larger of a quarter of it and 2·RTTVAR)", at.Sub(t0), want.Sub(t0))
+	}
+	if dl := r.deadline(); !at.Before(dl) {
+		t.Errorf("loss time %v not before the RTO deadline %v", at.Sub(t0), dl.Sub(t0))
+	}
+	// A first READ, or one queued behind others, waits for its RTO.
+	r.retrans = false
+	if _, ok := r.lostAt(); ok {
+		t.Error("a first READ to an idle server declared lost before its RTO")
+	}
+	r.retrans, r.ahead = true, 1<<20
+	if _, ok := r.lostAt(); ok {
+		t.Error("a retransmission behind 1 MiB declared lost before its RTO")
+	}
+}
+
+func TestHoleLostAfterThreeDatagrams(t *testing.T) {
+	if lossThreshold != 3 {
+		t.Fatalf("lossThreshold %d: RFC 9002's packet threshold is 3", lossThreshold)
+	}
+}
