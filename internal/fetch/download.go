@@ -112,9 +112,11 @@ func (r *request) idleRetransmit() bool {
 // Only if by then the server sent other READs' bytes since, or has no
 // other READ of ours (tailLost): a server silent altogether is left to
 // the RTO. Without it a READ whose last datagram is lost waits for its
-// RTO, and with it the chunk and the in-order window behind it.
+// RTO, and with it the chunk and the in-order window behind it. Paced
+// servers only: on this host (unpaced) the RTO is a few milliseconds, and
+// a scheduler's pause would read as a loss.
 func (r *request) tailLostAt() (at time.Time, ok bool) {
-	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked {
+	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked || !r.l.paced {
 		return time.Time{}, false
 	}
 	return r.lastAct.Add(r.l.turn() + r.l.reorderAllowance()), true
