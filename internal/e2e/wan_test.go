@@ -225,6 +225,9 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 						case <-tk.C:
 						}
 						line := fmt.Sprintf("%6v", time.Since(start).Round(time.Millisecond))
+						for _, h := range hosts {
+							line += fmt.Sprintf(" qdrops=%d", h.Up().QueueDrops)
+						}
 						for _, dl := range gw.Engine().Downloads() {
 							line += fmt.Sprintf(" win=%d pos=%dK", dl.Window, dl.Pos>>10)
 						}
@@ -287,28 +290,27 @@ func TestWANGrid(t *testing.T) {
 	// Floors are what is met, less a margin: the lossy cases vary between
 	// runs (goroutine scheduling inside the bubble changes which
 	// datagrams the seeded loss hits), most of all through the first
-	// chunk and the first hash blocks: 60 ms/1% gets 0.56–0.62 instead of
-	// 0.76–0.82 when its first byte takes 496 ms, 10 ms/5% 0.73 instead of
-	// 0.81–0.88 when its first chunk needs a second retransmission.
-	// Measured (three runs of the commit that set these floors; the
-	// previous transport over the same simulated links in brackets):
-	// 60 ms/0 0.84–0.87 (0.82–0.83); 60 ms/1% 0.56–0.82 (0.56–0.76);
-	// 200 ms/1% 0.51–0.54 (0.41–0.54); 10 ms/5% 0.73–0.88 (0.67–0.84);
-	// 10 ms/0 0.98 with a mean queue of 5 ms (0.98, 12–15 ms); 16 MiB
-	// 0.76 (0.70), first byte 124 ms; one server alone 0.97 with a mean
-	// queue of 6.4 ms (0.98 and 25 ms, its pace above the bottleneck).
-	// The 32 MiB cases keep -race under a minute; 200 ms needs the
-	// 100 MiB of the real grid to be more than its start.
+	// chunks. Measured (four runs of the commit that set these floors;
+	// the transport before this session over the same simulated links in
+	// brackets): 60 ms/0 0.89 (0.82–0.83); 60 ms/1% 0.85 (0.56–0.76);
+	// 200 ms/1% 0.60–0.75 (0.41–0.54); 10 ms/5% 0.85–0.89 (0.67–0.84);
+	// 10 ms/0 0.98 with a mean queue of 7 ms (0.98, 12–15 ms); 16 MiB
+	// 0.80 (0.70), first byte 84 ms (124: the hash levels asked in turn);
+	// one server alone 0.97–0.98 with a mean queue of 5.4 ms (0.98 and
+	// 25 ms, its pace above the bottleneck). The goals are 0.90, 0.85,
+	// 0.80 and 0.85, a mean queue of at most 20 ms. The 32 MiB cases keep
+	// -race under a minute; 200 ms needs the 100 MiB of the real grid to
+	// be more than its start.
 	cases := []wanCase{
-		{rtt: 60 * time.Millisecond, size: 32 * mib, minShare: 0.80, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
-		{rtt: 60 * time.Millisecond, loss: 0.01, size: 32 * mib, minShare: 0.50, maxRedundant: 0.03},
-		{rtt: 200 * time.Millisecond, loss: 0.01, size: 100 * mib, minShare: 0.45, maxRedundant: 0.03},
-		{rtt: 10 * time.Millisecond, loss: 0.05, size: 32 * mib, minShare: 0.60, maxRedundant: 0.03},
-		{rtt: 10 * time.Millisecond, size: 32 * mib, minShare: 0.90, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
+		{rtt: 60 * time.Millisecond, size: 32 * mib, minShare: 0.84, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
+		{rtt: 60 * time.Millisecond, loss: 0.01, size: 32 * mib, minShare: 0.72, maxRedundant: 0.03},
+		{rtt: 200 * time.Millisecond, loss: 0.01, size: 100 * mib, minShare: 0.52, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, loss: 0.05, size: 32 * mib, minShare: 0.72, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, size: 32 * mib, minShare: 0.92, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
 		// The short transfer of the issue, and its first byte.
-		{rtt: 60 * time.Millisecond, size: 16 * mib, minShare: 0.68, maxRedundant: 0.03, firstByte: true},
+		{rtt: 60 * time.Millisecond, size: 16 * mib, minShare: 0.72, maxRedundant: 0.03, firstByte: true},
 		// One server alone on its link: the queue it builds (goal ≤ 20 ms).
-		{rtt: 60 * time.Millisecond, size: 64 * mib, servers: 1, minShare: 0.90, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
+		{rtt: 60 * time.Millisecond, size: 64 * mib, servers: 1, minShare: 0.92, maxRedundant: 0.03, maxQueue: 12 * time.Millisecond},
 	}
 	if v, err := strconv.Atoi(os.Getenv("WAN_SIZE_MIB")); err == nil && v > 0 {
 		for i := range cases {
@@ -328,9 +330,10 @@ func TestWANGrid(t *testing.T) {
 			if c.maxQueue > 0 && r.meanQueue > c.maxQueue {
 				t.Errorf("%v: mean queueing delay %v, want at most %v", c, r.meanQueue, c.maxQueue)
 			}
-			// The goal is the limit (met: 124 ms of 130.5 at 60 ms); a run
-			// whose first hash block or chunk needs a second try takes a
-			// round trip more (164 ms), which the check allows.
+			// The goal is the limit (met: 84 ms of 130.5 at 60 ms); a run
+			// whose first chunk or hash block needs a second try takes a
+			// round trip more (179 ms once in a dozen runs), which the
+			// check allows.
 			if lim := firstByteLimit(c.rtt) + c.rtt; c.firstByte && r.firstByte > lim {
 				t.Errorf("%v: first byte after %v, want at most %v (2 RTT + one chunk at one link's rate, and an RTT of slack)", c, r.firstByte, lim)
 			}

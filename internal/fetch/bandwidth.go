@@ -113,7 +113,7 @@ func (m *pathModel) pace(now time.Time, minRTT time.Duration) float64 {
 	if m.startup {
 		return startupGain * b
 	}
-	if now.Sub(m.phaseAt) >= roundTrip(minRTT) {
+	if now.Sub(m.phaseAt) >= m.phaseLen(minRTT) {
 		m.phase = (m.phase + 1) % len(probeGains)
 		if m.phaseMin > minRTT+standingQueue(minRTT) {
 			// A pace at the estimate holds a queue where it is, and
@@ -126,6 +126,21 @@ func (m *pathModel) pace(now time.Time, minRTT time.Duration) float64 {
 	}
 	return probeGains[m.phase] * b
 }
+
+// phaseLen is how long the current phase lasts: a round trip, but a
+// probe and its drain at most maxProbe: a probe a round trip long puts a
+// quarter of the path's BDP in the bottleneck's queue, which at 200 ms
+// is the whole of a 50 ms router buffer.
+func (m *pathModel) phaseLen(minRTT time.Duration) time.Duration {
+	if probeGains[m.phase] != 1 {
+		return min(roundTrip(minRTT), maxProbe)
+	}
+	return roundTrip(minRTT)
+}
+
+// maxProbe bounds a probe's length: 40 ms at 1.25 queue 10 ms, and are
+// still two rate samples long.
+const maxProbe = 40 * time.Millisecond
 
 // drainPhase is the phase of probeGains that paces below the estimate.
 const drainPhase = 1

@@ -134,12 +134,18 @@ const windowSlackChunks = 2
 
 // startupQueue reports whether the latest latency shows that startup's
 // doubling has filled the path: a queue of more than a quarter of the
-// minimum RTT (at least minRound). Waiting for three rounds without
-// growth, as BBR does, overflows a router buffer shorter than the RTT
-// twice over at the doubled pace.
+// minimum RTT (at least minRound, at most maxStartupQueue). Waiting for
+// three rounds without growth, as BBR does, overflows a router buffer
+// shorter than the RTT twice over at the doubled pace; and a quarter of
+// 200 ms is a whole 50 ms buffer.
 func (l *link) startupQueue() bool {
-	return l.minRTT > 0 && l.latest-l.minRTT > max(l.minRTT/4, minRound)
+	return l.minRTT > 0 && l.latest-l.minRTT > min(max(l.minRTT/4, minRound), maxStartupQueue)
 }
+
+// maxStartupQueue is the most queueing delay startup builds before it
+// ends: less than half of a common 50 ms router buffer, since the pace
+// goes on doubling for the round trip the news takes.
+const maxStartupQueue = 20 * time.Millisecond
 
 // paceKiB is the pace to put in a READ, KiB/s (0: unpaced): the model's
 // rate, or nothing above maxPace, where pacing would only cost the

@@ -74,20 +74,43 @@ func TestIdleRetransmitLostBeforeItsRTO(t *testing.T) {
 	if !ok {
 		t.Fatal("an idle retransmission has no loss time")
 	}
-	if want := t0.Add(l.srtt + max(l.srtt/4, 2*l.rttvar)); !at.Equal(want) {
+	if want := t0.Add(l.srtt + max(l.srtt/4, 2*l.rttvar)); !at.Equal(want) { // no READ of ours at the server: no turn
 		t.Errorf("lost %v after sending, want %v (SRTT and the larger of a quarter of it and 2·RTTVAR)", at.Sub(t0), want.Sub(t0))
 	}
 	if dl := r.deadline(); !at.Before(dl) {
 		t.Errorf("loss time %v not before the RTO deadline %v", at.Sub(t0), dl.Sub(t0))
 	}
-	// A first READ, or one queued behind others, waits for its RTO.
+	// Queued behind 1 MiB it waits as long again as two turns of the
+	// server's round of READs: the server serves them interleaved.
+	l.reqs, l.gap = 8, time.Millisecond
+	r.ahead = 1 << 20
+	if at2, _ := r.lostAt(); !at2.Equal(at.Add(16 * time.Millisecond)) {
+		t.Errorf("behind 8 READs lost %v after sending, want %v", at2.Sub(t0), at.Add(16*time.Millisecond).Sub(t0))
+	}
+	// A first READ waits for its RTO (or a later READ's answer).
 	r.retrans = false
 	if _, ok := r.lostAt(); ok {
-		t.Error("a first READ to an idle server declared lost before its RTO")
+		t.Error("a first READ declared lost before its RTO with no later READ answered")
 	}
-	r.retrans, r.ahead = true, 1<<20
-	if _, ok := r.lostAt(); ok {
-		t.Error("a retransmission behind 1 MiB declared lost before its RTO")
+}
+
+// RACK: a READ is lost once it is as late as the READ sent after it took
+// to be answered, and an allowance, whatever is answered since.
+func TestLostAfterALaterReadAnswered(t *testing.T) {
+	l := newLink(1, 128<<10, 8<<20)
+	l.srtt, l.hasRTT = 200*time.Millisecond, true
+	r := &request{l: l, asked: 128 << 10, sentAt: t0, lastAct: t0}
+	// A READ sent 10 ms later answered after 210 ms.
+	l.firstSent, l.firstSeenAt = t0.Add(10*time.Millisecond), t0.Add(220*time.Millisecond)
+	at, ok := r.lostAt()
+	want := t0.Add(210*time.Millisecond + l.reorderAllowance())
+	if !ok || !at.Equal(want) {
+		t.Fatalf("lost at %v (%v), want %v", at.Sub(t0), ok, want.Sub(t0))
+	}
+	// Later READs answered all the time do not push it back.
+	l.firstSent, l.firstSeenAt = t0.Add(100*time.Millisecond), t0.Add(310*time.Millisecond)
+	if at2, _ := r.lostAt(); !at2.Equal(want) {
+		t.Errorf("a later answer moved the loss time to %v, want %v", at2.Sub(t0), want.Sub(t0))
 	}
 }
 
