@@ -29,6 +29,7 @@ type pathModel struct {
 	// even that is a standingQueue above the path's minimum, a queue
 	// stands at the bottleneck and the next phase drains it.
 	phaseMin time.Duration
+	draining bool // this cruise phase drains a standing queue instead
 }
 
 // Gains (BBR's, but a gentler startup gain: the pace doubles per round).
@@ -83,7 +84,7 @@ func (m *pathModel) onSample(bw float64, now time.Time, minRTT time.Duration) {
 func (m *pathModel) exitStartup(now time.Time) {
 	if m.startup {
 		m.startup = false
-		m.phase, m.phaseAt = 1, now
+		m.phase, m.phaseAt, m.draining = 1, now, false
 	}
 }
 
@@ -115,14 +116,19 @@ func (m *pathModel) pace(now time.Time, minRTT time.Duration) float64 {
 	}
 	if now.Sub(m.phaseAt) >= m.phaseLen(minRTT) {
 		m.phase = (m.phase + 1) % len(probeGains)
-		if m.phaseMin > minRTT+standingQueue(minRTT) {
-			// A pace at the estimate holds a queue where it is, and
-			// samples taken at the bottleneck's rate err upwards as
-			// often as downwards (the estimate keeps the largest): drain
-			// instead of cruising or probing until it is gone.
-			m.phase = drainPhase
-		}
+		// A pace at the estimate holds a queue where it is, and samples
+		// taken at the bottleneck's rate err upwards as often as
+		// downwards (the estimate keeps the largest): a cruise phase
+		// after one that saw a standing queue drains instead. Never the
+		// probe: the estimate is the maximum of recent samples, and
+		// without a probe now and then every sample would be taken at a
+		// drain's pace and the estimate, and the pace with it, would
+		// shrink by a quarter each time the old maximum expires.
+		m.draining = probeGains[m.phase] == 1 && m.phaseMin > minRTT+standingQueue(minRTT)
 		m.phaseAt, m.phaseMin = now, 0
+	}
+	if m.draining {
+		return probeGains[drainPhase] * b
 	}
 	return probeGains[m.phase] * b
 }
