@@ -107,7 +107,7 @@ func (r *request) lostAt() (at time.Time, ok bool) {
 // idleRetransmit: r asks again for bytes asked before, of a paced server
 // with nothing else of ours in flight (see lostAt).
 func (r *request) idleRetransmit() bool {
-	return r.retrans && r.l.paced && r.l.hasRTT
+	return r.retrans && r.l.wide()
 }
 
 // tailLostAt is when a READ whose datagrams stopped before its end has
@@ -116,11 +116,10 @@ func (r *request) idleRetransmit() bool {
 // Only if by then the server sent other READs' bytes since, or has no
 // other READ of ours (tailLost): a server silent altogether is left to
 // the RTO. Without it a READ whose last datagram is lost waits for its
-// RTO, and with it the chunk and the in-order window behind it. Paced
-// servers only: on this host (unpaced) the RTO is a few milliseconds, and
-// a scheduler's pause would read as a loss.
+// RTO, and with it the chunk and the in-order window behind it. Wide-area
+// paths only (link.wide).
 func (r *request) tailLostAt() (at time.Time, ok bool) {
-	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked || !r.l.paced {
+	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked || !r.l.wide() {
 		return time.Time{}, false
 	}
 	return r.lastAct.Add(r.l.turn() + r.l.reorderAllowance()), true

@@ -249,6 +249,19 @@ func (l *link) rateSample(sample float64, at time.Time) {
 	l.model.onSample(sample, at, l.minRTT)
 }
 
+// wide reports whether the link is a paced path of a few milliseconds at
+// least, where the tail and retransmission rules (request.tailLostAt,
+// request.lostAt) run. On a LAN or this host the RTO is a few
+// milliseconds anyway, and there a scheduler's pause is as long as a
+// server's turn: a gateway short of CPU (a flood of forged datagrams in
+// TestAbuseUDPForgeriesAccepted) read its own lateness as loss, threw
+// away the rest of READs still arriving and asked again, 8,457 times for
+// a 4 MiB file, until the heavy-loss rounds had cut the pace to 100 kB/s.
+func (l *link) wide() bool { return l.paced && l.hasRTT && l.minRTT >= wideRTT }
+
+// wideRTT is the least minimum RTT of a wide-area path (link.wide).
+const wideRTT = 4 * time.Millisecond
+
 // noteGap takes the pause between two datagrams of one READ.
 func (l *link) noteGap(g time.Duration) {
 	g /= time.Duration(max(l.reqs, 1))

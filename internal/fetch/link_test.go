@@ -29,7 +29,7 @@ func TestRateSampleLeavesOutTheFirstBurst(t *testing.T) {
 
 func TestTailLostAfterTwoTurnsOfTheServer(t *testing.T) {
 	l := newLink(1, 128<<10, 8<<20)
-	l.srtt, l.hasRTT, l.paced = 40*time.Millisecond, true, true
+	l.srtt, l.hasRTT, l.paced, l.minRTT = 40*time.Millisecond, true, true, 30*time.Millisecond
 	// Four READs in service, a datagram of each every 4 ms: 1 ms a READ.
 	l.reqs = 4
 	l.noteGap(4 * time.Millisecond)
