@@ -123,7 +123,7 @@ type fileView struct {
 	Path    string    `json:"path"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modified"`
-	Hash    string    `json:"sha256"` // the content hash: root of the SHA-256 hash tree (name kept for API compatibility)
+	Hash    string    `json:"sha256"` // the content hash: root of the BLAKE3 hash tree (name kept for API compatibility)
 	Holders int       `json:"holders"`
 }
 

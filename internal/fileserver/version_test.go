@@ -21,7 +21,7 @@ func TestVersionMismatch(t *testing.T) {
 	defer rogue.Close()
 	dst := f.conn.LocalAddr().(*net.UDPAddr)
 	hello := auth.NewInitiator(f.key, 1, auth.DefaultLimits).Hello(nil)
-	for _, v := range []byte{1, 3, fschunk.Version + 100} {
+	for _, v := range []byte{1, fschunk.Version - 1, fschunk.Version + 100} {
 		b := append([]byte(nil), hello...)
 		b[0] = v
 		if _, err := rogue.WriteToUDP(b, dst); err != nil {

@@ -124,7 +124,7 @@ func TestStrictness(t *testing.T) {
 		want error
 	}{
 		{"version 1", &Hello{}, mut(hello, func(b []byte) { b[0] = 1 }), ErrVersion},
-		{"version 3", &Hello{}, mut(hello, func(b []byte) { b[0] = 3 }), ErrVersion},
+		{"version 4", &Hello{}, mut(hello, func(b []byte) { b[0] = 4 }), ErrVersion},
 		{"reserved prefix", &Hello{}, mut(hello, func(b []byte) { b[3] = 1 }), ErrReserved},
 		{"padding", &Hello{}, mut(hello, func(b []byte) { b[50] = 1 }), ErrReserved},
 		{"wrong type", &Challenge{}, hello, ErrType},

@@ -8,11 +8,12 @@ package fschunk
 import "time"
 
 // Version is the protocol version carried in the first byte of every
-// datagram. Version 2 changed the handshake (a gateway random in WELCOME,
-// mixed into the session keys; cookies on a monotonic clock) and bounds
-// sizes by MaxFileSize; a datagram of another version is dropped, and
+// datagram. Version 3 changed the content hash (a BLAKE3 tree, §5.17);
+// version 2 had changed the handshake (a gateway random in WELCOME,
+// mixed into the session keys; cookies on a monotonic clock) and bounded
+// sizes by MaxFileSize. A datagram of another version is dropped, and
 // logged (rate-limited) with both versions named.
-const Version = 2
+const Version = 3
 
 // Type is the message type, the second byte of every datagram.
 type Type uint8
@@ -103,7 +104,7 @@ const (
 	// GatewayRandomSize is the gateway's fresh random value in WELCOME,
 	// sent in the clear after the header and mixed into the session keys.
 	GatewayRandomSize = 16
-	HashSize          = 32 // SHA-256 content hash
+	HashSize          = 32 // content hash: a BLAKE3 tree root (§5.17)
 	HelloSize         = 128
 	ChallengeSize     = 56
 	AuthSize          = 80
@@ -148,7 +149,7 @@ const (
 )
 
 // The content hash tree (docs/PROTOCOL.md §5.17). A version's content hash
-// is the root of a binary SHA-256 tree over its leaves, so every leaf can
+// is the root of a binary BLAKE3 tree over its leaves, so every leaf can
 // be checked on its own as it streams, and the root also commits to the
 // size.
 const (

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/fschunk"
 )
 
 // recordLog keeps the records logged at Warn and above.
@@ -59,7 +61,7 @@ func TestVersionMismatch(t *testing.T) {
 	for _, r := range rec.recs {
 		if strings.Contains(r, "another FS Chunk Protocol version") {
 			n++
-			if !strings.Contains(r, "peer_version=1") || !strings.Contains(r, "our_version=2") || !strings.Contains(r, "addr=127.0.0.1:") {
+			if !strings.Contains(r, "peer_version=1") || !strings.Contains(r, fmt.Sprintf("our_version=%d", fschunk.Version)) || !strings.Contains(r, "addr=127.0.0.1:") {
 				t.Errorf("warning does not name both versions and the sender: %s", r)
 			}
 		}
