@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"container/list"
 	"errors"
 	"fmt"
@@ -46,9 +47,12 @@ type vtree struct {
 	// that said they do not have it. Neither is asked again.
 	blamed map[ServerID]bool
 	gone   map[ServerID]bool
-	// early: blocks that arrived before the block above them, kept
-	// unchecked (and unused) until it arrives; see wantHashes.
-	early map[blockID]earlyBlock
+	// early: blocks that arrived before the block above them, every
+	// answer in its order of arrival (a block is hedged to two holders
+	// at the start), kept unchecked and unused until it arrives; see
+	// wantHashes. earlyN counts them.
+	early  map[blockID][]earlyBlock
+	earlyN int
 }
 
 // earlyBlock is a hash block received before its parent: its nodes and
@@ -108,7 +112,7 @@ func (e *Engine) acquireTree(k pool.Key) *vtree {
 	}
 	if t == nil {
 		t = &vtree{key: k, p: hashtree.NewPartial(k.Hash, k.Size), pending: map[blockID]*hashReq{},
-			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}, early: map[blockID]earlyBlock{}}
+			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}, early: map[blockID][]earlyBlock{}}
 		e.trees[k] = t
 	}
 	t.users++
@@ -287,8 +291,9 @@ func (e *Engine) HandleHashes(id ServerID, m *fschunk.Hashes) {
 	if int(m.Level) != r.blk.level || m.Index != r.blk.index {
 		err = fmt.Errorf("answered level %d index %d for level %d index %d", m.Level, m.Index, r.blk.level, r.blk.index)
 	} else if early = t.beforeParent(r.blk); early {
-		if len(t.early) < maxEarlyBlocks {
-			t.early[r.blk] = earlyBlock{nodes: append([]byte(nil), m.Nodes...), server: id}
+		if t.earlyN < maxEarlyBlocks {
+			t.early[r.blk] = append(t.early[r.blk], earlyBlock{nodes: append([]byte(nil), m.Nodes...), server: id})
+			t.earlyN++
 		}
 	} else {
 		err = t.p.Add(int(m.Level), m.Index, m.Nodes)
@@ -318,19 +323,34 @@ func (t *vtree) beforeParent(b blockID) bool {
 }
 
 // addEarly checks and keeps the early blocks whose parent is now held,
-// and then theirs, blaming the sender of any that does not check. Under
+// and then theirs, blaming the sender of any answer that does not check.
+// Of several answers for one block the first that checks is kept and
+// every other must be the same bytes: a liar whose answer came early is
+// caught as surely as one whose answer was checked on arrival. Under
 // e.mu.
 func (e *Engine) addEarly(bs []blame, t *vtree) []blame {
 	for progress := true; progress; {
 		progress = false
-		for b, x := range t.early {
+		for b, xs := range t.early {
 			if t.beforeParent(b) {
 				continue
 			}
 			delete(t.early, b)
+			t.earlyN -= len(xs)
 			progress = true
-			if err := t.p.Add(b.level, b.index, x.nodes); err != nil {
-				bs = e.blameLocked(bs, t, x.server, "hash tree: "+err.Error())
+			var good []byte
+			for _, x := range xs {
+				if good != nil {
+					if !bytes.Equal(x.nodes, good) {
+						bs = e.blameLocked(bs, t, x.server, fmt.Sprintf("hash tree: level %d block %d differs from the one that checked", b.level, b.index))
+					}
+					continue
+				}
+				if err := t.p.Add(b.level, b.index, x.nodes); err != nil {
+					bs = e.blameLocked(bs, t, x.server, "hash tree: "+err.Error())
+					continue
+				}
+				good = x.nodes
 			}
 		}
 	}
