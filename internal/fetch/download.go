@@ -49,6 +49,7 @@ type request struct {
 	tailAt   time.Time // when the request's last datagram arrived with holes left
 	gapAt    time.Time // when a datagram arrived beyond a hole (not yet asked again)
 	gapAfter int       // datagrams that arrived beyond it since (lossThreshold)
+	reasked  bool      // declared lost by time and asked again (round.reaskLost)
 }
 
 // complete reports whether every byte the request asked for is held
@@ -615,10 +616,10 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 					t = at
 				}
 			}
-			if at, ok := r.lostAt(); ok && at.Before(t) {
+			if at, ok := r.lostAt(); ok && !r.reasked && at.Before(t) && at.After(now) {
 				t = at
 			}
-			if at, ok := r.tailLostAt(); ok && at.Before(t) && at.After(now) {
+			if at, ok := r.tailLostAt(); ok && !r.reasked && at.Before(t) && at.After(now) {
 				t = at
 			}
 			if next.IsZero() || t.Before(next) {
@@ -638,7 +639,8 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	if !r.checkStall() || !r.holders() {
 		return r.out, r.next
 	}
-	starved := r.recoverGaps()
+	starved := r.reaskLost()
+	starved = r.recoverGaps() || starved
 	starved = starved || r.assignMissing()
 	for !starved && r.growForRoom() {
 		starved = r.assignMissing()
@@ -672,6 +674,7 @@ type round struct {
 	allSuspect bool
 	cands      [16]Candidate
 	candLinks  [16]*link
+	lost       []*request // declared lost by time this round, to ask again
 }
 
 // soon makes the pump look again at t at the latest.
@@ -697,23 +700,29 @@ func (r *round) expire() {
 					r.soon(at)
 				}
 			}
-			if at, ok := q.lostAt(); ok {
+			// Declared lost by time (RACK, a retransmission's timeout, a
+			// silent tail), the READ is asked again but not given up: if it
+			// was only late, its bytes still count, it keeps its place in
+			// the window and it is no loss to the round's accounting. Given
+			// up, a gateway whose own lateness (a loaded CPU, a timer's
+			// slack) read as loss threw away the bytes on their way and
+			// asked again, and again.
+			if at, ok := q.lostAt(); ok && !q.reasked {
 				if !now.Before(at) {
 					if q.idleRetransmit() && !q.l.firstSent.After(q.sentAt) {
 						e.stats.IdleLosses++
 					} else {
 						e.stats.EarlyLosses++
 					}
-					e.finish(q, true) // lost, the server is fine: ask again below
-					continue
+					r.lost = append(r.lost, q)
+				} else {
+					r.soon(at)
 				}
-				r.soon(at)
 			}
-			if at, ok := q.tailLostAt(); ok {
+			if at, ok := q.tailLostAt(); ok && !q.reasked {
 				if !now.Before(at) && q.tailLost() {
 					e.stats.TailLosses++
-					e.finish(q, true) // its tail is lost: ask again below
-					continue
+					r.lost = append(r.lost, q)
 				} else if now.Before(at) {
 					r.soon(at)
 				}
@@ -839,6 +848,32 @@ func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
 		return nil
 	}
 	return ls[i]
+}
+
+// reaskLost asks again for what the READs declared lost by time (expire)
+// still lack and no other READ asks for, leaving them outstanding; it
+// reports whether it ran out of room first (those left are declared
+// again next round).
+func (r *round) reaskLost() (starved bool) {
+	d, e := r.d, r.e
+	for _, q := range r.lost {
+		c := q.c
+		if c.done || q.reasked || e.reqs[q.id] != q {
+			continue
+		}
+		d.miss = c.missingIn(d.miss[:0], 0, c.n, q)
+		if len(d.miss) == 0 {
+			q.reasked = true
+			continue
+		}
+		l := r.pick(spanBytes(d.miss), nil, false)
+		if l == nil {
+			return true
+		}
+		q.reasked = true
+		r.out = append(r.out, e.issue(d, c, l, d.miss, false, r.now))
+	}
+	return false
 }
 
 // lossThreshold is how many datagrams of a READ must arrive beyond a
