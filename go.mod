@@ -3,6 +3,7 @@ module github.com/fastfile/fschunk
 go 1.26.0
 
 require (
+	github.com/flynn/noise v1.1.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/zeebo/blake3 v0.2.4
