@@ -1,0 +1,65 @@
+// Command helloflood sends one valid HELLO (made with the pre-shared key,
+// as a captured one would be) to a gateway's UDP port again and again, as
+// fast as one socket can, until it is killed or -for has passed: the
+// attack of issue 11's "handshake cost on the data path", for
+// bench/hello-flood.sh. It prints how many it sent.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fastfile/fschunk/internal/auth"
+)
+
+func main() {
+	keyFile := flag.String("key-file", "", "pre-shared key `file`")
+	from := flag.String("from", "127.0.0.2:0", "source `address` of the flood")
+	dur := flag.Duration("for", time.Hour, "stop after this long")
+	flag.Parse()
+	if flag.NArg() != 1 || *keyFile == "" {
+		fmt.Fprintln(os.Stderr, "usage: helloflood -key-file K [-from ADDR] [-for D] GATEWAY_HOST:PORT")
+		os.Exit(2)
+	}
+	to, err := netip.ParseAddrPort(flag.Arg(0))
+	if err != nil {
+		log.Fatal(err)
+	}
+	key, err := auth.LoadKey(*keyFile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	la, err := net.ResolveUDPAddr("udp", *from)
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := net.ListenUDP("udp", la)
+	if err != nil {
+		log.Fatal(err)
+	}
+	hello := auth.NewInitiator(key, 0x666c6f6f64, auth.DefaultLimits).Hello(nil)
+	var sent atomic.Uint64
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-stop:
+		case <-time.After(*dur):
+		}
+		fmt.Println("sent", sent.Load())
+		os.Exit(0)
+	}()
+	for {
+		if _, err := c.WriteToUDPAddrPort(hello, to); err == nil {
+			sent.Add(1)
+		}
+	}
+}
