@@ -62,7 +62,10 @@ type Config struct {
 
 // Stats are the endpoint's counters.
 type Stats struct {
-	Received           uint64 `json:"received"`
+	Received uint64 `json:"received"`
+	// Reads counts the batched reads (system calls) that returned
+	// datagrams: Received / Reads is what one system call carried.
+	Reads              uint64 `json:"reads"`
 	Sent               uint64 `json:"sent"`
 	Authenticated      uint64 `json:"authenticated"` // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
 	Handshakes         uint64 `json:"handshakes"`    // sessions established
@@ -98,8 +101,8 @@ type Stats struct {
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
-	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
+	received, reads, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                                  atomic.Uint64
 }
 
 // versionLogEvery is how often, at most, a datagram of another protocol
@@ -258,7 +261,7 @@ func (g *Gateway) Engine() *fetch.Engine { return g.eng }
 // Stats returns the endpoint's counters.
 func (g *Gateway) Stats() Stats {
 	c := &g.ctr
-	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
+	return Stats{Received: c.received.Load(), Reads: c.reads.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
 		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(),
 		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
@@ -299,6 +302,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		g.ctr.reads.Add(1)
 		now := g.cfg.Now() // one clock read for the whole batch
 		for i := range msgs[:k] {
 			g.handleMessage(&msgs[i], now)

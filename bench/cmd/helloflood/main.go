@@ -2,7 +2,9 @@
 // as a captured one would be) to a gateway's UDP port again and again, as
 // fast as one socket can, until it is killed or -for has passed: the
 // attack of issue 11's "handshake cost on the data path", for
-// bench/hello-flood.sh. It prints how many it sent.
+// bench/hello-flood.sh. It prints how many it sent. With -sink it is
+// instead the socket a flood may be aimed at to measure what the flood
+// costs the machine alone: it reads and discards.
 package main
 
 import (
@@ -24,7 +26,12 @@ func main() {
 	keyFile := flag.String("key-file", "", "pre-shared key `file`")
 	from := flag.String("from", "127.0.0.2:0", "source `address` of the flood")
 	dur := flag.Duration("for", time.Hour, "stop after this long")
+	sink := flag.String("sink", "", "read and discard on this `address` instead of flooding")
 	flag.Parse()
+	if *sink != "" {
+		discard(*sink)
+		return
+	}
 	if flag.NArg() != 1 || *keyFile == "" {
 		fmt.Fprintln(os.Stderr, "usage: helloflood -key-file K [-from ADDR] [-for D] GATEWAY_HOST:PORT")
 		os.Exit(2)
@@ -60,6 +67,24 @@ func main() {
 	for {
 		if _, err := c.WriteToUDPAddrPort(hello, to); err == nil {
 			sent.Add(1)
+		}
+	}
+}
+
+// discard reads datagrams on addr and drops them, until killed.
+func discard(addr string) {
+	la, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := net.ListenUDP("udp", la)
+	if err != nil {
+		log.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+			log.Fatal(err)
 		}
 	}
 }
