@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -225,5 +227,34 @@ func BenchmarkLoopback(b *testing.B) {
 				b.ReportMetric(float64(got.Load())/el.Seconds()/1e6, "recv-MB/s")
 			})
 		}
+	}
+}
+
+// TestDualStack: a socket on ":port" (IPv6 with IPv4 mapped, as httpgw
+// -udp :8888 opens) sends GSO batches to IPv4 peers and reports their
+// addresses unmapped, as an IPv4 socket would.
+func TestDualStack(t *testing.T) {
+	a, err := Listen(context.Background(), ":0")
+	if err != nil {
+		t.Skipf("no dual-stack socket: %v", err)
+	}
+	defer a.Close()
+	b, to := listen(t)
+	w, r := newConn(t, a, true), newConn(t, b, true)
+	d := datagrams(10, 1000, 0, true)
+	if n, err := w.WriteBatch([]Message{{Buf: d, Seg: 1000, Addr: to}}); err != nil || n != len(d) {
+		t.Fatalf("WriteBatch from a dual-stack socket = %d, %v", n, err)
+	}
+	got, _, _ := readAll(t, r, b, 10)
+	check(t, got, d, 1000)
+	port := a.LocalAddr().(*net.UDPAddr).Port
+	back := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	if _, err := r.WriteBatch([]Message{{Buf: d, Seg: 1000, Addr: back}}); err != nil {
+		t.Fatal(err)
+	}
+	got, from, _ := readAll(t, w, a, 10)
+	check(t, got, d, 1000)
+	if want, _ := AddrPort(b.LocalAddr()); from[0] != want || !from[0].Addr().Is4() {
+		t.Fatalf("datagram from %v, want %v (unmapped)", from[0], want)
 	}
 }
