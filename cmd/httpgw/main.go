@@ -33,6 +33,7 @@ import (
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
 	"github.com/fastfile/fschunk/internal/metrics"
+	"github.com/fastfile/fschunk/internal/pool"
 	"github.com/fastfile/fschunk/internal/tlscert"
 	"github.com/fastfile/fschunk/internal/transport"
 )
@@ -285,6 +286,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			<-gwDone
 			return err
 		}
+		// The banner comes once every sample is served: printed earlier,
+		// a user who clicks at once gets 404 for a file still hashing.
+		dm.waitServed(ctx, gw.Pool(), demoReadyTimeout, log)
+		log.Info("demo running", dm.banner...)
 	}
 
 	<-ctx.Done()
@@ -314,6 +319,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 type demoRun struct {
 	servers []*demo.Server
 	temp    []string // removed by stop
+	banner  []any    // the "demo running" log line's attributes
 }
 
 // stop stops the servers (they say goodbye), then removes the temporary
@@ -370,10 +376,57 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 			curl = "curl -k --pinnedpubkey '" + pin + "'"
 		}
 	}
-	log.Info("demo running", "servers", len(d.servers), "root", root, "open", url,
+	d.banner = []any{"servers", len(d.servers), "root", root, "open", url,
 		"try", fmt.Sprintf("%s -o video.mp4 '%svideos/sample%%20video.mp4'", curl, url),
-		"status", "http://"+o.admin+"/status")
+		"status", "http://" + o.admin + "/status"}
 	return d, nil
+}
+
+// demoReadyTimeout bounds how long the demo waits for its servers to hash
+// and announce everything before it prints its banner anyway (a large
+// -demo-root on a slow disk).
+const demoReadyTimeout = time.Minute
+
+// waitServed returns once every embedded server has hashed its folder and
+// the gateway holds each server's whole catalog, so that every file the
+// banner points at is served; or at ctx's end or the timeout, with a
+// warning. The pool has no change notification, so this polls it; it runs
+// once, at start-up.
+func (d *demoRun) waitServed(ctx context.Context, p *pool.Pool, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	want := make(map[string]int, len(d.servers))
+	for _, s := range d.servers {
+		select {
+		case <-s.Catalog.Ready():
+		case <-ctx.Done():
+			log.Warn("demo: servers still hashing; some files answer 404 until they are announced", "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		_, entries := s.Catalog.Snapshot()
+		want[s.Name] = len(entries)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		served := 0
+		for _, si := range p.Servers() {
+			if n, ok := want[si.Name]; ok && si.Files >= n {
+				served++
+			}
+		}
+		if served == len(want) {
+			log.Debug("demo: every file announced", "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			log.Warn("demo: not every server's catalog reached the gateway yet", "servers", len(want), "complete", served)
+			return
+		}
+	}
 }
 
 // newGuard makes the client access control from -allow, -deny, -rate-limit,

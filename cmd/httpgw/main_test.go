@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -425,6 +426,36 @@ func TestServerNames(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
 			t.Errorf("no join line naming %s in the log", n)
+		}
+	}
+}
+
+// TestDemoBannerMeansServed: once the demo prints "demo running", every
+// sample answers at once. Before, the banner came as the servers started,
+// while the 64 MiB video was still hashing, and a user who clicked got 404.
+func TestDemoBannerMeansServed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	web := freeAddr(t)
+	out := &syncBuffer{}
+	runGateway(t, out, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", "", "-log-level", "info")
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(out.String(), "demo running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no demo running:\n%s", out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, f := range demo.SampleFiles {
+		u := "http://" + web + "/" + (&url.URL{Path: f.Path}).EscapedPath()
+		resp, err := http.Head(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("HEAD %s right after the banner: %s", u, resp.Status)
 		}
 	}
 }

@@ -37,6 +37,7 @@ type ServerConfig struct {
 
 // Server is a running embedded FastFileSrv.
 type Server struct {
+	Name    string // sent in heartbeats: the pool's ServerInfo.Name
 	Catalog *catalog.Catalog
 	Srv     *fileserver.Server
 	Conn    net.PacketConn
@@ -81,7 +82,7 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 		return nil, fmt.Errorf("server %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Server{Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
+	s := &Server{Name: name, Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
 	s.wg.Go(func() { s.record(cat.Run(ctx)) })
 	s.wg.Go(func() { s.record(srv.Run(ctx)) })
 	return s, nil
