@@ -44,7 +44,18 @@ type udpConn struct {
 	batch int
 	gso   atomic.Bool // turned off for good if the path refuses it
 	gro   bool
-	st    sync.Pool // *batchState: WriteBatch runs on many goroutines
+	// single makes ReadBatch read one datagram per system call
+	// (recvmsg), in race builds only: x/net tells the race detector that
+	// recvmmsg wrote each message's whole buffer, 64 KiB a message, which
+	// made a flood of small datagrams cost the receive loop some 250 µs
+	// each under -race (the e2e flood test then lost its servers). Tests
+	// turn it off to check recvmmsg under -race too.
+	single bool
+	// rd is ReadBatch's state: one reader at a time (the mutex only
+	// makes a second one safe, not fast).
+	rdMu sync.Mutex
+	rd   *batchState
+	st   sync.Pool // *batchState for WriteBatch, which runs on many goroutines
 }
 
 // batchState is what one ReadBatch or WriteBatch call hands the kernel.
@@ -64,7 +75,7 @@ func newUDPConn(uc *net.UDPConn, o Options) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
-	c := &udpConn{uc: uc, batch: o.BatchSize}
+	c := &udpConn{uc: uc, batch: o.BatchSize, single: raceEnabled}
 	cerr := rc.Control(func(fd uintptr) {
 		gso, gro := probe(int(fd), o.GRO)
 		c.gso.Store(gso)
@@ -78,26 +89,34 @@ func newUDPConn(uc *net.UDPConn, o Options) (Conn, error) {
 	} else {
 		c.pc = ipv6.NewPacketConn(uc) // any IPv6 or dual-stack socket
 	}
-	n := max(c.batch, writeBatchMax)
-	c.st.New = func() any {
-		st := &batchState{
-			xm:    make([]ipv4.Message, n),
-			oob:   make([]byte, n*oobSize),
-			addrs: make([]net.UDPAddr, n),
-			ips:   make([][16]byte, n),
-			segs:  make([]int, n),
-		}
-		for i := range st.xm {
-			st.xm[i].Buffers = make([][]byte, 1)
-		}
-		return st
-	}
+	c.rd = newBatchState(c.batch)
+	c.st.New = func() any { return newBatchState(writeBatchMax) }
 	return c, nil
 }
 
-func (c *udpConn) BatchSize() int { return c.batch }
-func (c *udpConn) GSO() bool      { return c.gso.Load() }
-func (c *udpConn) GRO() bool      { return c.gro }
+func newBatchState(n int) *batchState {
+	st := &batchState{
+		xm:    make([]ipv4.Message, n),
+		oob:   make([]byte, n*oobSize),
+		addrs: make([]net.UDPAddr, n),
+		ips:   make([][16]byte, n),
+		segs:  make([]int, n),
+	}
+	bufs := make([][]byte, n)
+	for i := range st.xm {
+		st.xm[i].Buffers = bufs[i : i+1 : i+1]
+	}
+	return st
+}
+
+func (c *udpConn) BatchSize() int {
+	if c.single {
+		return 1
+	}
+	return c.batch
+}
+func (c *udpConn) GSO() bool { return c.gso.Load() }
+func (c *udpConn) GRO() bool { return c.gro }
 
 // probe reports whether the socket fd has GSO and, if enableGRO, turns
 // GRO on and reports whether it took.
@@ -114,11 +133,15 @@ func probe(fd int, enableGRO bool) (gso, gro bool) {
 }
 
 func (c *udpConn) ReadBatch(msgs []Message) (int, error) {
-	st := c.st.Get().(*batchState)
-	defer c.st.Put(st)
-	k := min(len(msgs), c.batch, len(st.xm))
+	c.rdMu.Lock()
+	defer c.rdMu.Unlock()
+	st := c.rd
+	k := min(len(msgs), c.BatchSize(), len(st.xm))
 	if k == 0 {
 		return 0, nil
+	}
+	if c.single {
+		return c.readSingle(&msgs[0], st.oob[:oobSize])
 	}
 	xm := st.xm[:k]
 	for i := range xm {
@@ -153,6 +176,25 @@ func (c *udpConn) ReadBatch(msgs []Message) (int, error) {
 		xm[i].Buffers[0] = nil // the pool keeps no caller's buffer alive
 	}
 	return n, nil
+}
+
+// readSingle reads one datagram (or GRO run) into m with recvmsg.
+func (c *udpConn) readSingle(m *Message, oob []byte) (int, error) {
+	n, oobn, flags, from, err := c.uc.ReadMsgUDPAddrPort(m.Buf, oob)
+	if err != nil {
+		return 0, err
+	}
+	m.N, m.Seg, m.Addr = n, n, unmap(from)
+	if flags&unix.MSG_TRUNC != 0 {
+		m.N, m.Seg = 0, 0
+		return 1, nil
+	}
+	if c.gro && oobn > 0 {
+		if s, ok := groSize(oob[:oobn]); ok && s > 0 && s < n {
+			m.Seg = s
+		}
+	}
+	return 1, nil
 }
 
 // WriteBatch packs msgs into sendmmsg calls of up to writeBatchMax

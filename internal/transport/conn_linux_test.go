@@ -12,9 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// udpConnOf is the Linux Conn of c, reading with recvmmsg even in race
+// builds.
 func udpConnOf(t testing.TB, c *net.UDPConn, gro bool) *udpConn {
 	t.Helper()
-	return newConn(t, c, gro).(*udpConn)
+	u := newConn(t, c, gro).(*udpConn)
+	u.single = false
+	return u
+}
+
+func setSingle(c Conn, single bool) {
+	if u, ok := c.(*udpConn); ok {
+		u.single = single
+	}
 }
 
 // TestGROCoalesces: on this kernel a GSO write over loopback reaches a GRO
@@ -93,10 +103,12 @@ func TestReadBatchFills(t *testing.T) {
 	a, _ := listen(t)
 	b, to := listen(t)
 	w := udpConnOf(t, a, false)
-	r, err := NewConn(b, Options{BatchSize: 8})
+	rc, err := NewConn(b, Options{BatchSize: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
+	setSingle(rc, false)
+	r := rc
 	var msgs []Message
 	for i := range 20 {
 		msgs = append(msgs, Message{Buf: []byte{byte(i)}, Addr: to})
@@ -122,9 +134,16 @@ func TestReadBatchFills(t *testing.T) {
 // TestReadBatchTruncated: a datagram larger than its buffer comes as an
 // empty message, not as its cut prefix; the next one is intact.
 func TestReadBatchTruncated(t *testing.T) {
-	a, _ := listen(t)
-	b, to := listen(t)
-	r := udpConnOf(t, b, false)
+	for _, single := range []bool{false, true} {
+		a, _ := listen(t)
+		b, to := listen(t)
+		r := udpConnOf(t, b, false)
+		r.single = single
+		readTruncated(t, a, b, r, to)
+	}
+}
+
+func readTruncated(t *testing.T, a, b *net.UDPConn, r *udpConn, to netip.AddrPort) {
 	a.WriteToUDPAddrPort(make([]byte, 2000), to)
 	a.WriteToUDPAddrPort([]byte("ok"), to)
 	b.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -197,7 +216,7 @@ func BenchmarkLoopback(b *testing.B) {
 				if c.portable {
 					w, r = newConn(b, apConn{tx}, false), newConn(b, apConn{rx}, true)
 				} else {
-					w, r = newConn(b, tx, false), newConn(b, rx, true)
+					w, r = udpConnOf(b, tx, false), udpConnOf(b, rx, true)
 				}
 				buf := datagrams(max(1, 64<<10/seg)*4, seg, 0, false)
 				msgs := []Message{{Buf: buf, Seg: seg, Addr: dst}}
@@ -242,7 +261,7 @@ func TestDualStack(t *testing.T) {
 	}
 	defer a.Close()
 	b, to := listen(t)
-	w, r := newConn(t, a, true), newConn(t, b, true)
+	w, r := udpConnOf(t, a, true), udpConnOf(t, b, true)
 	d := datagrams(10, 1000, 0, true)
 	if n, err := w.WriteBatch([]Message{{Buf: d, Seg: 1000, Addr: to}}); err != nil || n != len(d) {
 		t.Fatalf("WriteBatch from a dual-stack socket = %d, %v", n, err)

@@ -32,14 +32,28 @@ func listen(t testing.TB) (*net.UDPConn, netip.AddrPort) {
 	return c, ap
 }
 
-// kinds are the ways a socket can be wrapped; each test runs on all.
-var kinds = []struct {
-	name string
-	wrap func(*net.UDPConn) net.PacketConn
-}{
-	{"udp", func(c *net.UDPConn) net.PacketConn { return c }},
-	{"portable-addrport", func(c *net.UDPConn) net.PacketConn { return apConn{c} }},
-	{"portable-plain", func(c *net.UDPConn) net.PacketConn { return plainConn{c} }},
+// kind is a way to wrap a socket; each test runs on all of them.
+type kind struct {
+	name   string
+	wrap   func(*net.UDPConn) net.PacketConn
+	single bool // Linux: one recvmsg per read, as in race builds
+}
+
+func udpKind(c *net.UDPConn) net.PacketConn { return c }
+
+var kinds = []kind{
+	{"udp", udpKind, false},
+	{"udp-recvmsg", udpKind, true},
+	{"portable-addrport", func(c *net.UDPConn) net.PacketConn { return apConn{c} }, false},
+	{"portable-plain", func(c *net.UDPConn) net.PacketConn { return plainConn{c} }, false},
+}
+
+// conn wraps c as k says; "udp" reads with recvmmsg even under -race.
+func (k kind) conn(t testing.TB, c *net.UDPConn, gro bool) Conn {
+	t.Helper()
+	cn := newConn(t, k.wrap(c), gro)
+	setSingle(cn, k.single)
+	return cn
 }
 
 func newConn(t testing.TB, pc net.PacketConn, gro bool) Conn {
@@ -117,7 +131,7 @@ func TestBatchRoundTrip(t *testing.T) {
 				a, _ := listen(t)
 				b, to := listen(t)
 				from, _ := AddrPort(a.LocalAddr())
-				w, r := newConn(t, tx.wrap(a), false), newConn(t, rx.wrap(b), true)
+				w, r := tx.conn(t, a, false), rx.conn(t, b, true)
 				const seg = 1472
 				var msgs []Message
 				var want []byte
@@ -151,7 +165,7 @@ func TestReadBatchPartial(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			a, _ := listen(t)
 			b, to := listen(t)
-			w, r := newConn(t, k.wrap(a), false), newConn(t, k.wrap(b), false)
+			w, r := k.conn(t, a, false), k.conn(t, b, false)
 			for i := range 5 {
 				if _, err := w.WriteBatch([]Message{{Buf: []byte{byte(i)}, Addr: to}}); err != nil {
 					t.Fatal(err)
@@ -189,7 +203,7 @@ func TestWriteBatchErrors(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			a, _ := listen(t)
 			b, to := listen(t)
-			w, r := newConn(t, k.wrap(a), false), newConn(t, k.wrap(b), false)
+			w, r := k.conn(t, a, false), k.conn(t, b, false)
 			msgs := []Message{
 				{Buf: []byte("first"), Addr: to},
 				{Buf: []byte("no address")},
@@ -222,7 +236,7 @@ func TestClosedSocket(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			b, to := listen(t)
-			r := newConn(t, k.wrap(b), true)
+			r := k.conn(t, b, true)
 			done := make(chan error)
 			go func() {
 				_, err := r.ReadBatch(NewMessages(4, GROBufferSize))
@@ -249,7 +263,7 @@ func TestReadDeadline(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			b, _ := listen(t)
-			r := newConn(t, k.wrap(b), true)
+			r := k.conn(t, b, true)
 			b.SetReadDeadline(time.Now().Add(-time.Second))
 			_, err := r.ReadBatch(NewMessages(4, GROBufferSize))
 			var ne net.Error

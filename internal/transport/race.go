@@ -2,4 +2,5 @@
 
 package transport
 
+// raceEnabled: built with -race (see udpConn.single).
 const raceEnabled = true
