@@ -8,7 +8,8 @@
 # Usage: bench/hello-flood.sh BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS] [MIB]
 #   each dir holds httpgw and fastfilesrv; AFTER_BIN_DIR also helloflood
 #   (go build -o DIR ./bench/cmd/helloflood). Both builds must speak the
-#   same protocol version, or the flood is only garbage to one of them.
+#   same protocol version as helloflood, or the flood is only garbage to
+#   one of them (version 3 builds get key pairs and an allowed list here).
 # Prints one line per download (MiB/s and the gateway's CPU seconds per
 # GiB from /proc/PID/stat), the medians per build and condition, and the
 # datagrams each of the gateway's reads (system calls) carried.
@@ -19,14 +20,25 @@ mkdir -p $B/before $B/after $F; cp "$1"/httpgw "$1"/fastfilesrv $B/before/; cp "
 FLOOD="$2"/helloflood
 head -c 32 /dev/urandom >$K; chmod 600 $K; head -c ${MIB}M /dev/urandom >$F/f.bin
 start_variant() { # name httpport udpport adminport
-  local v=$1 hp=$2 up=$3 ap=$4
-  $B/$v/httpgw -key-file $K -http 127.0.0.1:$hp -udp 127.0.0.1:$up -admin 127.0.0.1:$ap -log-level warn -rate-limit 0 >$B/$v-gw.log 2>&1 &
+  local v=$1 hp=$2 up=$3 ap=$4 gwk= sk=() pub
+  # Protocol version 3 (Noise handshake): key pairs, the allowed list and
+  # the gateway's public key; version 2 builds have only the PSK.
+  if $B/$v/httpgw -h 2>&1 | grep -q -- -private-key; then
+    pub=$($B/$v/httpgw genkey -out $B/$v-gw.key); echo "$pub" > $B/$v.gwpub
+    gwk="-private-key $B/$v-gw.key -allowed-servers $B/$v-allowed.txt"
+    for i in 1 2 3; do
+      echo "$($B/$v/fastfilesrv genkey -out $B/$v-s$i.key) s$i" >> $B/$v-allowed.txt
+      sk[$i]="-private-key $B/$v-s$i.key -gateway-public-key $pub"
+    done
+  fi
+  $B/$v/httpgw -key-file $K $gwk -http 127.0.0.1:$hp -udp 127.0.0.1:$up -admin 127.0.0.1:$ap -log-level warn -rate-limit 0 >$B/$v-gw.log 2>&1 &
   echo $! > $B/$v-gw.pid
   for i in 1 2 3; do
-    $B/$v/fastfilesrv -key-file $K -root $F -state $B/$v-s$i.state -log-level warn 127.0.0.1 $up >$B/$v-s$i.log 2>&1 &
+    $B/$v/fastfilesrv -key-file $K ${sk[$i]:-} -root $F -state $B/$v-s$i.state -log-level warn 127.0.0.1 $up >$B/$v-s$i.log 2>&1 &
     echo $! > $B/$v-s$i.pid
   done
 }
+gwpub() { [[ -f $B/$1.gwpub ]] && echo "-gateway-public-key $(cat $B/$1.gwpub)"; }
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 start_variant before 29080 29888 29081
 start_variant after 39080 39888 39081
@@ -41,8 +53,8 @@ sleep 2
 one() { # variant cond httpport udpport
   local pid t0 t1 out fp=
   pid=$(cat $B/$1-gw.pid)
-  if [[ $2 == flood ]]; then $FLOOD -key-file $K 127.0.0.1:$4 >>$B/flood.log & fp=$!; sleep 0.3; fi
-  if [[ $2 == sink ]]; then $FLOOD -key-file $K 127.0.0.1:29999 >/dev/null & fp=$!; sleep 0.3; fi
+  if [[ $2 == flood ]]; then $FLOOD -key-file $K $(gwpub $1) 127.0.0.1:$4 >>$B/flood.log & fp=$!; sleep 0.3; fi
+  if [[ $2 == sink ]]; then $FLOOD -key-file $K $(gwpub $1) 127.0.0.1:29999 >/dev/null & fp=$!; sleep 0.3; fi
   t0=$(ticks $pid)
   out=$(curl -s -o /dev/null -w '%{size_download} %{time_total}' http://127.0.0.1:$3/f.bin)
   t1=$(ticks $pid)

@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/keys"
 )
 
 func main() {
 	keyFile := flag.String("key-file", "", "pre-shared key `file`")
+	gwPub := flag.String("gateway-public-key", "", "the gateway's public `key` (httpgw pubkey < its private key)")
 	from := flag.String("from", "127.0.0.2:0", "source `address` of the flood")
 	dur := flag.Duration("for", time.Hour, "stop after this long")
 	sink := flag.String("sink", "", "read and discard on this `address` instead of flooding")
@@ -32,8 +34,8 @@ func main() {
 		discard(*sink)
 		return
 	}
-	if flag.NArg() != 1 || *keyFile == "" {
-		fmt.Fprintln(os.Stderr, "usage: helloflood -key-file K [-from ADDR] [-for D] GATEWAY_HOST:PORT")
+	if flag.NArg() != 1 || *keyFile == "" || *gwPub == "" {
+		fmt.Fprintln(os.Stderr, "usage: helloflood -key-file K -gateway-public-key PUB [-from ADDR] [-for D] GATEWAY_HOST:PORT")
 		os.Exit(2)
 	}
 	to, err := netip.ParseAddrPort(flag.Arg(0))
@@ -52,7 +54,17 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hello := auth.NewInitiator(key, 0x666c6f6f64, auth.DefaultLimits).Hello(nil)
+	gw, err := keys.ParsePublic(*gwPub)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// A HELLO proves the pre-shared key only; the static key, which the
+	// gateway checks against its allowed list, travels in AUTH.
+	in, err := auth.NewInitiator(key, auth.GenerateStaticKey(), []auth.PublicKey{gw}, 0x666c6f6f64, auth.DefaultLimits)
+	if err != nil {
+		log.Fatal(err)
+	}
+	hello := in.Hello(nil)
 	var sent atomic.Uint64
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
