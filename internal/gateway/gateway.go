@@ -849,9 +849,11 @@ func (g *Gateway) dropSessionLocked(s *session) {
 // evict removes a server: its sessions, its files, its outstanding reads.
 func (g *Gateway) evict(id pool.ServerID, why string) {
 	name := g.pool.Name(id) // before Remove forgets it
+	var key string
 	g.mu.Lock()
 	p := g.peers[id]
 	if p != nil {
+		key = p.key.Short()
 		if s := p.cur.Load(); s != nil {
 			g.dropSessionLocked(s)
 		}
@@ -869,7 +871,7 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 	}
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "name", name, "server", id.String(), "reason", why)
+		g.log.Info("server evicted", "name", name, "server", id.String(), "key", key, "reason", why)
 	}
 	g.eng.ServerGone(id)
 }
