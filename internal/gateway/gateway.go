@@ -125,9 +125,12 @@ type Gateway struct {
 	// authentication: one line per authLogEvery, whatever the flood.
 	authLog rate.Sometimes
 
-	mu       sync.RWMutex
-	sessions map[uint32]*session
-	byNonce  map[[fschunk.NonceSize]byte]*session
+	// sessions maps the receiver index of a datagram to its session. It
+	// has its own lock: the receive path looks sessions up without g.mu.
+	sessions auth.IndexTable[*session]
+
+	mu      sync.RWMutex
+	byNonce map[[fschunk.NonceSize]byte]*session
 	// usedNonces remembers the nonce of every session established in the
 	// last cookie lifetime, even after the session is dropped: a replayed
 	// AUTH is then refused rather than re-creating a session whose keys
@@ -207,7 +210,6 @@ func New(cfg Config) (*Gateway, error) {
 		hs:          newHandshakeQueues(cfg.Handshake),
 		boot:        binary.BigEndian.Uint64(b[:]),
 		pool:        pool.New(),
-		sessions:    map[uint32]*session{},
 		byNonce:     map[[fschunk.NonceSize]byte]*session{},
 		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},
 		peers:       map[pool.ServerID]*peer{},
@@ -447,12 +449,13 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 	if _, used := g.usedNonces[acc.Nonce]; used {
 		return nil, false, auth.ErrReplay
 	}
-	var idx uint32
-	for idx == 0 || g.sessions[idx] != nil {
-		var b [4]byte
-		rand.Read(b[:])
-		idx = binary.BigEndian.Uint32(b[:])
-	}
+	// The index is reserved first: the session's keys are bound to it.
+	idx := g.sessions.NewIndex(nil)
+	defer func() {
+		if s == nil {
+			g.sessions.Delete(idx, nil)
+		}
+	}()
 	as, err := acc.NewSession(idx, now)
 	if err != nil {
 		return nil, false, err
@@ -476,7 +479,7 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 		}
 		p.next = s
 	}
-	g.sessions[idx] = s
+	g.sessions.Replace(idx, nil, s)
 	g.byNonce[acc.Nonce] = s
 	g.usedNonces[acc.Nonce] = now
 	return s, true, nil
@@ -510,9 +513,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 		g.ctr.garbage.Add(1)
 		return
 	}
-	g.mu.RLock()
-	s := g.sessions[h.Receiver]
-	g.mu.RUnlock()
+	s, _ := g.sessions.Lookup(h.Receiver)
 	if s == nil {
 		g.ctr.unknown.Add(1)
 		return
@@ -762,7 +763,7 @@ func (g *Gateway) promote(s *session) {
 }
 
 func (g *Gateway) dropSessionLocked(s *session) {
-	delete(g.sessions, s.s.LocalIndex)
+	g.sessions.Delete(s.s.LocalIndex, s)
 	if g.byNonce[s.nonce] == s {
 		delete(g.byNonce, s.nonce)
 	}
