@@ -494,7 +494,6 @@ func (d *download) pump() {
 	var out []outRead
 	var outH []outHash
 	var jobs []verifyJob
-	var hasher hashtree.Hasher
 	for {
 		e.mu.Lock()
 		out, outH, jobs = out[:0], outH[:0], jobs[:0]
@@ -519,9 +518,14 @@ func (d *download) pump() {
 		if len(jobs) > 0 {
 			// Checking runs here, on the response's own goroutine, in
 			// parallel with the client's writes and the receive loop.
-			for i := range jobs {
-				jobs[i].verify(&hasher)
+			h, _ := e.hashers.Get().(*hashtree.Hasher)
+			if h == nil {
+				h = new(hashtree.Hasher)
 			}
+			for i := range jobs {
+				jobs[i].verify(h)
+			}
+			e.hashers.Put(h)
 			e.mu.Lock()
 			blames := d.applyVerified(jobs, nil)
 			notify(d.progress)

@@ -178,6 +178,10 @@ type Engine struct {
 	cfg       Config
 	bufs      sync.Pool // chunk buffers, *[]byte of ChunkSize
 	pieceBufs sync.Pool // buffers of pieces (see PieceSize), *[]byte
+	// hashers: leaf hashers (*hashtree.Hasher, about 11 KiB of BLAKE3
+	// state each) lent to pumps while they check chunks, so that their
+	// number follows the responses checking at once, not all responses.
+	hashers sync.Pool
 
 	mu    sync.Mutex
 	links map[ServerID]*link
