@@ -74,6 +74,7 @@ type LinkStats struct {
 	// FilterDrops counts the datagrams LinkConfig.Drop dropped.
 	FilterDrops uint64
 	Duplicated  uint64
+	Reordered   uint64 // held back by Reorder
 	Corrupted   uint64 // copies delivered with flipped bits
 	// QueueDelay is the sum of the queueing delay of every datagram that
 	// went through the queue, and MaxQueueDelay the largest: QueueDelay /
@@ -196,6 +197,7 @@ func (l *link) send(p *packet) {
 	}
 	at = at.Add(delay)
 	if l.cfg.Reorder > 0 && l.rng.Float64() < l.cfg.Reorder {
+		l.st.Reordered++
 		at = at.Add(l.cfg.ReorderDelay)
 	}
 	var dup *packet
