@@ -318,16 +318,29 @@ func TestAbuseUDPCatalogFlood(t *testing.T) {
 		return (&fschunk.CatalogPage{Gen: 1, Page: uint32(i), Pages: gateway.MaxCatalogPages, Entries: es}).Append(nil)
 	}
 	pageBytes := int64(31 * (fschunk.CatalogEntryBase + 1000))
+	// A page is refused when the gateway counts it so; a missing ACK
+	// alone proves nothing on a loaded machine, where one can take
+	// longer than any fixed wait.
+	// The key holder sends no heartbeats: once the gateway has refused
+	// its catalog it may also evict it as silent, and its pages are
+	// ignored from then on.
+	evictions := e.gw.Stats().Evictions
 	acked := func() bool {
-		for {
-			pkt := k.recv(300 * time.Millisecond)
+		refused := e.gw.Stats().CatalogRefused
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			pkt := k.recv(100 * time.Millisecond)
 			if pkt == nil {
-				return false
+				if st := e.gw.Stats(); st.CatalogRefused > refused || st.Evictions > evictions {
+					return false
+				}
+				continue
 			}
 			if h, _, err := k.sess.Open(pkt, time.Now()); err == nil && h.Type == fschunk.TypeCatalogAck {
 				return true
 			}
 		}
+		t.Fatalf("a catalog page neither acknowledged nor counted as refused in 30 s: gateway %+v", e.gw.Stats())
+		return false
 	}
 	var held, maxCounted int64
 	sent, refusedAt := 0, -1
