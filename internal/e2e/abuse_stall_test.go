@@ -131,9 +131,10 @@ func testStalledClients(t *testing.T, h2 bool) {
 	}
 
 	// At most the budget, one chunk beyond it (the normal client's, taken
-	// while over budget), and a 16 KiB piece (fetch.PieceSize) for each
-	// stalled response.
-	limit := budget + chunk + stalled*16<<10
+	// while over budget), whole chunks that stalled responses were
+	// writing, as long as they fit in the budget too, and a 16 KiB piece
+	// (fetch.PieceSize) for each other stalled response.
+	limit := 2*budget + chunk + stalled*16<<10
 	maxHeld, maxWindow := 0, 0
 	done := make(chan error, 1)
 	go func() { done <- fetchExact(http.DefaultClient, e.url("big.bin"), files["big.bin"]) }()

@@ -17,8 +17,9 @@ import (
 type chunk struct {
 	off int64 // absolute offset of its first byte
 	n   int
-	// pieces hold its bytes (see PieceSize); a piece already written to
-	// the client is given back and its entry is nil.
+	// whole or pieces hold its bytes (see PieceSize); a piece already
+	// written to the client is given back and its entry is nil.
+	whole      *[]byte
 	pieces     []*[]byte
 	have       spanSet
 	reqs       []*request   // outstanding READs for it
@@ -321,12 +322,16 @@ func (d *download) advance(c *chunk, rel, n int) {
 	d.pos = d.streamPos
 	for i := rel / PieceSize; i < len(c.pieces) && min((i+1)*PieceSize, c.n) <= rel+n; i++ {
 		if c.pieces[i] != nil {
-			e.putPiece(c.pieces[i])
+			e.putBuf(c.pieces[i])
 			c.pieces[i] = nil
 		}
 	}
 	if rel+n < c.n {
 		return
+	}
+	if c.whole != nil {
+		e.putBuf(c.whole)
+		c.whole = nil
 	}
 	c.pieces = nil
 	d.chunks = d.chunks[1:]
@@ -1169,7 +1174,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 	if len(miss) > fschunk.MaxReadRanges {
 		miss = miss[:fschunk.MaxReadRanges] // the rest on the next round
 	}
-	e.allocPieces(d, c, now)
+	e.allocate(d, c, now)
 	r := &request{id: e.nextID, d: d, c: c, l: l, ranges: append([]span(nil), miss...),
 		sentAt: now, lastAct: now, retrans: c.asked, dup: dup, ahead: l.inflight}
 	r.asked = spanBytes(r.ranges)

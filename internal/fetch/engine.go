@@ -223,8 +223,10 @@ type Engine struct {
 	// sweepTimer runs sweepTick; sweepArmed: it is due.
 	sweepTimer *time.Timer
 	sweepArmed bool
-	// free: pieces given back, for reuse (see getPiece).
-	free []*[]byte
+	// free and freeWhole: pieces and whole chunks' buffers given back,
+	// for reuse (see getBuf).
+	free, freeWhole []*[]byte
+	freeBytes       int
 	// lastDelivery is when any download last received new bytes: while
 	// it is recent, a download queued for room is waiting its turn, not
 	// stalled.

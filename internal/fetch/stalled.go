@@ -120,7 +120,7 @@ func (d *download) endWrite() (stalled, reclaimed bool) {
 	d.setStalled(false)
 	d.reclaimed = false
 	if reclaimed && p != nil {
-		e.pinned -= PieceSize
+		e.pinned -= len(*p)
 		e.recycle(p)
 	}
 	return stalled, reclaimed
@@ -186,10 +186,10 @@ func (d *download) reclaim() {
 		}
 	}
 	d.chunks = d.chunks[:0]
-	if d.writing != nil {
-		e.held -= PieceSize // now out of the budget
-		e.alloc -= PieceSize
-		e.pinned += PieceSize
+	if p := d.writing; p != nil {
+		e.held -= len(*p) // now out of the budget
+		e.alloc -= len(*p)
+		e.pinned += len(*p)
 	}
 	d.reclaimed = true
 	e.stats.ReclaimedBytes += uint64(before - e.held)

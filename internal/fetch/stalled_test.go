@@ -108,8 +108,10 @@ func TestStalledClientsGiveBack(t *testing.T) {
 	}
 	s := e.Stats()
 	// At most the budget, one chunk beyond it (the normal client's, taken
-	// while over budget), and a piece for each stalled client that read.
-	limit := budget + chunk + stalled/2*PieceSize
+	// while over budget), whole chunks being written by stalled clients
+	// that read as long as they fit in the budget too, and a piece for
+	// each other stalled client that read.
+	limit := 2*budget + chunk + stalled/2*PieceSize
 	t.Logf("%d stalled responses (%d never read): the engine held at most %d bytes beside a normal client (limit %d; %d before it; a window each would be %d); its window reached %d chunks; %d bytes reclaimed",
 		stalled, stalled/2, maxHeld, limit, s.Buffered, stalled*budget/stalled, maxWindow, s.ReclaimedBytes)
 	if maxHeld > limit {
