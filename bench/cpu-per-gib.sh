@@ -62,7 +62,9 @@ for r in 1 2 3 4; do
   one after 38080 $(cat $B/after-gw.pid)
   one haproxy 48080 $(cat $B/ha.pid)
 done
-curl -s http://127.0.0.1:38081/api/stats | python3 -c 'import json,sys; e=json.load(sys.stdin)["engine"]; print("after engine:", {k:e[k] for k in ["BytesDelivered","VerifiedBytes","HashBytes","HashRequests","DuplicateBytes","Requests"]})'
-curl -s http://127.0.0.1:28081/api/stats | python3 -c 'import json,sys; e=json.load(sys.stdin)["engine"]; print("before engine:", {k:e[k] for k in ["BytesDelivered","DuplicateBytes","Requests"]})'
+# Field names differ between builds (CamelCase before issue 13, snake_case after): print every byte and request counter.
+show_engine() { curl -s http://127.0.0.1:$2/api/stats | python3 -c 'import json,sys; e=json.load(sys.stdin)["engine"]; print(sys.argv[1], "engine:", {k:v for k,v in e.items() if "byte" in k.lower() or "request" in k.lower()})' "$1"; }
+show_engine after 38081
+show_engine before 28081
 for f in $B/*.pid; do kill $(cat $f) 2>/dev/null; done
 rm -rf "$B"

@@ -25,6 +25,7 @@ for p in httpgw fastfilesrv; do
 	fi
 done
 [[ ! -e /etc/fschunk ]] || fail "/etc/fschunk exists before install: $(ls -A /etc/fschunk)"
+[[ ! -e /etc/httpgw ]] || fail "/etc/httpgw exists before install: $(ls -A /etc/httpgw)"
 
 bash deploy/build-deb.sh
 echo "built in $((SECONDS - t0))s"
@@ -38,8 +39,8 @@ cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	dpkg --purge httpgw fastfilesrv >/dev/null 2>&1 || true
-	rm -rf "$work" /etc/fschunk/fschunk.key
-	rmdir /etc/fschunk 2>/dev/null || true
+	rm -rf "$work" /etc/fschunk/fschunk.key /etc/fschunk/httpgw.key /etc/fschunk/fastfilesrv.key /etc/httpgw/allowed-servers
+	rmdir /etc/fschunk /etc/httpgw 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -50,6 +51,7 @@ for p in httpgw fastfilesrv; do
 	[[ $got == "$p $version ("*"revision $revision"* ]] || fail "$p -version: want version $version and revision $revision"
 done
 [[ $(stat -c %a /etc/fschunk) == 700 ]] || fail "/etc/fschunk is $(stat -c %a /etc/fschunk), want 700"
+[[ $(stat -c %a /etc/httpgw) == 755 ]] || fail "/etc/httpgw is $(stat -c %a /etc/httpgw), want 755 (the service's dynamic user reads the allowed servers there)"
 for f in /etc/fschunk/httpgw.env /etc/fschunk/fastfilesrv.env; do
 	[[ $(stat -c %a "$f") == 600 ]] || fail "$f is $(stat -c %a "$f"), want 600"
 	dpkg-query -W -f='${Conffiles}\n' httpgw fastfilesrv | grep -q " $f " || fail "$f is not a conffile"
@@ -78,8 +80,14 @@ if [[ -d /run/systemd/system ]]; then
 fi
 head -c 32 /dev/urandom >/etc/fschunk/fschunk.key
 chmod 600 /etc/fschunk/fschunk.key
+# The key pairs as README's set-up makes them, with the installed tools.
+gwpub=$(/usr/bin/httpgw genkey -out /etc/fschunk/httpgw.key)
+srvpub=$(/usr/bin/fastfilesrv genkey -out /etc/fschunk/fastfilesrv.key)
+[[ $(stat -c %a /etc/fschunk/httpgw.key) == 600 ]] || fail "genkey -out wrote mode $(stat -c %a /etc/fschunk/httpgw.key), want 600"
+[[ $(/usr/bin/fastfilesrv pubkey </etc/fschunk/fastfilesrv.key) == "$srvpub" ]] || fail "pubkey does not give genkey's public key"
+echo "$srvpub ci-server" >/etc/httpgw/allowed-servers
 mkdir -p "$work/creds" "$work/cache" "$work/srv files"
-cp /etc/fschunk/fschunk.key "$work/creds/fschunk.key"
+cp /etc/fschunk/fschunk.key /etc/fschunk/httpgw.key /etc/fschunk/fastfilesrv.key "$work/creds/"
 head -c 3000000 /dev/urandom >"$work/srv files/sample.bin"
 
 execStart() { # unit [%f %i] -> cmd, the words of its ExecStart=
@@ -111,6 +119,7 @@ udp=$(grep -o ' udp=[^ ]*' "$work/httpgw.log" | head -1 | cut -d= -f2 || true)
 	set -a
 	. /etc/fschunk/fastfilesrv.env
 	FASTFILESRV_GATEWAY=$udp
+	FASTFILESRV_GATEWAY_PUBLIC_KEY=$gwpub
 	set +a
 	mkdir -p "$work/cache/fastfilesrv"
 	execStart fastfilesrv@.service "$work/srv files" srv-files
@@ -138,14 +147,16 @@ if [[ -z $ok ]] || ! cmp -s "$work/got.bin" "$work/srv files/sample.bin"; then
 	fail "could not fetch sample.bin through the installed programs"
 fi
 [[ -s $work/cache/fastfilesrv/srv-files.state ]] || fail "no hash cache at the unit's -state path"
+grep -q "server joined.*name=ci-server.*key=${srvpub:0:8}" "$work/httpgw.log" || { cat "$work/httpgw.log"; fail "the gateway did not name the server by its allowed-servers line and key"; }
 echo "fetched sample.bin (3000000 bytes, identical) through /usr/bin/httpgw and /usr/bin/fastfilesrv run by their units' command lines"
 for pid in "${pids[@]}"; do kill "$pid"; done
 wait || true
 pids=()
 
-rm /etc/fschunk/fschunk.key # the operator's: purge leaves it
+rm /etc/fschunk/fschunk.key /etc/fschunk/httpgw.key /etc/fschunk/fastfilesrv.key /etc/httpgw/allowed-servers # the operator's: purge leaves them
 dpkg --purge httpgw fastfilesrv >"$work/dpkg.log" || { cat "$work/dpkg.log"; fail "dpkg --purge"; }
 [[ ! -e /etc/fschunk ]] || fail "/etc/fschunk left after purge: $(ls -A /etc/fschunk)"
+[[ ! -e /etc/httpgw ]] || fail "/etc/httpgw left after purge: $(ls -A /etc/httpgw)"
 for f in /usr/bin/httpgw /usr/bin/fastfilesrv /lib/systemd/system/httpgw.service /lib/systemd/system/fastfilesrv@.service; do
 	[[ ! -e $f ]] || fail "$f left after purge"
 done

@@ -50,14 +50,18 @@ func TestUnitsHardened(t *testing.T) {
 		}
 		// The key reaches the service as a credential: the file stays
 		// root-only, and the service is not started until it exists.
-		if got := u.Value("Service", "LoadCredential"); got != "fschunk.key:/etc/fschunk/fschunk.key" {
-			t.Errorf("%s: LoadCredential=%q", name, got)
+		priv := strings.TrimSuffix(strings.TrimSuffix(name, ".service"), "@") + ".key" // httpgw.key, fastfilesrv.key
+		for _, key := range []string{"fschunk.key", priv} {
+			if cred := key + ":/etc/fschunk/" + key; !slices.Contains(s["LoadCredential"], cred) {
+				t.Errorf("%s: LoadCredential=%q lacks %s", name, s["LoadCredential"], cred)
+			}
+			if !slices.Contains(u["Unit"]["ConditionPathExists"], "/etc/fschunk/"+key) {
+				t.Errorf("%s: starts without %s", name, key)
+			}
 		}
-		if !slices.Contains(u["Unit"]["ConditionPathExists"], "/etc/fschunk/fschunk.key") {
-			t.Errorf("%s: starts without a key", name)
-		}
-		if !strings.Contains(u.Value("Service", "ExecStart"), "-key-file ${CREDENTIALS_DIRECTORY}/fschunk.key") {
-			t.Errorf("%s: ExecStart does not read the key from the credential", name)
+		exec := u.Value("Service", "ExecStart")
+		if !strings.Contains(exec, "-key-file ${CREDENTIALS_DIRECTORY}/fschunk.key") || !strings.Contains(exec, "-private-key ${CREDENTIALS_DIRECTORY}/"+priv) {
+			t.Errorf("%s: ExecStart does not read the keys from the credentials", name)
 		}
 		if u.Value("Install", "WantedBy") != "multi-user.target" {
 			t.Errorf("%s: not wanted by multi-user.target", name)
@@ -83,7 +87,7 @@ func TestFileServerUnitPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/usr/bin/fastfilesrv", "-root", "/srv/my files", "-key-file", "/run/credentials/x/fschunk.key", "-state", "/var/cache/fastfilesrv/srv-my\\x20files.state"}
+	want := []string{"/usr/bin/fastfilesrv", "-root", "/srv/my files", "-key-file", "/run/credentials/x/fschunk.key", "-private-key", "/run/credentials/x/fastfilesrv.key", "-state", "/var/cache/fastfilesrv/srv-my\\x20files.state"}
 	if !slices.Equal(args, want) {
 		t.Errorf("ExecStart gives %q, want %q", args, want)
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fastfile/fschunk/internal/auth"
@@ -21,6 +22,7 @@ import (
 	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/fileserver"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/keys"
 	"github.com/fastfile/fschunk/internal/transport"
 )
 
@@ -28,11 +30,12 @@ const envPrefix = "FASTFILESRV"
 
 type options struct {
 	root, keyFile, listen, state string
+	privateKey                   string
+	gatewayKeys                  []auth.PublicKey
 	name                         string
 	gateways                     []string
 	maxReads                     int
 	logFormat, logLevel          string
-	version                      bool
 }
 
 func main() { cli.Main("fastfilesrv", run) }
@@ -46,27 +49,31 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	host, _ := os.Hostname()
 	fs.StringVar(&o.name, "name", host, "this server's stable `name` in the gateway's logs, metrics and status page (no spaces, at most 64 bytes)")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file`, the gateway's (create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
+	fs.StringVar(&o.privateKey, "private-key", "", "this server's X25519 private key `file`: its identity (make one with: fastfilesrv genkey -out FILE; the gateway lists its public key: fastfilesrv pubkey < FILE)")
+	var gwKeys publicKeyList
+	fs.Var(&gwKeys, "gateway-public-key", "the gateway's public `key` (httpgw pubkey < its private key); comma-separated or repeated: during a gateway key rotation, its current and next keys")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP `address`; port 0: any free port")
 	fs.StringVar(&o.state, "state", "", "hash cache `file` (default: in the user cache directory, named after the root)")
 	fs.Var(&gw, "gateway", "gateway `list`, comma-separated host:port; repeatable (alternative to the positional arguments)")
 	fs.IntVar(&o.maxReads, "max-reads", fileserver.DefaultMaxReads, "reads served at once; more are answered BUSY")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	cli.AddVersionFlag(fs)
 	fs.Usage = cli.Usage(fs, envPrefix, "fastfilesrv [flags] GATEWAY_HOST GATEWAY_PORT  (or GATEWAY_HOST:PORT ...)",
-		"fastfilesrv -key-file fschunk.key -root /srv/files 10.1.1.1 8888",
-		"fastfilesrv -key-file fschunk.key -gateway gw1.example:8888,gw2.example:8888")
+		"fastfilesrv -key-file fschunk.key -private-key srv.key -gateway-public-key GWPUB -root /srv/files 10.1.1.1 8888",
+		"fastfilesrv -key-file fschunk.key -private-key srv.key -gateway-public-key GW1PUB,GW2PUB -gateway gw1.example:8888,gw2.example:8888")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
-	}
-	if o.version {
-		return o, nil
 	}
 	gws, err := gatewayArgs(gw, fs.Args())
 	if err != nil {
 		return nil, err
 	}
 	o.gateways = gws
+	if len(gwKeys) > auth.MaxGatewayKeys {
+		return nil, fmt.Errorf("%d -gateway-public-key values: at most %d (a gateway's current and next keys, for each gateway)", len(gwKeys), auth.MaxGatewayKeys)
+	}
+	o.gatewayKeys = gwKeys
 	if err := fschunk.ValidServerName(o.name); err != nil {
 		return nil, fmt.Errorf("invalid -name %q: %w", o.name, err)
 	}
@@ -74,6 +81,35 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("invalid -max-reads %d: want at least 1", o.maxReads)
 	}
 	return o, nil
+}
+
+// publicKeyList is -gateway-public-key: each use adds its comma-separated
+// keys, in their text form.
+type publicKeyList []auth.PublicKey
+
+func (l publicKeyList) String() string {
+	var s []string
+	for _, k := range l {
+		s = append(s, k.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *publicKeyList) Set(v string) error {
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		k, err := keys.ParsePublic(t)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(*l, k) {
+			return fmt.Errorf("key %s given twice", k.Short())
+		}
+		*l = append(*l, k)
+	}
+	return nil
 }
 
 // gatewayList is the -gateway flag: each use adds its comma-separated
@@ -151,10 +187,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.version {
-		fmt.Fprintln(os.Stdout, cli.VersionString("fastfilesrv"))
-		return nil
-	}
 	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
@@ -165,6 +197,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
 		log.Warn("key file readable by others", "err", werr)
+	}
+	if len(o.gatewayKeys) == 0 {
+		return errors.New("no -gateway-public-key: the server must know the gateway's public key (on the gateway: httpgw pubkey < its private key file)")
+	}
+	if o.privateKey == "" {
+		return fmt.Errorf("no -private-key: the server's X25519 key pair is its identity to the gateway; %s", keys.GenkeyHint)
+	}
+	priv, warn, err := keys.LoadPrivate(o.privateKey)
+	if err != nil {
+		return fmt.Errorf("-private-key: %w", err)
+	}
+	if warn != nil {
+		log.Warn("private key file readable by others", "err", warn)
+	}
+	static, err := auth.StaticKeyOf(priv)
+	if err != nil {
+		return err
 	}
 	if st, err := os.Stat(o.root); err != nil {
 		return fmt.Errorf("root: %w", err)
@@ -190,11 +239,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer uc.Close()
-	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Name: o.name, Conn: uc, Key: key, Catalog: cat, Logger: log, MaxReads: o.maxReads})
+	srv, err := fileserver.New(fileserver.Config{Gateways: o.gateways, Name: o.name, Conn: uc, Key: key, Static: static, GatewayKeys: o.gatewayKeys, Catalog: cat, Logger: log, MaxReads: o.maxReads})
 	if err != nil {
 		return err
 	}
-	log.Info("fastfilesrv starting", "name", o.name, "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
+	log.Info("fastfilesrv starting", "name", o.name, "public_key", static.Public().String(), "gateway_public_keys", publicKeyList(o.gatewayKeys).String(), "root", o.root, "gateways", strings.Join(o.gateways, ","), "udp", uc.LocalAddr().String(), "state", state, "version", cli.VersionString("fastfilesrv"))
 	catDone := make(chan error, 1)
 	go func() { catDone <- cat.Run(ctx) }()
 	err = srv.Run(ctx)

@@ -3,12 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/fastfile/fschunk/internal/cli"
+	"github.com/fastfile/fschunk/internal/keys"
 )
+
+// -version is cli's (tested there): here, that it is wired, and answered
+// before the missing gateway arguments are.
+func TestVersionFlag(t *testing.T) {
+	if _, err := parse([]string{"-version"}, io.Discard); !errors.Is(err, cli.ErrVersion) {
+		t.Fatalf("parse -version: %v", err)
+	}
+}
 
 func TestGatewayArgs(t *testing.T) {
 	cases := []struct {
@@ -77,6 +90,15 @@ func TestFlagErrors(t *testing.T) {
 	os.WriteFile(key, bytes.Repeat([]byte{1}, 32), 0o600)
 	file := filepath.Join(dir, "f")
 	os.WriteFile(file, nil, 0o600)
+	priv, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privFile := filepath.Join(dir, "srv.key")
+	if err := keys.WritePrivate(privFile, priv); err != nil {
+		t.Fatal(err)
+	}
+	gwPub := priv.Public().String() // any valid key will do here
 	cases := []struct {
 		args []string
 		want string
@@ -90,10 +112,23 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", key, "-log-level", "loud", "127.0.0.1", "8888"}, "invalid -log-level"},
 		{[]string{"-key-file", key}, "no gateway given"},
 		// Said once, not "read X: read X: is a directory".
-		{[]string{"-key-file", dir, "127.0.0.1", "8888"}, "bad pre-shared key: read " + dir + ": is a directory"},
+		{[]string{"-key-file", dir, "127.0.0.1", "8888"}, "bad pre-shared key: " + dir + " is a directory, not a key file"},
+		{[]string{"-key-file", key, "-gateway-public-key", "", "127.0.0.1", "8888"}, "no -gateway-public-key"},
+		{[]string{"-key-file", key, "-gateway-public-key", "nonsense", "127.0.0.1", "8888"}, "bad key"},
+		{[]string{"-key-file", key, "-gateway-public-key", gwPub + "," + gwPub, "127.0.0.1", "8888"}, "given twice"},
+		{[]string{"-key-file", key, "-private-key", "", "127.0.0.1", "8888"}, "no -private-key"},
+		{[]string{"-key-file", key, "-private-key", filepath.Join(dir, "nope"), "127.0.0.1", "8888"}, "genkey"},
 	}
 	for _, c := range cases {
-		err := run(context.Background(), c.args, &bytes.Buffer{})
+		args := c.args
+		if args[0] == "-key-file" {
+			// Valid keys first; a case's own flags come after and win.
+			args = append([]string{"-key-file", args[1], "-private-key", privFile, "-gateway-public-key", gwPub}, args[2:]...)
+		}
+		if c.want == "no -gateway-public-key" {
+			args = append([]string{"-key-file", key, "-private-key", privFile}, c.args[4:]...)
+		}
+		err := run(context.Background(), args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: err %v, want it to mention %q", c.args, err, c.want)
 		}

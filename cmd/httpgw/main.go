@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -33,6 +32,7 @@ import (
 	"github.com/fastfile/fschunk/internal/gateway"
 	"github.com/fastfile/fschunk/internal/httpfront"
 	"github.com/fastfile/fschunk/internal/metrics"
+	"github.com/fastfile/fschunk/internal/pool"
 	"github.com/fastfile/fschunk/internal/tlscert"
 	"github.com/fastfile/fschunk/internal/transport"
 )
@@ -41,17 +41,18 @@ const envPrefix = "HTTPGW"
 
 type options struct {
 	http, udp, admin, keyFile string
-	adminHosts                string
-	datagram                  int
-	policy                    string
-	chunk, window, budget     size
-	cacheSize, cacheMaxFile   size
-	logFormat, logLevel       string
-	demo                      bool
-	demoRoot                  string
-	demoServers               int
-	drain                     time.Duration
-	version                   bool
+	// The gateway's key pairs and the servers it admits.
+	privateKey, nextPrivateKey, allowedServers string
+	adminHosts                                 string
+	datagram                                   int
+	policy                                     string
+	chunk, window, budget                      size
+	cacheSize, cacheMaxFile                    size
+	logFormat, logLevel                        string
+	demo                                       bool
+	demoRoot                                   string
+	demoServers                                int
+	drain                                      time.Duration
 
 	tlsCert, tlsKey string
 	tlsSelfSigned   bool
@@ -77,6 +78,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:8081", "admin listen `address` (API, pprof); keep it on loopback; \"\" disables it")
 	fs.StringVar(&o.adminHosts, "admin-host", "", "comma-separated host `names` the admin listener answers to besides loopback addresses, localhost and the -admin address (others get 403: a DNS rebinding defence)")
 	fs.StringVar(&o.keyFile, "key-file", "", "pre-shared key `file` (≥16 bytes; create one with: (umask 077; head -c 32 /dev/urandom > fschunk.key))")
+	fs.StringVar(&o.privateKey, "private-key", "", "the gateway's X25519 private key `file` (make one with: httpgw genkey -out FILE; servers get its public key: httpgw pubkey < FILE); re-read on SIGHUP")
+	fs.StringVar(&o.nextPrivateKey, "next-private-key", "", "during a key rotation, the gateway's next private key `file`: handshakes addressed to either key are answered; re-read on SIGHUP (README: rotating keys)")
+	fs.StringVar(&o.allowedServers, "allowed-servers", "", "`file` of the servers admitted, one `PUBKEY [NAME]` a line (# comments); re-read when it changes and on SIGHUP: a key removed ends that server's sessions at once")
 	fs.IntVar(&o.datagram, "datagram-size", 0, "DATA datagram `bytes` to ask servers for; 0: 1472 for IPv4 and 1452 for IPv6 servers (no fragmentation on Ethernet), 32768 for servers on this host")
 	fs.StringVar(&o.policy, "policy", "least-time", "chunk scheduling `policy`: least-time or round-robin")
 	o.chunk, o.window, o.budget = size{s: "128KiB", n: 128 << 10}, size{s: "24MiB", n: 24 << 20}, size{s: "32MiB", n: 32 << 20}
@@ -88,11 +92,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(&o.cacheMaxFile, "cache-max-file", "largest file the cache keeps, in `bytes`")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and a key, and start embedded FastFileSrv")
+	fs.BoolVar(&o.demo, "demo", false, "run a demo: generate a sample folder and every key, and start embedded FastFileSrv")
 	fs.StringVar(&o.demoRoot, "demo-root", "", "with -demo, serve this `folder` instead of generated samples")
 	fs.IntVar(&o.demoServers, "demo-servers", 3, "with -demo, how many embedded servers")
 	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long running downloads may take to finish")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	cli.AddVersionFlag(fs)
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain `file`; needs -tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` for -tls-cert")
 	fs.BoolVar(&o.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS (and HTTP/2) with a certificate generated at start for localhost and this host; its SHA-256 fingerprint is logged")
@@ -108,8 +112,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxRanges, "max-ranges", httpfront.DefaultMaxRanges, "`ranges` one request may ask for once overlapping and near ones are merged; more get the whole file (200)")
 	fs.Usage = cli.Usage(fs, envPrefix, "httpgw [flags]",
 		"httpgw -demo                                   # everything in one process, open http://localhost:8080/",
-		"httpgw -key-file fschunk.key -http :80 -udp :8888  # then on each server: fastfilesrv -key-file fschunk.key -root /srv/files GATEWAY 8888",
-		"httpgw -key-file fschunk.key -http :443 -tls-cert fullchain.pem -tls-key privkey.pem -deny 203.0.113.0/24",
+		"httpgw -key-file fschunk.key -private-key gw.key -allowed-servers servers.txt -http :80 -udp :8888",
+		"    # then on each server: fastfilesrv -key-file fschunk.key -private-key srv.key -gateway-public-key GWPUB -root /srv/files GATEWAY 8888",
+		"httpgw -key-file fschunk.key -private-key gw.key -allowed-servers servers.txt -http :443 -tls-cert fullchain.pem -tls-key privkey.pem",
 		"httpgw -demo -tls-self-signed                  # HTTPS and HTTP/2 on https://localhost:8080/")
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		return nil, err
@@ -165,10 +170,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.version {
-		fmt.Fprintln(os.Stdout, cli.VersionString("httpgw"))
-		return nil
-	}
 	log, err := cli.Logger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
@@ -191,22 +192,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.datagram != 0 && (o.datagram < fschunk.MinDatagramSize || o.datagram > fschunk.MaxDatagramSize) {
 		return fmt.Errorf("invalid -datagram-size %d: want 0 (auto) or %d..%d", o.datagram, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
-	// The key first: a missing or bad key is the commonest start-up
-	// error, and it should be the only thing printed.
-	var key *auth.Key
-	switch {
-	case o.demo && o.keyFile == "":
-		b := make([]byte, 32)
-		rand.Read(b)
-		key, err = auth.NewKey(b)
-	default:
-		key, err = auth.LoadKey(o.keyFile)
-		if err == nil {
-			if werr := auth.CheckKeyFileMode(o.keyFile); werr != nil {
-				log.Warn("key file readable by others", "err", werr)
-			}
-		}
-	}
+	gk, err := loadKeys(o, log)
 	if err != nil {
 		return err
 	}
@@ -231,7 +217,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("small UDP socket buffers: run as root or raise net.core.rmem_max/wmem_max", "rcvbuf", rcv, "sndbuf", snd, "want", transport.SocketBuffer)
 	}
 	m := metrics.New()
-	gw, err := gateway.New(gateway.Config{Conn: uc, Key: key, Logger: log, DatagramSize: o.datagram, Cache: fileCache,
+	gw, err := gateway.New(gateway.Config{Conn: uc, Key: gk.psk, Static: gk.cur, NextStatic: gk.next, Allowed: gk.allowed(gk.list()), Logger: log, DatagramSize: o.datagram, Cache: fileCache,
 		Fetch: fetch.Config{Policy: policy, ChunkSize: chunk, Window: window, Budget: budget, OnChunk: m.ObserveChunk}})
 	if err != nil {
 		return err
@@ -253,6 +239,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	gwCtx, gwCancel := context.WithCancel(context.Background())
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Run(gwCtx) }()
+	gk.watch(gwCtx, o, gw)
 
 	front := httpfront.NewHandler(gw.Source(), httpfront.Options{Logger: log, AccessLog: m.ObserveAccess, MaxRanges: o.maxRanges, SendTimeout: o.sendTimeout})
 	hs := httpfront.NewServer(o.http, guard.Handler(front), httpfront.ServerOptions{TLS: tlsConf, Logger: log, SendTimeout: o.sendTimeout})
@@ -275,7 +262,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.demo {
 		// The embedded servers do not stop with ctx (the signal): they
 		// must outlive the drain, or the downloads being drained fail.
-		dm, err = startDemo(context.WithoutCancel(ctx), o, key, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
+		dm, err = startDemo(context.WithoutCancel(ctx), o, gk, uc.LocalAddr().(*net.UDPAddr), hl.Addr().(*net.TCPAddr), tlsConf, log)
 		if err != nil {
 			hs.Close()
 			if as != nil {
@@ -285,6 +272,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			<-gwDone
 			return err
 		}
+		// The banner comes once every sample is served: printed earlier,
+		// a user who clicks at once gets 404 for a file still hashing.
+		dm.waitServed(ctx, gw.Pool(), demoReadyTimeout, log)
+		log.Info("demo running", dm.banner...)
 	}
 
 	<-ctx.Done()
@@ -314,6 +305,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 type demoRun struct {
 	servers []*demo.Server
 	temp    []string // removed by stop
+	banner  []any    // the "demo running" log line's attributes
 }
 
 // stop stops the servers (they say goodbye), then removes the temporary
@@ -328,7 +320,7 @@ func (d *demoRun) stop() {
 	}
 }
 
-func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) (_ *demoRun, err error) {
+func startDemo(ctx context.Context, o *options, gk *gwKeys, udp *net.UDPAddr, web *net.TCPAddr, tlsConf *tls.Config, log *slog.Logger) (_ *demoRun, err error) {
 	d := &demoRun{}
 	defer func() {
 		if err != nil {
@@ -355,7 +347,8 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 	gwAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.Port))
 	for i := 1; i <= o.demoServers; i++ {
 		name := fmt.Sprintf("demo-%d", i)
-		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{gwAddr}, Root: root, StateDir: stateDir, Key: key, Logger: log.With("fastfilesrv", name)}, name)
+		s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{gwAddr}, Root: root, StateDir: stateDir, Key: gk.psk,
+			Static: gk.demo[i-1], GatewayKeys: []auth.PublicKey{gk.cur.Public()}, Logger: log.With("fastfilesrv", name)}, name)
 		if err != nil {
 			return nil, err
 		}
@@ -370,10 +363,57 @@ func startDemo(ctx context.Context, o *options, key *auth.Key, udp *net.UDPAddr,
 			curl = "curl -k --pinnedpubkey '" + pin + "'"
 		}
 	}
-	log.Info("demo running", "servers", len(d.servers), "root", root, "open", url,
+	d.banner = []any{"servers", len(d.servers), "root", root, "open", url,
 		"try", fmt.Sprintf("%s -o video.mp4 '%svideos/sample%%20video.mp4'", curl, url),
-		"status", "http://"+o.admin+"/status")
+		"status", "http://" + o.admin + "/status"}
 	return d, nil
+}
+
+// demoReadyTimeout bounds how long the demo waits for its servers to hash
+// and announce everything before it prints its banner anyway (a large
+// -demo-root on a slow disk).
+const demoReadyTimeout = time.Minute
+
+// waitServed returns once every embedded server has hashed its folder and
+// the gateway holds each server's whole catalog, so that every file the
+// banner points at is served; or at ctx's end or the timeout, with a
+// warning. The pool has no change notification, so this polls it; it runs
+// once, at start-up.
+func (d *demoRun) waitServed(ctx context.Context, p *pool.Pool, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	want := make(map[string]int, len(d.servers))
+	for _, s := range d.servers {
+		select {
+		case <-s.Catalog.Ready():
+		case <-ctx.Done():
+			log.Warn("demo: servers still hashing; some files answer 404 until they are announced", "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		_, entries := s.Catalog.Snapshot()
+		want[s.Name] = len(entries)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		served := 0
+		for _, si := range p.Servers() {
+			if n, ok := want[si.Name]; ok && si.Files >= n {
+				served++
+			}
+		}
+		if served == len(want) {
+			log.Debug("demo: every file announced", "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			log.Warn("demo: not every server's catalog reached the gateway yet", "servers", len(want), "complete", served)
+			return
+		}
+	}
 }
 
 // newGuard makes the client access control from -allow, -deny, -rate-limit,

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,63 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/cli"
 	"github.com/fastfile/fschunk/internal/demo"
+	"github.com/fastfile/fschunk/internal/keys"
 )
+
+// TestMain lets a test run this test binary as the program itself, to see
+// what main prints and how it exits.
+func TestMain(m *testing.M) {
+	if os.Getenv("FSCHUNK_TEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runMain runs main in a child process with args and stdin, and returns
+// its stdout and stderr.
+func runMain(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// The shared parts of the command line (internal/cli) are wired: -version
+// and the key subcommands, through main as a user runs them.
+func TestMainShared(t *testing.T) {
+	out, errOut, err := runMain(t, "", "-version")
+	if err != nil || !strings.HasPrefix(out, "httpgw ") || strings.Count(out, "\n") != 1 || errOut != "" {
+		t.Errorf("-version: %q %q %v", out, errOut, err)
+	}
+	priv, errOut, err := runMain(t, "", "genkey")
+	if err != nil || errOut != "" {
+		t.Fatalf("genkey: %v %q", err, errOut)
+	}
+	pub, _, err := runMain(t, priv, "pubkey")
+	k, perr := keys.ParsePrivate(priv)
+	if err != nil || perr != nil || pub != k.Public().String()+"\n" {
+		t.Fatalf("genkey | pubkey: %q, %v %v", pub, err, perr)
+	}
+	file := filepath.Join(t.TempDir(), "gw.key")
+	pub2, _, err := runMain(t, "", "genkey", "-out", file)
+	k2, warn, lerr := keys.LoadPrivate(file)
+	if err != nil || lerr != nil || warn != nil || pub2 != k2.Public().String()+"\n" {
+		t.Fatalf("genkey -out: %q %v %v %v", pub2, err, lerr, warn)
+	}
+	if _, errOut, err := runMain(t, "nonsense", "pubkey"); err == nil || !strings.Contains(errOut, "httpgw: pubkey: stdin: bad key") {
+		t.Fatalf("pubkey of nonsense: %v %q", err, errOut)
+	}
+	if _, err := parse([]string{"-version", "-policy", "fastest"}, io.Discard); !errors.Is(err, cli.ErrVersion) {
+		t.Fatalf("parse -version: %v", err)
+	}
+}
 
 func TestFlagErrors(t *testing.T) {
 	dir := t.TempDir()
@@ -29,6 +85,18 @@ func TestFlagErrors(t *testing.T) {
 	pem := filepath.Join(dir, "not-a-cert.pem")
 	os.WriteFile(pem, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600)
 	missing := filepath.Join(dir, "missing.pem")
+	priv, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privFile := filepath.Join(dir, "gw.key")
+	if err := keys.WritePrivate(privFile, priv); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, "servers.txt")
+	os.WriteFile(list, []byte("# none yet\n"), 0o600)
+	badList := filepath.Join(dir, "bad.txt")
+	os.WriteFile(badList, []byte("# a comment\nnot-a-key srv1\n"), 0o600)
 	cases := []struct {
 		args []string
 		want string
@@ -55,10 +123,16 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-key-file", keyFile, "-max-conns", "-2"}, "invalid -max-conns -2"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
 		{[]string{"stray"}, "unexpected argument"},
+		{[]string{"-key-file", keyFile, "-private-key", ""}, "no -private-key"},
+		{[]string{"-key-file", keyFile, "-private-key", missing}, "genkey"},
+		{[]string{"-key-file", keyFile, "-next-private-key", pem}, "-next-private-key"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", ""}, "no -allowed-servers"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", missing}, "-allowed-servers"},
+		{[]string{"-key-file", keyFile, "-allowed-servers", badList}, "bad.txt:2: bad key"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
-		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, c.args...), &stderr)
+		err := run(context.Background(), append([]string{"-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0", "-private-key", privFile, "-allowed-servers", list}, c.args...), &stderr)
 		if err == nil || !strings.Contains(err.Error()+stderr.String(), c.want) {
 			t.Errorf("%v: err %v, want it to mention %q", c.args, err, c.want)
 		}
@@ -100,8 +174,8 @@ func TestKeyErrorAlone(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
 	err := run(context.Background(), []string{"-key-file", dir, "-udp", "127.0.0.1:0", "-admin", "", "-http", "127.0.0.1:0"}, &stderr)
-	if want := "bad pre-shared key: read " + dir + ": is a directory"; err == nil || err.Error() != want {
-		t.Fatalf("err %v, want %q", err, want)
+	if want := "bad pre-shared key: " + dir + " is a directory, not a key file"; err == nil || !strings.HasPrefix(err.Error(), want) || strings.Count(err.Error(), dir) != 1 {
+		t.Fatalf("err %v, want %q (the directory named once)", err, want)
 	}
 	if stderr.Len() != 0 {
 		t.Fatalf("printed before the key error: %q", stderr.String())
@@ -301,7 +375,7 @@ func TestDemoDrainsDownloads(t *testing.T) {
 // tmp, and waits for its "demo running" line.
 func startMain(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	// TestMain (version_test.go) runs main() in the child.
+	// TestMain runs main() in the child.
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "FSCHUNK_TEST_RUN_MAIN=1", "TMPDIR="+tmp)
 	out := &syncBuffer{}
@@ -425,6 +499,36 @@ func TestServerNames(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
 			t.Errorf("no join line naming %s in the log", n)
+		}
+	}
+}
+
+// TestDemoBannerMeansServed: once the demo prints "demo running", every
+// sample answers at once. Before, the banner came as the servers started,
+// while the 64 MiB video was still hashing, and a user who clicked got 404.
+func TestDemoBannerMeansServed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	web := freeAddr(t)
+	out := &syncBuffer{}
+	runGateway(t, out, "-demo", "-http", web, "-udp", "127.0.0.1:0", "-admin", "", "-log-level", "info")
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(out.String(), "demo running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no demo running:\n%s", out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, f := range demo.SampleFiles {
+		u := "http://" + web + "/" + (&url.URL{Path: f.Path}).EscapedPath()
+		resp, err := http.Head(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("HEAD %s right after the banner: %s", u, resp.Status)
 		}
 	}
 }

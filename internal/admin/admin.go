@@ -22,6 +22,7 @@ import (
 type ServerView struct {
 	Name        string    `json:"name"` // stable across restarts; the ID until the first heartbeat
 	ID          string    `json:"id"`   // this process (instance): new at every restart
+	Key         string    `json:"key"`  // the server's public key, shortened: its identity
 	Addr        string    `json:"addr"`
 	Joined      time.Time `json:"joined"`
 	LastHeard   time.Time `json:"last_heard"`
@@ -99,7 +100,7 @@ func Servers(g *gateway.Gateway) []ServerView {
 	out := []ServerView{}
 	now := time.Now()
 	for _, s := range g.Pool().Servers() {
-		v := ServerView{Name: s.Name, ID: s.ID.String(), Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
+		v := ServerView{Name: s.Name, ID: s.ID.String(), Key: s.Key, Addr: s.Addr, Joined: s.Joined, LastHeard: s.LastHeard,
 			Files: s.Files, CatalogGen: s.CatalogGen, ReadsActive: s.Load.ReadsActive, TxRate: s.Load.TxRate,
 			HeardAgoMs: now.Sub(s.LastHeard).Milliseconds(), Health: "up", Blamed: s.Blamed}
 		if now.Sub(s.LastHeard) > fschunk.HeartbeatInterval*3/2 {
@@ -123,7 +124,7 @@ type fileView struct {
 	Path    string    `json:"path"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modified"`
-	Hash    string    `json:"sha256"` // the content hash: root of the SHA-256 hash tree (name kept for API compatibility)
+	Hash    string    `json:"sha256"` // the content hash: root of the BLAKE3 hash tree (name kept for API compatibility)
 	Holders int       `json:"holders"`
 }
 

@@ -27,7 +27,7 @@ func TestJSONSnakeCase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Cache: cache.New(1<<20, 1<<10)})
+	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Static: auth.GenerateStaticKey(), Cache: cache.New(1<<20, 1<<10)})
 	if err != nil {
 		t.Fatal(err)
 	}

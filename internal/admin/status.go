@@ -22,7 +22,7 @@ th{background:#eef0f4;font-weight:600} td.n{text-align:right;font-variant-numeri
 <h1>HttpGw</h1><div class="sub">Live pool status &middot; refreshes every second &middot; <span id="clock"></span></div>
 <div id="stats"></div>
 <h2>Servers</h2>
-<table><thead><tr><th>server</th><th>address</th><th>health</th><th class="n">RTT</th><th class="n">throughput</th><th class="n">in flight</th><th class="n">window</th><th class="n">files</th><th class="n">delivered</th><th class="n">retransmits</th><th>last heard</th></tr></thead>
+<table><thead><tr><th>server</th><th>key</th><th>address</th><th>health</th><th class="n">RTT</th><th class="n">throughput</th><th class="n">in flight</th><th class="n">window</th><th class="n">files</th><th class="n">delivered</th><th class="n">retransmits</th><th>last heard</th></tr></thead>
 <tbody id="servers"></tbody></table>
 <h2>Active downloads</h2>
 <table><thead><tr><th>path</th><th class="n">size</th><th>progress</th><th class="n">sent</th><th>started</th></tr></thead>
@@ -38,12 +38,12 @@ async function refresh(){
   try{
     const [servers,downloads,stats]=await Promise.all(["/api/servers","/api/downloads","/api/stats"].map(u=>fetch(u).then(r=>r.json())));
     document.getElementById("servers").innerHTML=(servers||[]).map(s=>row([
-      "<td title='instance "+esc(s.id)+"'>"+esc(s.name)+"</td>","<td>"+esc(s.addr)+"</td>",
+      "<td title='instance "+esc(s.id)+"'>"+esc(s.name)+"</td>","<td class=key title='public key (shortened): the server&#39;s identity'><code>"+esc(s.key)+"</code></td>","<td>"+esc(s.addr)+"</td>",
       "<td class='"+(s.health=="up"?"up'>up":"down'>silent")+"</td>",
       "<td class=n>"+fmtUs(s.srtt_us)+"</td>","<td class=n>"+fmtBytes(Math.round(s.rate_bytes_per_sec))+"/s</td>",
       "<td class=n>"+fmtBytes(s.inflight_bytes)+"</td>","<td class=n>"+fmtBytes(s.window_bytes)+"</td>",
       "<td class=n>"+s.files+"</td>","<td class=n>"+fmtBytes(s.delivered_bytes)+"</td>","<td class=n>"+s.retransmits+"</td>",
-      "<td>"+agoMs(s.heard_ago_ms)+"</td>"])).join("")||"<tr><td colspan=11 class=empty>no server in the pool</td></tr>";
+      "<td>"+agoMs(s.heard_ago_ms)+"</td>"])).join("")||"<tr><td colspan=12 class=empty>no server in the pool</td></tr>";
     document.getElementById("downloads").innerHTML=(downloads||[]).map(d=>{const p=d.size?d.position/d.size*100:100;return row([
       "<td>"+esc(d.path)+"</td>","<td class=n>"+fmtBytes(d.size)+"</td>",
       "<td><div class=bar><i style='width:"+p.toFixed(1)+"%'></i></div></td>","<td class=n>"+p.toFixed(0)+"%</td>","<td>"+ago(d.started)+"</td>"])}).join("")||"<tr><td colspan=5 class=empty>no download in progress</td></tr>";
@@ -51,7 +51,8 @@ async function refresh(){
     document.getElementById("stats").innerHTML=["<span><b>"+(servers||[]).length+"</b> servers</span>",
       "<span><b>"+fmtBytes(e.delivered_bytes)+"</b> fetched</span>","<span><b>"+e.retransmits+"</b> retransmissions</span>",
       "<span><b>"+u.drop_auth+"</b> auth failures</span>","<span><b>"+u.drop_replay+"</b> replays dropped</span>",
-      "<span><b>"+u.evictions+"</b> evictions</span>"].join("");
+      "<span><b>"+u.evictions+"</b> evictions</span>","<span><b>"+u.revoked+"</b> revoked</span>",
+      "<span><b>"+(u.drop_unlisted+u.drop_identity)+"</b> unlisted or stolen keys refused</span>"].join("");
     document.getElementById("clock").textContent=new Date().toLocaleTimeString();
   }catch(err){document.getElementById("clock").textContent="admin API unreachable: "+err}
 }

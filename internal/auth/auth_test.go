@@ -28,6 +28,30 @@ func testKey(t testing.TB, b byte) *Key {
 	return k
 }
 
+// The static key pairs of the tests: one server, one gateway.
+var (
+	srvStatic = GenerateStaticKey()
+	gwStatic  = GenerateStaticKey()
+)
+
+func newIn(t testing.TB, k *Key, instance uint64, lim Limits) *Initiator {
+	t.Helper()
+	in, err := NewInitiator(k, srvStatic, []PublicKey{gwStatic.Public()}, instance, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func newResp(t testing.TB, k *Key, lim Limits, mono func() time.Duration) *Responder {
+	t.Helper()
+	r, err := NewResponder(k, []StaticKey{gwStatic}, lim, mono)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 type clock struct{ t time.Time }
 
 // mono is the responder's monotonic clock, as time since t0.
@@ -36,8 +60,8 @@ func (c *clock) mono() time.Duration { return c.t.Sub(t0) }
 // handshake runs the three messages and returns both ends' sessions.
 func handshake(t testing.TB, srvKey, gwKey *Key, lim Limits, c *clock) (srv, gw *Session) {
 	t.Helper()
-	in := NewInitiator(srvKey, 77, lim)
-	r := NewResponder(gwKey, lim, c.mono)
+	in := newIn(t, srvKey, 77, lim)
+	r := newResp(t, gwKey, lim, c.mono)
 	hello := in.Hello(nil)
 	chal, err := r.HandleHello(hello, srvAddr, nil)
 	if err != nil {
@@ -50,7 +74,7 @@ func handshake(t testing.TB, srvKey, gwKey *Key, lim Limits, c *clock) (srv, gw 
 	if err != nil {
 		t.Fatalf("HandleChallenge: %v", err)
 	}
-	acc, err := r.HandleAuth(authMsg, srvAddr)
+	acc, err := r.HandleAuth(authMsg, srvAddr, nil)
 	if err != nil {
 		t.Fatalf("HandleAuth: %v", err)
 	}
@@ -164,18 +188,18 @@ func TestRejections(t *testing.T) {
 
 func TestWrongKey(t *testing.T) {
 	c := &clock{t0}
-	in := NewInitiator(testKey(t, 1), 1, DefaultLimits)
-	r := NewResponder(testKey(t, 2), DefaultLimits, c.mono)
+	in := newIn(t, testKey(t, 1), 1, DefaultLimits)
+	r := newResp(t, testKey(t, 2), DefaultLimits, c.mono)
 	if _, err := r.HandleHello(in.Hello(nil), srvAddr, nil); !errors.Is(err, ErrBadMAC) {
 		t.Fatalf("fake server HELLO: %v", err)
 	}
 	// A fake gateway: its CHALLENGE does not verify at the server.
-	fake := NewResponder(testKey(t, 2), DefaultLimits, c.mono)
+	fake := newResp(t, testKey(t, 2), DefaultLimits, c.mono)
 	hello := in.Hello(nil)
 	// The fake gateway cannot verify the HELLO, so it forges a CHALLENGE for
 	// it, correct in every field and MACed over the right HELLO nonce, but
 	// with its own key: only the key differs.
-	chal, err := fake.HandleHello(NewInitiator(testKey(t, 2), 1, DefaultLimits).Hello(nil), srvAddr, nil)
+	chal, err := fake.HandleHello(newIn(t, testKey(t, 2), 1, DefaultLimits).Hello(nil), srvAddr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +209,7 @@ func TestWrongKey(t *testing.T) {
 	_ = h.Decode(hello)
 	cm.Receiver = h.Sender
 	forged := cm.Append(nil)
-	m := testKey(t, 2).mac(forged[:len(forged)-fschunk.MACSize], h.Nonce[:])
-	copy(forged[len(forged)-fschunk.MACSize:], m[:])
+	putMAC(testKey(t, 2).macKey(gwStatic.Public()), forged, h.Nonce[:])
 	if _, err := in.HandleChallenge(forged, nil); !errors.Is(err, ErrBadMAC) {
 		t.Fatalf("fake gateway CHALLENGE: %v", err)
 	}
@@ -195,9 +218,9 @@ func TestWrongKey(t *testing.T) {
 func TestCookie(t *testing.T) {
 	c := &clock{t0}
 	k := testKey(t, 1)
-	r := NewResponder(k, DefaultLimits, c.mono)
+	r := newResp(t, k, DefaultLimits, c.mono)
 	run := func(from netip.AddrPort, advance time.Duration) error {
-		in := NewInitiator(k, 9, DefaultLimits)
+		in := newIn(t, k, 9, DefaultLimits)
 		chal, err := r.HandleHello(in.Hello(nil), srvAddr, nil)
 		if err != nil {
 			return err
@@ -207,7 +230,7 @@ func TestCookie(t *testing.T) {
 			return err
 		}
 		c.t = c.t.Add(advance)
-		_, err = r.HandleAuth(a, from)
+		_, err = r.HandleAuth(a, from, nil)
 		return err
 	}
 	if err := run(srvAddr, 0); err != nil {
@@ -225,16 +248,16 @@ func TestCookie(t *testing.T) {
 	// A cookie issued just before a rotation still verifies after it: a
 	// fresh responder rotates CookieRotation from now, so the HELLO lands
 	// 2 s before its rotation and the AUTH 1 s after.
-	r = NewResponder(k, DefaultLimits, c.mono)
+	r = newResp(t, k, DefaultLimits, c.mono)
 	c.t = c.t.Add(fschunk.CookieRotation - 2*time.Second)
 	if err := run(srvAddr, 3*time.Second); err != nil {
 		t.Fatalf("across one rotation: %v", err)
 	}
 	// A replayed AUTH from a spoofed address is refused.
-	in := NewInitiator(k, 9, DefaultLimits)
+	in := newIn(t, k, 9, DefaultLimits)
 	chal, _ := r.HandleHello(in.Hello(nil), srvAddr, nil)
 	a, _ := in.HandleChallenge(chal, nil)
-	if _, err := r.HandleAuth(a, netip.MustParseAddrPort("198.51.100.1:40000")); !errors.Is(err, ErrBadCookie) {
+	if _, err := r.HandleAuth(a, netip.MustParseAddrPort("198.51.100.1:40000"), nil); !errors.Is(err, ErrBadCookie) {
 		t.Fatalf("AUTH replayed from elsewhere: %v", err)
 	}
 }
@@ -319,10 +342,10 @@ func TestLoadKey(t *testing.T) {
 // gateway answer or accept; and answers are never larger than the input.
 func FuzzResponder(f *testing.F) {
 	k, _ := NewKey(bytes.Repeat([]byte{1}, 32))
-	in := NewInitiator(k, 1, DefaultLimits)
+	in := newIn(f, k, 1, DefaultLimits)
 	f.Add(in.Hello(nil))
 	f.Add(make([]byte, fschunk.AuthSize))
-	r := NewResponder(k, DefaultLimits, nil)
+	r := newResp(f, k, DefaultLimits, nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if out, err := r.HandleHello(b, srvAddr, nil); err == nil {
 			if len(out) > len(b) {
@@ -331,11 +354,11 @@ func FuzzResponder(f *testing.F) {
 			// Only a correctly MACed HELLO is answered; the fuzzer finding
 			// one other than a seed would mean the MAC is broken.
 			var h fschunk.Hello
-			if h.Decode(b) != nil || k.checkMAC(b, nil) != nil {
+			if h.Decode(b) != nil || !checkMAC(k.macKey(gwStatic.Public()), b, nil) {
 				t.Fatal("answered an unauthenticated HELLO")
 			}
 		}
-		if _, err := r.HandleAuth(b, srvAddr); err == nil {
+		if _, err := r.HandleAuth(b, srvAddr, nil); err == nil {
 			t.Fatal("accepted a fuzzed AUTH")
 		}
 	})
@@ -407,16 +430,17 @@ func BenchmarkOpenData(b *testing.B) {
 	}
 }
 
-// TestReplayedAuthNewKeys: if the gateway accepts one AUTH twice (it must
-// not, but a replay after its memory of used nonces expired and its clock
-// stepped back once made it), the two sessions still have different keys,
-// because each WELCOME brings a new gateway random value: the same
-// counter never seals under the same key twice.
+// TestReplayedAuthNewKeys: if the gateway accepts one AUTH twice (a
+// replay within the cookie's lifetime that its memory of nonces missed),
+// the two sessions still have different keys, because each answer draws a
+// new ephemeral key: the same counter never seals under the same key
+// twice, and the replayer, who lacks the server's ephemeral private key,
+// can use neither session.
 func TestReplayedAuthNewKeys(t *testing.T) {
 	c := &clock{t0}
 	k := testKey(t, 1)
-	r := NewResponder(k, DefaultLimits, c.mono)
-	in := NewInitiator(k, 9, DefaultLimits)
+	r := newResp(t, k, DefaultLimits, c.mono)
+	in := newIn(t, k, 9, DefaultLimits)
 	chal, err := r.HandleHello(in.Hello(nil), srvAddr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -428,7 +452,7 @@ func TestReplayedAuthNewKeys(t *testing.T) {
 	w := fschunk.Welcome{GatewayIndex: 1, GatewayBoot: 2, HeartbeatInterval: time.Second, MaxDatagram: 1452}
 	var welcomes [][]byte
 	for range 2 {
-		acc, err := r.HandleAuth(a, srvAddr)
+		acc, err := r.HandleAuth(a, srvAddr, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,16 +485,17 @@ func TestReplayedAuthNewKeys(t *testing.T) {
 	}
 }
 
-// TestWelcomeRandomAuthenticated: the gateway random value travels in the
-// clear but is authenticated: changing it fails the WELCOME.
-func TestWelcomeRandomAuthenticated(t *testing.T) {
+// TestWelcomeNoiseAuthenticated: Noise's second message travels in the
+// clear but is authenticated: changing it fails the WELCOME, and the
+// genuine one still completes the handshake after the forgery.
+func TestWelcomeNoiseAuthenticated(t *testing.T) {
 	c := &clock{t0}
 	k := testKey(t, 1)
-	r := NewResponder(k, DefaultLimits, c.mono)
-	in := NewInitiator(k, 9, DefaultLimits)
+	r := newResp(t, k, DefaultLimits, c.mono)
+	in := newIn(t, k, 9, DefaultLimits)
 	chal, _ := r.HandleHello(in.Hello(nil), srvAddr, nil)
 	a, _ := in.HandleChallenge(chal, nil)
-	acc, err := r.HandleAuth(a, srvAddr)
+	acc, err := r.HandleAuth(a, srvAddr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +510,7 @@ func TestWelcomeRandomAuthenticated(t *testing.T) {
 	p := bytes.Clone(pkt)
 	p[fschunk.HeaderSize] ^= 1
 	if _, _, err := in.HandleWelcome(p, c.t); err == nil {
-		t.Fatal("WELCOME with a changed random value accepted")
+		t.Fatal("WELCOME with a changed Noise message accepted")
 	}
 	if _, _, err := in.HandleWelcome(pkt, c.t); err != nil {
 		t.Fatalf("genuine WELCOME after a forged one: %v", err)
@@ -498,25 +523,25 @@ func TestWelcomeRandomAuthenticated(t *testing.T) {
 func TestCookieMonotonic(t *testing.T) {
 	c := &clock{t0.Add(time.Hour)}
 	k := testKey(t, 1)
-	r := NewResponder(k, DefaultLimits, c.mono)
-	in := NewInitiator(k, 9, DefaultLimits)
+	r := newResp(t, k, DefaultLimits, c.mono)
+	in := newIn(t, k, 9, DefaultLimits)
 	chal, _ := r.HandleHello(in.Hello(nil), srvAddr, nil)
 	a, _ := in.HandleChallenge(chal, nil)
 	if ts := binary.BigEndian.Uint64(a[32:40]); ts != 3600 {
 		t.Fatalf("cookie time %d, want 3600 (seconds of the responder's clock)", ts)
 	}
 	c.t = c.t.Add(fschunk.CookieLifetime)
-	if _, err := r.HandleAuth(a, srvAddr); err != nil {
+	if _, err := r.HandleAuth(a, srvAddr, nil); err != nil {
 		t.Fatalf("cookie %v old: %v", fschunk.CookieLifetime, err)
 	}
 	c.t = c.t.Add(time.Second)
-	if _, err := r.HandleAuth(a, srvAddr); !errors.Is(err, ErrBadCookie) {
+	if _, err := r.HandleAuth(a, srvAddr, nil); !errors.Is(err, ErrBadCookie) {
 		t.Fatalf("cookie %v old: %v", fschunk.CookieLifetime+time.Second, err)
 	}
 	// A responder whose clock started later (a restart) refuses it too.
 	c.t = t0
-	r2 := NewResponder(k, DefaultLimits, c.mono)
-	if _, err := r2.HandleAuth(a, srvAddr); !errors.Is(err, ErrBadCookie) {
+	r2 := newResp(t, k, DefaultLimits, c.mono)
+	if _, err := r2.HandleAuth(a, srvAddr, nil); !errors.Is(err, ErrBadCookie) {
 		t.Fatalf("cookie from the future: %v", err)
 	}
 }

@@ -72,9 +72,9 @@ type Session struct {
 	mu     sync.Mutex
 	filter replay.Filter
 
-	// random is the gateway's random value of the WELCOME that made the
-	// session (gateway side), sent again in a repeated WELCOME.
-	random [fschunk.GatewayRandomSize]byte
+	// response is Noise's second message, carried by the WELCOME that
+	// made the session (gateway side), sent again in a repeated WELCOME.
+	response [fschunk.NoiseResponseSize]byte
 }
 
 func newSession(sendKey, recvKey []byte, local, remote uint32, instance uint64, now time.Time, lim Limits) (*Session, error) {
@@ -105,17 +105,17 @@ func nonce(hdr []byte) []byte { return hdr[4:fschunk.HeaderSize] }
 
 // adLen is how much of a datagram of type t is sent in the clear and
 // authenticated as additional data: the header, and for a WELCOME also
-// the gateway random value that follows it.
+// Noise's second message that follows it.
 func adLen(t fschunk.Type) int {
 	if t == fschunk.TypeWelcome {
-		return fschunk.HeaderSize + fschunk.GatewayRandomSize
+		return fschunk.HeaderSize + fschunk.NoiseResponseSize
 	}
 	return fschunk.HeaderSize
 }
 
 // Seal authenticates and encrypts a datagram in place. pkt must hold a
 // transport header (fschunk.AppendHeader) followed by the plaintext body
-// (for a WELCOME, the gateway random value, then the body); Seal fills in
+// (for a WELCOME, Noise's second message, then the body); Seal fills in
 // the receiver index and the next counter, encrypts the body and appends
 // the tag, reusing pkt's capacity when it has fschunk.TagSize spare bytes
 // (then it does not allocate).

@@ -2,7 +2,7 @@
 // content hash, so that hot small files are answered without a round trip
 // to the servers.
 //
-// Keying by SHA-256 of the content makes the cache always correct: a path
+// Keying by the content hash makes the cache always correct: a path
 // whose file changes gets a new hash, so an entry can never be stale, only
 // unused (and then evicted, least recently used first). Callers verify the
 // hash of what they add, so a faulty or hostile server cannot poison it.
@@ -13,7 +13,7 @@ import (
 	"sync"
 )
 
-// HashSize is the size of a content hash (SHA-256).
+// HashSize is the size of a content hash (a hash tree root).
 const HashSize = 32
 
 // Stats are the cache's counters.

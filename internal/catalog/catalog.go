@@ -2,7 +2,8 @@
 // directory tree and hands out confined, version-checked read handles for
 // them.
 //
-// Files are identified by the SHA-256 of their content, because the gateway
+// Files are identified by their content hash (the root of the BLAKE3 hash
+// tree of docs/PROTOCOL.md §5.17, package hashtree), because the gateway
 // addresses data by content: a path is only a label, and a byte range is only
 // meaningful for one exact version of a file. The catalog therefore never
 // announces a file before it has been hashed, and every read is checked

@@ -3,8 +3,9 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
-	"github.com/fastfile/fschunk/internal/hashtree"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/fastfile/fschunk/internal/hashtree"
 )
 
 func TestScanHashesTree(t *testing.T) {
@@ -384,6 +387,11 @@ func TestCorruptStateFile(t *testing.T) {
 	flipped[10] ^= 0x40
 	badVersion := bytes.Clone(valid.Bytes())
 	badVersion[len(stateMagic)] = 99
+	// A well-formed file of version 2, whose roots were SHA-256 trees:
+	// not a content hash any more, so ignored and everything re-hashed.
+	v2 := bytes.Clone(valid.Bytes()[:valid.Len()-4])
+	v2[len(stateMagic)] = 2
+	v2 = binary.BigEndian.AppendUint32(v2, crc32.Checksum(v2, crcTable))
 	for _, tc := range []struct {
 		name    string
 		content []byte
@@ -393,6 +401,7 @@ func TestCorruptStateFile(t *testing.T) {
 		{"truncated", valid.Bytes()[:valid.Len()-3]},
 		{"flipped bit", flipped},
 		{"unknown version", badVersion},
+		{"version 2", v2},
 		{"gob of something", []byte{0x0e, 0xff, 0x81, 0x03, 0x01, 0x01, 0x05}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -724,7 +733,7 @@ func TestHashRejectsOtherVersion(t *testing.T) {
 	st := statOf(fi)
 	rec := &fileRec{path: "f", size: st.size, mtime: st.mtime, ctime: st.ctime, ino: st.ino}
 	buf := make([]byte, 1024)
-	got, _, _, err := c.hashFile(context.Background(), rec, 0, st, buf)
+	got, _, _, err := c.hashFile(context.Background(), rec, 0, st, buf, hashtree.NewBuilder())
 	if err != nil || got.Root != sum("content") {
 		t.Fatalf("hashFile = %v, %v", got, err)
 	}
@@ -734,7 +743,7 @@ func TestHashRejectsOtherVersion(t *testing.T) {
 		{size: st.size, mtime: st.mtime, ctime: st.ctime, ino: st.ino + 1},
 		{size: st.size, mtime: st.mtime, ctime: st.ctime + 1, ino: st.ino},
 	} {
-		if _, _, _, err := c.hashFile(context.Background(), rec, 0, want, buf); !errors.Is(err, errChanged) {
+		if _, _, _, err := c.hashFile(context.Background(), rec, 0, want, buf, hashtree.NewBuilder()); !errors.Is(err, errChanged) {
 			t.Errorf("hashFile against %+v: %v, want errChanged", want, err)
 		}
 	}

@@ -31,6 +31,7 @@ const (
 // so that memory and open descriptors do not grow with the tree.
 func (c *Catalog) hashWorker(ctx context.Context) {
 	buf := make([]byte, hashBufSize)
+	tb := hashtree.NewBuilder()
 	for {
 		rec, ver, want := c.nextJob()
 		if rec == nil {
@@ -42,7 +43,7 @@ func (c *Catalog) hashWorker(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		tree, st, n, err := c.hashFile(ctx, rec, ver, want, buf)
+		tree, st, n, err := c.hashFile(ctx, rec, ver, want, buf, tb)
 		c.finishJob(ctx, rec, ver, tree, st, start, n, err)
 		if ctx.Err() != nil {
 			return
@@ -85,8 +86,8 @@ func (c *Catalog) nextJob() (*fileRec, uint32, statInfo) {
 // hashFile builds the hash tree of one file through the root. It succeeds
 // only if the file had the expected size/mtime/ctime/inode before and
 // after reading, so that a hash is never attached to a version it was not
-// computed from.
-func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte) (tree *hashtree.Tree, before statInfo, n int64, err error) {
+// computed from. buf and h are the worker's, reused from file to file.
+func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want statInfo, buf []byte, h *hashtree.Builder) (tree *hashtree.Tree, before statInfo, n int64, err error) {
 	f, err := c.root.OpenFile(osPath(rec.path), openFlags, 0)
 	if err != nil {
 		return nil, before, 0, err
@@ -103,7 +104,7 @@ func (c *Catalog) hashFile(ctx context.Context, rec *fileRec, ver uint32, want s
 	if !before.sameVersion(want) {
 		return nil, before, 0, errChanged
 	}
-	h := hashtree.NewBuilder()
+	h.Reset()
 	next := int64(checkEvery)
 	for {
 		m, rerr := f.Read(buf)

@@ -18,9 +18,9 @@ import (
 // large tree does not re-read it. It is a cache: anything wrong with it only
 // costs re-hashing, so errors are logged and the file ignored.
 //
-// Format (version 2), all integers varint-encoded:
+// Format (version 3), all integers varint-encoded:
 //
-//	magic "FSCKCAT" version byte 2
+//	magic "FSCKCAT" version byte 3
 //	count
 //	count × { len(path) path size mtime-ns ctime-ns ino root[32] }
 //	trees
@@ -29,11 +29,13 @@ import (
 //
 // A binary format rather than gob keeps it compact (~70 bytes per file
 // plus 32 per 64 KiB of content for the leaves), fast to load and
-// independent of Go type names. Version 1 (whole-file SHA-256, no trees)
-// is not read: its hashes are no longer content hashes.
+// independent of Go type names. Versions 1 (whole-file SHA-256, no trees)
+// and 2 (SHA-256 trees) are not read: their hashes are no longer content
+// hashes (the tree is BLAKE3 since version 3), so a server started over an
+// older state file hashes its files again, once.
 const (
 	stateMagic   = "FSCKCAT"
-	stateVersion = 2
+	stateVersion = 3
 	maxStateSize = 1 << 30
 	maxPathLen   = 64 << 10
 )

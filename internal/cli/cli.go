@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -22,9 +23,31 @@ func EnvName(prefix, flagName string) string {
 	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// ErrVersion is returned by Parse when -version (AddVersionFlag) is set:
+// the run function returns it as is, and Main prints the version.
+var ErrVersion = errors.New("version requested")
+
+// versionFlag is -version's value, a type of its own so that Parse finds
+// it and no other flag named so.
+type versionFlag bool
+
+func (v *versionFlag) String() string   { return fmt.Sprint(bool(*v)) }
+func (v *versionFlag) IsBoolFlag() bool { return true }
+func (v *versionFlag) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	*v = versionFlag(b)
+	return err
+}
+
+// AddVersionFlag adds -version ("print the version and exit") to fs.
+func AddVersionFlag(fs *flag.FlagSet) {
+	fs.Var(new(versionFlag), "version", "print the version and exit")
+}
+
 // Parse parses args, then fills every flag not given on the command line
 // from its environment variable. Errors are one line, naming the flag or
-// variable.
+// variable. If -version is set it returns ErrVersion, before checking
+// anything else.
 func Parse(fs *flag.FlagSet, prefix string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,6 +66,11 @@ func Parse(fs *flag.FlagSet, prefix string, args []string) error {
 			}
 		}
 	})
+	if f := fs.Lookup("version"); f != nil {
+		if v, ok := f.Value.(*versionFlag); ok && bool(*v) {
+			return ErrVersion
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -76,7 +104,7 @@ func Logger(w io.Writer, format, level string) (*slog.Logger, error) {
 func Usage(fs *flag.FlagSet, prefix, synopsis string, examples ...string) func() {
 	return func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s\n\nFlags (each also from the environment variable shown):\n", synopsis)
+		fmt.Fprintf(w, "Usage: %s\n       %[2]s genkey [-out FILE]   # a new private key (as wg genkey)\n       %[2]s pubkey < FILE        # its public key (as wg pubkey)\n\nFlags (each also from the environment variable shown):\n", synopsis, fs.Name())
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
 			fmt.Fprintf(w, "  -%s %s\n    \t%s", f.Name, name, strings.ReplaceAll(usage, "\n", "\n    \t"))
@@ -94,9 +122,14 @@ func Usage(fs *flag.FlagSet, prefix, synopsis string, examples ...string) func()
 	}
 }
 
-// Main runs a command's run function with a context cancelled on SIGINT
-// or SIGTERM, and exits: 0 on success or -h, 2 with a one-line error.
-func Main(prog string, run func(ctx context.Context, args []string, stderr io.Writer) error) {
+// RunFunc is a command's body: it parses args (returning ErrVersion for
+// -version) and runs until ctx is done.
+type RunFunc func(ctx context.Context, args []string, stderr io.Writer) error
+
+// Main runs a command with a context cancelled on SIGINT or SIGTERM, and
+// exits: 0 on success, -h or -version, 2 with a one-line error. The first
+// argument may be a key subcommand (genkey, pubkey); otherwise run runs.
+func Main(prog string, run RunFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// The first signal starts a graceful stop (ctx); a second one
@@ -109,7 +142,7 @@ func Main(prog string, run func(ctx context.Context, args []string, stderr io.Wr
 		fmt.Fprintf(os.Stderr, "%s: second signal: exiting without finishing the shutdown\n", prog)
 		os.Exit(1)
 	}()
-	err := run(ctx, os.Args[1:], os.Stderr)
+	err := dispatch(ctx, prog, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, run)
 	stop()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,4 +151,19 @@ func Main(prog string, run func(ctx context.Context, args []string, stderr io.Wr
 		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 		os.Exit(2)
 	}
+}
+
+// dispatch is Main without the process: a key subcommand, or run, whose
+// ErrVersion it answers with the version on stdout.
+func dispatch(ctx context.Context, prog string, args []string, stdin io.Reader, stdout, stderr io.Writer, run RunFunc) error {
+	if len(args) > 0 {
+		if cmd, ok := keyCommands[args[0]]; ok {
+			return cmd(prog, args[1:], stdin, stdout, stderr)
+		}
+	}
+	err := run(ctx, args, stderr)
+	if errors.Is(err, ErrVersion) {
+		_, err = fmt.Fprintln(stdout, VersionString(prog))
+	}
+	return err
 }

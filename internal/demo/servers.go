@@ -21,7 +21,11 @@ type ServerConfig struct {
 	Root     string
 	StateDir string // hash cache directory ("" = none)
 	Key      *auth.Key
-	Logger   *slog.Logger
+	// Static is the server's key pair, GatewayKeys the public keys of
+	// the gateways it accepts (see fileserver.Config).
+	Static      auth.StaticKey
+	GatewayKeys []auth.PublicKey
+	Logger      *slog.Logger
 	// Wrap, if set, wraps the server's socket (tests inject faults here).
 	Wrap func(net.PacketConn) net.PacketConn
 	// Catalog tunes the server's catalog (Logger and StateFile are set
@@ -37,6 +41,8 @@ type ServerConfig struct {
 
 // Server is a running embedded FastFileSrv.
 type Server struct {
+	Name    string         // sent in heartbeats: the pool's ServerInfo.Name
+	Key     auth.PublicKey // the server's identity (ServerConfig.Static's public key)
 	Catalog *catalog.Catalog
 	Srv     *fileserver.Server
 	Conn    net.PacketConn
@@ -74,14 +80,14 @@ func StartServer(ctx context.Context, cfg ServerConfig, name string) (*Server, e
 	if cfg.Wrap != nil {
 		conn = cfg.Wrap(conn)
 	}
-	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Name: name, Conn: conn, Key: cfg.Key, Catalog: cat, Logger: cfg.Logger})
+	srv, err := fileserver.New(fileserver.Config{Gateways: cfg.Gateways, Name: name, Conn: conn, Key: cfg.Key, Static: cfg.Static, GatewayKeys: cfg.GatewayKeys, Catalog: cat, Logger: cfg.Logger})
 	if err != nil {
 		conn.Close()
 		cat.Close()
 		return nil, fmt.Errorf("server %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Server{Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
+	s := &Server{Name: name, Key: cfg.Static.Public(), Catalog: cat, Srv: srv, Conn: conn, cancel: cancel}
 	s.wg.Go(func() { s.record(cat.Run(ctx)) })
 	s.wg.Go(func() { s.record(srv.Run(ctx)) })
 	return s, nil

@@ -134,7 +134,7 @@ func (u *udpAbuseEnv) snapServer(t *testing.T, i int) udpAbuseSrvSnap {
 }
 
 func udpAbuseGwDrops(st gateway.Stats) uint64 {
-	return st.DropGarbage + st.DropAuth + st.DropReplay + st.DropUnknownSession + st.DropInstances + st.DropHandshakeQueue + st.DropHandshakeRate
+	return st.DropGarbage + st.DropAuth + st.DropReplay + st.DropUnknownSession + st.DropInstances + st.DropHandshakeQueue + st.DropHandshakeRate + st.DropUnlisted + st.DropIdentity
 }
 
 // udpAbuseGwSettled reads the gateway's counters once its handshake
@@ -190,8 +190,7 @@ func udpAbuseFetch(url string, want []byte) (time.Duration, error) {
 // holder of the key and returns the AUTH it would send (not sent): a valid
 // MAC and a cookie bound to c's address; and the gateway's cookie clock,
 // read from the CHALLENGE.
-func udpAbuseKeyHolderAuth(c *net.UDPConn, key *auth.Key, gw netip.AddrPort) ([]byte, udpAbuseCookieClock, error) {
-	in := auth.NewInitiator(key, 0x4b6579486f6c6472, auth.DefaultLimits)
+func udpAbuseKeyHolderAuth(c *net.UDPConn, in *auth.Initiator, gw netip.AddrPort) ([]byte, udpAbuseCookieClock, error) {
 	if _, err := c.WriteToUDPAddrPort(in.Hello(nil), gw); err != nil {
 		return nil, udpAbuseCookieClock{}, err
 	}
@@ -324,7 +323,7 @@ func TestAbuseUDPForgeriesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authKH, cookies, err := udpAbuseKeyHolderAuth(khConn, u.key, gwAddr)
+	authKH, cookies, err := udpAbuseKeyHolderAuth(khConn, u.keyHolder(0x4b6579486f6c6472), gwAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +615,7 @@ func udpAbuseAttackGateway(s *udpAbuseSender, gwTap *udpAbuseTap, s2g, g2s []udp
 	if err != nil {
 		return err
 	}
-	forger := auth.NewInitiator(wrongKey, 7, auth.DefaultLimits)
+	forger := udpForger(wrongKey, 7)
 	s2gTypes := []fschunk.Type{fschunk.TypeHeartbeat, fschunk.TypeData, fschunk.TypeCatalogPage, fschunk.TypeCatalogDelta, fschunk.TypeGoodbye, fschunk.TypeMeta, fschunk.TypeError}
 	steps := []struct {
 		kind string
@@ -708,7 +707,7 @@ func udpAbuseAttackServer(s *udpAbuseSender, gwTap *udpAbuseTap, s2g, g2s []udpA
 	if err != nil {
 		return err
 	}
-	forger := auth.NewInitiator(wrongKey, 9, auth.DefaultLimits)
+	forger := udpForger(wrongKey, 9)
 	g2sTypes := []fschunk.Type{fschunk.TypeRead, fschunk.TypeHeartbeatAck, fschunk.TypeCatalogAck, fschunk.TypeGoodbye, fschunk.TypeMetaRequest, fschunk.TypeWelcome, fschunk.TypeError}
 	either := func(i int, pkt []byte) ([]byte, netip.AddrPort, error) {
 		if i%2 == 0 {
@@ -817,7 +816,7 @@ func TestAbuseUDPAmplification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forger := auth.NewInitiator(wrongKey, 11, auth.DefaultLimits)
+	forger := udpForger(wrongKey, 11)
 
 	// A key holder K registers from its own socket; its AUTH replayed with
 	// K's address (the attacker cannot make one) is the gateway's largest
@@ -826,7 +825,7 @@ func TestAbuseUDPAmplification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authK, _, err := udpAbuseKeyHolderAuth(kConn, u.key, gwAddr)
+	authK, _, err := udpAbuseKeyHolderAuth(kConn, u.keyHolder(0x4b6579486f6c6472), gwAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

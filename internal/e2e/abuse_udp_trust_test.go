@@ -36,19 +36,19 @@ type udpKeyHolder struct {
 	sess *auth.Session
 }
 
-func udpNewKeyHolder(t *testing.T, key *auth.Key, gw string, instance uint64) *udpKeyHolder {
+func udpNewKeyHolder(t *testing.T, e *env, instance uint64) *udpKeyHolder {
 	t.Helper()
 	c, err := transport.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	ap, err := netip.ParseAddrPort(gw)
+	ap, err := netip.ParseAddrPort(e.udp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := &udpKeyHolder{t: t, c: c, gw: ap}
-	in := auth.NewInitiator(key, instance, auth.DefaultLimits)
+	in := e.keyHolder(instance)
 	k.send(in.Hello(nil))
 	a, err := in.HandleChallenge(k.recv(5*time.Second), nil)
 	if err != nil {
@@ -100,7 +100,7 @@ func (k *udpKeyHolder) sendSealed(typ fschunk.Type, body []byte) {
 func TestAbuseUDPSizeLie(t *testing.T) {
 	files := map[string][]byte{"honest.bin": randBytes(3<<20 + 11)}
 	u := udpAbuseNewEnv(t, files, 2)
-	liar := udpNewKeyHolder(t, u.key, u.udp, 0x6c696172)
+	liar := udpNewKeyHolder(t, u.env, 0x6c696172)
 	var h [fschunk.HashSize]byte
 	rand.Read(h[:])
 	for _, size := range []int64{math.MaxInt64, fschunk.MaxFileSize + 1} {
@@ -163,7 +163,7 @@ func TestAbuseUDPHelloFlood(t *testing.T) {
 		e.addServer(nil)
 	}
 	e.waitHolders(3)
-	hello := auth.NewInitiator(e.key, 0x666c6f6f64, auth.DefaultLimits).Hello(nil)
+	hello := e.keyHolder(0x666c6f6f64).Hello(nil)
 	gw, err := netip.ParseAddrPort(e.udp)
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +305,7 @@ func TestAbuseUDPCatalogFlood(t *testing.T) {
 	e := newEnv(t, files, envOpts{})
 	e.addServer(nil)
 	e.waitHolders(1)
-	k := udpNewKeyHolder(t, e.key, e.udp, 0x63617466)
+	k := udpNewKeyHolder(t, e, 0x63617466)
 	budget := int64(gateway.DefaultCatalogBytes)
 	// Pages of 31 entries with 1000-byte paths: 32,550 bytes of entries,
 	// within the 32,768-byte datagrams of a loopback server.
@@ -318,16 +318,29 @@ func TestAbuseUDPCatalogFlood(t *testing.T) {
 		return (&fschunk.CatalogPage{Gen: 1, Page: uint32(i), Pages: gateway.MaxCatalogPages, Entries: es}).Append(nil)
 	}
 	pageBytes := int64(31 * (fschunk.CatalogEntryBase + 1000))
+	// A page is refused when the gateway counts it so; a missing ACK
+	// alone proves nothing on a loaded machine, where one can take
+	// longer than any fixed wait.
+	// The key holder sends no heartbeats: once the gateway has refused
+	// its catalog it may also evict it as silent, and its pages are
+	// ignored from then on.
+	evictions := e.gw.Stats().Evictions
 	acked := func() bool {
-		for {
-			pkt := k.recv(300 * time.Millisecond)
+		refused := e.gw.Stats().CatalogRefused
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			pkt := k.recv(100 * time.Millisecond)
 			if pkt == nil {
-				return false
+				if st := e.gw.Stats(); st.CatalogRefused > refused || st.Evictions > evictions {
+					return false
+				}
+				continue
 			}
 			if h, _, err := k.sess.Open(pkt, time.Now()); err == nil && h.Type == fschunk.TypeCatalogAck {
 				return true
 			}
 		}
+		t.Fatalf("a catalog page neither acknowledged nor counted as refused in 30 s: gateway %+v", e.gw.Stats())
+		return false
 	}
 	var held, maxCounted int64
 	sent, refusedAt := 0, -1

@@ -58,3 +58,39 @@ func TestCacheServesHotFiles(t *testing.T) {
 	}
 	t.Logf("cache: %+v", st)
 }
+
+// TestCacheLateJoinerFetchesNothing: a client that missed the cache while
+// another client's fetch of the same file was running, and asks only
+// after that fetch ended (a loaded machine stretches this gap), is served
+// from the cache, not by a second fetch.
+func TestCacheLateJoinerFetchesNothing(t *testing.T) {
+	data := randBytes(50_000)
+	c := cache.New(1<<20, 512<<10)
+	e := newEnv(t, map[string][]byte{"a.bin": data}, envOpts{cache: c})
+	e.addServer(nil)
+	e.waitHolders(1)
+	src := e.gw.Source()
+	f, ok := src.Lookup("a.bin")
+	if !ok {
+		t.Fatal("a.bin not in the pool")
+	}
+	ctx := t.Context()
+	first, err := src.Open(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := src.Open(ctx, f) // misses the cache too: nothing fetched yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ct := range []io.ReadCloser{first, late} {
+		b, err := io.ReadAll(ct)
+		ct.Close()
+		if err != nil || !bytes.Equal(b, data) {
+			t.Fatalf("reader %d: %d bytes, %v", i, len(b), err)
+		}
+	}
+	if d := e.gw.Engine().Stats().Downloads; d != 1 {
+		t.Fatalf("%d fetches for one file read by two clients in turn, want 1", d)
+	}
+}

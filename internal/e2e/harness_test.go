@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,11 @@ import (
 type env struct {
 	t       *testing.T
 	key     *auth.Key
+	gwKey   auth.StaticKey  // the gateway's key pair
+	allowed gateway.Allowed // the servers' keys the gateway admits; under mu
+	// linked are other gateways (their own key pairs) that the servers
+	// started here also talk to, and that admit them too.
+	linked  []*env
 	root    string
 	files   map[string][]byte
 	udp     string // gateway UDP address
@@ -74,7 +80,7 @@ func newEnv(t *testing.T, files map[string][]byte, o envOpts) *env {
 			t.Fatal(err)
 		}
 	}
-	e := &env{t: t, key: key, root: root, files: files, log: testLogger(t)}
+	e := &env{t: t, key: key, gwKey: auth.GenerateStaticKey(), allowed: gateway.Allowed{}, root: root, files: files, log: testLogger(t)}
 	e.startGateway(o, "127.0.0.1:0")
 	t.Cleanup(e.close)
 	return e
@@ -90,7 +96,10 @@ func (e *env) startGateway(o envOpts, addr string) {
 	if o.gwWrap != nil {
 		conn = o.gwWrap(uc)
 	}
-	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch, Cache: o.cache})
+	e.mu.Lock()
+	allowed := maps.Clone(e.allowed)
+	e.mu.Unlock()
+	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Static: e.gwKey, Allowed: allowed, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch, Cache: o.cache})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -132,7 +141,9 @@ func (e *env) addServer(wrap func(net.PacketConn) net.PacketConn) *demo.Server {
 	e.mu.Lock()
 	name := fmt.Sprintf("srv%d", len(e.servers)+1)
 	e.mu.Unlock()
-	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: []string{e.udp}, Root: e.root, Key: e.key, Logger: e.log.With("side", name), Wrap: wrap}, name)
+	cfg := e.serverConfig(name)
+	cfg.Wrap = wrap
+	s, err := demo.StartServer(context.Background(), cfg, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -140,6 +151,61 @@ func (e *env) addServer(wrap func(net.PacketConn) net.PacketConn) *demo.Server {
 	e.servers = append(e.servers, s)
 	e.mu.Unlock()
 	return s
+}
+
+// serverConfig is the configuration of a server called name over the
+// shared root: a key pair of its own, which the gateway is told to admit.
+func (e *env) serverConfig(name string) demo.ServerConfig {
+	k := auth.GenerateStaticKey()
+	e.allow(k.Public(), name)
+	gws := []auth.PublicKey{e.gwKey.Public()}
+	for _, l := range e.linked {
+		l.allow(k.Public(), name)
+		gws = append(gws, l.gwKey.Public())
+	}
+	return demo.ServerConfig{Gateways: []string{e.udp}, Root: e.root, Key: e.key, Static: k, GatewayKeys: gws, Logger: e.log.With("side", name)}
+}
+
+// keyHolder is the handshake initiator of a server the test drives by
+// hand: a key pair of its own, which the gateway admits (as "keyholder").
+func (e *env) keyHolder(instance uint64) *auth.Initiator {
+	e.t.Helper()
+	k := auth.GenerateStaticKey()
+	e.allow(k.Public(), "")
+	in, err := auth.NewInitiator(e.key, k, []auth.PublicKey{e.gwKey.Public()}, instance, auth.DefaultLimits)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return in
+}
+
+// udpForger is the handshake initiator of a sender with a wrong
+// pre-shared key, a key pair nobody lists, and a gateway key of its own.
+func udpForger(wrong *auth.Key, instance uint64) *auth.Initiator {
+	in, err := auth.NewInitiator(wrong, auth.GenerateStaticKey(), []auth.PublicKey{auth.GenerateStaticKey().Public()}, instance, auth.DefaultLimits)
+	if err != nil {
+		panic(err) // the arguments are valid by construction
+	}
+	return in
+}
+
+// allow adds a server key to the gateway's allowed list (as an edit of
+// its file would).
+func (e *env) allow(k auth.PublicKey, name string) {
+	e.mu.Lock()
+	e.allowed[k] = name
+	a := maps.Clone(e.allowed)
+	e.mu.Unlock()
+	e.gw.SetAllowed(a)
+}
+
+// revoke removes a server key from the gateway's allowed list.
+func (e *env) revoke(k auth.PublicKey) {
+	e.mu.Lock()
+	delete(e.allowed, k)
+	a := maps.Clone(e.allowed)
+	e.mu.Unlock()
+	e.gw.SetAllowed(a)
 }
 
 // waitFor polls cond until true or a generous deadline.

@@ -63,6 +63,15 @@ func waitLog(t *testing.T, l *logSink, subs ...string) string {
 	}
 }
 
+// The key pairs of the misconfiguration tests: the gateway's, and the
+// server's, which the gateways admit unless a test says otherwise.
+var (
+	mcGW  = auth.GenerateStaticKey()
+	mcSrv = auth.GenerateStaticKey()
+)
+
+func mcAllowed() gateway.Allowed { return gateway.Allowed{mcSrv.Public(): "srv"} }
+
 func mustKey(t *testing.T, b byte) *auth.Key {
 	k, err := auth.NewKey(bytes.Repeat([]byte{b}, 32))
 	if err != nil {
@@ -79,7 +88,7 @@ func startLoggedServer(t *testing.T, gw string, key *auth.Key, l *logSink) *demo
 	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte("a"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: []string{gw}, Root: root, Key: key, Logger: l.logger()}, "srv")
+	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: []string{gw}, Root: root, Key: key, Static: mcSrv, GatewayKeys: []auth.PublicKey{mcGW.Public()}, Logger: l.logger()}, "srv")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +106,7 @@ func TestWrongKeyLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Conn: pc, Key: mustKey(t, 1), Logger: gwLog.logger()})
+	g, err := gateway.New(gateway.Config{Conn: pc, Key: mustKey(t, 1), Static: mcGW, Allowed: mcAllowed(), Logger: gwLog.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +124,35 @@ func TestWrongKeyLogged(t *testing.T) {
 	// comes after five), fewer lines.
 	if n, fails := strings.Count(gwLog.String(), "handshake failed authentication"), g.Stats().DropAuth; uint64(n) >= fails {
 		t.Errorf("%d gateway warnings for %d failures: not rate-limited", n, fails)
+	}
+}
+
+// TestUnlistedKeyLogged: a server whose public key the gateway does not
+// list (never added, or revoked) is refused after a valid handshake; the
+// gateway names its key and the list, the server says no gateway answers.
+func TestUnlistedKeyLogged(t *testing.T) {
+	var gwLog, srvLog logSink
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := mustKey(t, 4)
+	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Static: mcGW, Allowed: gateway.Allowed{auth.GenerateStaticKey().Public(): "other"}, Logger: gwLog.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; pc.Close() })
+
+	startLoggedServer(t, pc.LocalAddr().String(), key, &srvLog)
+	line := waitLog(t, &gwLog, "level=WARN", "not in the allowed servers list", `key="`+mcSrv.Public().String())
+	t.Logf("gateway: %s", line)
+	line = waitLog(t, &srvLog, "level=WARN", "no gateway answers", "allowed servers")
+	t.Logf("server: %s", line)
+	if st := g.Stats(); st.Handshakes != 0 || st.DropUnlisted == 0 {
+		t.Errorf("handshakes %d, unlisted drops %d: want 0 and some", st.Handshakes, st.DropUnlisted)
 	}
 }
 
@@ -136,7 +174,7 @@ func TestNoGatewayLogged(t *testing.T) {
 	if err != nil {
 		t.Skipf("port taken meanwhile: %v", err)
 	}
-	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Logger: gwLog.logger()})
+	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Static: mcGW, Allowed: mcAllowed(), Logger: gwLog.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/demo"
 	"github.com/fastfile/fschunk/internal/fileserver"
 	"github.com/fastfile/fschunk/internal/pool"
@@ -29,7 +31,9 @@ type multiGwServer struct {
 func multiGwStartServer(t *testing.T, e *env, name string, gateways []string, rec *multiGwRecorder) *multiGwServer {
 	t.Helper()
 	log := slog.New(&multiGwHandler{next: e.log.Handler(), rec: rec}).With("side", name)
-	ds, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: gateways, Root: e.root, Key: e.key, Logger: log}, name)
+	cfg := e.serverConfig(name)
+	cfg.Gateways, cfg.Logger = gateways, log
+	ds, err := demo.StartServer(context.Background(), cfg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +120,17 @@ func (h *multiGwHandler) WithGroup(name string) slog.Handler {
 }
 
 // multiGwSecond starts another gateway (with its own HTTP front) over the
-// same key and files as e: a second, independent HttpGw.
+// same pre-shared key and files as e, with a key pair of its own: a
+// second, independent HttpGw. Servers started on e afterwards know both
+// gateways' public keys and are admitted by both.
 func multiGwSecond(t *testing.T, e *env) *env {
 	t.Helper()
-	b := &env{t: t, key: e.key, root: e.root, files: e.files, log: e.log.With("gw", "B")}
+	e.mu.Lock()
+	allowed := maps.Clone(e.allowed)
+	e.mu.Unlock()
+	b := &env{t: t, key: e.key, gwKey: auth.GenerateStaticKey(), allowed: allowed, root: e.root, files: e.files, log: e.log.With("gw", "B")}
 	b.startGateway(envOpts{}, "127.0.0.1:0")
+	e.linked = append(e.linked, b)
 	t.Cleanup(b.close)
 	return b
 }

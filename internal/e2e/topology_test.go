@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/admin"
+	"github.com/fastfile/fschunk/internal/keys"
 	"github.com/fastfile/fschunk/internal/linkemu"
 )
 
@@ -75,7 +76,33 @@ func TestTopologyNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n.start("gw", "httpgw", filepath.Join(bin, "httpgw"), "-key-file", key,
+	// Key pairs as an operator makes them: one per program, the servers'
+	// public keys listed for the gateway, the gateway's given to each
+	// server.
+	privFile := func(name string) (path string, pub keys.Public) {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = filepath.Join(dir, name+".key")
+		if err := keys.WritePrivate(path, k); err != nil {
+			t.Fatal(err)
+		}
+		return path, k.Public()
+	}
+	gwKey, gwPub := privFile("httpgw")
+	var list strings.Builder
+	srvKeys := map[string]string{}
+	for _, h := range []string{"s1", "s2", "s3", "s4"} {
+		path, pub := privFile(h)
+		srvKeys[h] = path
+		fmt.Fprintf(&list, "%s %s\n", pub, h)
+	}
+	allowed := filepath.Join(dir, "servers.txt")
+	if err := os.WriteFile(allowed, []byte(list.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.start("gw", "httpgw", filepath.Join(bin, "httpgw"), "-key-file", key, "-private-key", gwKey, "-allowed-servers", allowed,
 		"-http", topoGwIP+":8080", "-udp", topoGwIP+":"+topoGwUDP, "-admin", "127.0.0.1:8081")
 	server := func(host string) *topoProc {
 		root := filepath.Join(dir, "root-"+host)
@@ -90,7 +117,7 @@ func TestTopologyNamespaces(t *testing.T) {
 		}
 		// The statement's command line: fastfilesrv … GATEWAY_HOST PORT.
 		return n.start(host, "fastfilesrv-"+host, filepath.Join(bin, "fastfilesrv"), "-key-file", key,
-			"-root", root, "-state", filepath.Join(dir, host+".state"), topoGwIP, topoGwUDP)
+			"-private-key", srvKeys[host], "-gateway-public-key", gwPub.String(), "-root", root, "-state", filepath.Join(dir, host+".state"), topoGwIP, topoGwUDP)
 	}
 	var srv2 *topoProc
 	for _, h := range []string{"s1", "s2", "s3"} {

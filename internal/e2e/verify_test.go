@@ -29,8 +29,9 @@ func (e *env) addServerAt(root string, noWatch bool) *demo.Server {
 	e.mu.Lock()
 	name := fmt.Sprintf("srv%d", len(e.servers)+1)
 	e.mu.Unlock()
-	s, err := demo.StartServer(context.Background(), demo.ServerConfig{Gateways: []string{e.udp}, Root: root, Key: e.key,
-		Logger: e.log.With("side", name), Catalog: catalog.Options{NoWatch: noWatch, RescanInterval: time.Hour}}, name)
+	cfg := e.serverConfig(name)
+	cfg.Root, cfg.Catalog = root, catalog.Options{NoWatch: noWatch, RescanInterval: time.Hour}
+	s, err := demo.StartServer(context.Background(), cfg, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}

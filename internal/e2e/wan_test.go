@@ -126,7 +126,13 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gw, err := gateway.New(gateway.Config{Conn: gc, Key: key, Logger: testLogger(t).With("side", "gw")})
+		gwKey := auth.GenerateStaticKey()
+		srvKeys := []auth.StaticKey{auth.GenerateStaticKey(), auth.GenerateStaticKey(), auth.GenerateStaticKey()}
+		allowed := gateway.Allowed{}
+		for i, k := range srvKeys {
+			allowed[k.Public()] = fmt.Sprintf("srv%d", i+1)
+		}
+		gw, err := gateway.New(gateway.Config{Conn: gc, Key: key, Static: gwKey, Allowed: allowed, Logger: testLogger(t).With("side", "gw")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +155,7 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 			}
 			name := fmt.Sprintf("srv%d", i+1)
 			s, err := demo.StartServer(ctx, demo.ServerConfig{Gateways: []string{"10.0.0.1:8888"}, Root: root, Key: key,
-				Conn: sc, NoWatch: true, Logger: testLogger(t).With("side", name)}, name)
+				Static: srvKeys[i], GatewayKeys: []auth.PublicKey{gwKey.Public()}, Conn: sc, NoWatch: true, Logger: testLogger(t).With("side", name)}, name)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -639,9 +639,10 @@ func (d *download) pump() {
 		if len(jobs) > 0 {
 			// Checking runs here, on the response's own goroutine, in
 			// parallel with the client's writes and the receive loop.
-			// A hasher only while checking: a response waiting on its
-			// client should not keep one.
-			h := e.hashers.Get().(*hashtree.Hasher)
+			h, _ := e.hashers.Get().(*hashtree.Hasher)
+			if h == nil {
+				h = new(hashtree.Hasher)
+			}
 			for i := range jobs {
 				jobs[i].verify(h)
 			}

@@ -184,8 +184,11 @@ type LinkStats struct {
 
 // Engine runs every download of a gateway. It is safe for concurrent use.
 type Engine struct {
-	cfg     Config
-	hashers sync.Pool // *hashtree.Hasher, taken by a pump while it verifies
+	cfg Config
+	// hashers: leaf hashers (*hashtree.Hasher, about 11 KiB of BLAKE3
+	// state each) lent to pumps while they check chunks, so that their
+	// number follows the responses checking at once, not all responses.
+	hashers sync.Pool
 
 	mu    sync.Mutex
 	links map[ServerID]*link
@@ -245,7 +248,6 @@ func New(cfg Config) *Engine {
 		starved: map[*download]struct{}{},
 		readers: map[*download]struct{}{},
 	}
-	e.hashers.New = func() any { return new(hashtree.Hasher) }
 	e.budget = cfg.Budget
 	return e
 }

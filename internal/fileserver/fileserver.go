@@ -110,7 +110,17 @@ type Config struct {
 	// Conn is the one UDP socket used for everything. The caller creates
 	// and closes it; Run only sets its read deadline to stop reading.
 	Conn net.PacketConn
-	Key  *auth.Key
+	// Key is the pre-shared key: the extra symmetric layer of the
+	// handshake (Noise's psk2).
+	Key *auth.Key
+	// Static is this server's key pair: its identity, which gateways
+	// list (their allowed servers) to admit it.
+	Static auth.StaticKey
+	// GatewayKeys are the public keys of the gateways this server talks
+	// to: the current key and, during a gateway key rotation, the next
+	// (each handshake sends a HELLO for each and completes with the one
+	// the gateway answers). At most auth.MaxGatewayKeys.
+	GatewayKeys []auth.PublicKey
 	// Catalog must be Running (the caller runs it). The server must be the
 	// only receiver of Catalog.Changed().
 	Catalog *catalog.Catalog
@@ -188,6 +198,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("fileserver: no pre-shared key (Config.Key)")
 	}
+	if cfg.Static.IsZero() {
+		return nil, errors.New("fileserver: no private key (Config.Static)")
+	}
+	if len(cfg.GatewayKeys) == 0 || len(cfg.GatewayKeys) > auth.MaxGatewayKeys {
+		return nil, fmt.Errorf("fileserver: %d gateway public keys (Config.GatewayKeys), want 1 to %d", len(cfg.GatewayKeys), auth.MaxGatewayKeys)
+	}
 	if cfg.Catalog == nil {
 		return nil, errors.New("fileserver: no catalog (Config.Catalog)")
 	}
@@ -238,7 +254,11 @@ func New(cfg Config) (*Server, error) {
 		return &batchBuf{data: make([]byte, n), out: make([]byte, 0, n)}
 	}
 	for _, name := range cfg.Gateways {
-		s.gateways = append(s.gateways, newGateway(s, name))
+		g, err := newGateway(s, name)
+		if err != nil {
+			return nil, fmt.Errorf("fileserver: %w", err)
+		}
+		s.gateways = append(s.gateways, g)
 	}
 	return s, nil
 }

@@ -175,12 +175,14 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		log = slog.New(slog.NewTextHandler(io.MultiWriter(testLogWriter{t}, o.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	f.srv, err = New(Config{
-		Gateways: names,
-		Conn:     f.conn,
-		Key:      f.key,
-		Catalog:  f.cat,
-		Logger:   log,
-		Limits:   o.limits,
+		Gateways:    names,
+		Conn:        f.conn,
+		Key:         f.key,
+		Static:      srvStatic,
+		GatewayKeys: []auth.PublicKey{tgStatic.Public()},
+		Catalog:     f.cat,
+		Logger:      log,
+		Limits:      o.limits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +296,7 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cat.Close()
-	good := Config{Gateways: []string{"127.0.0.1:9"}, Conn: conn, Key: key, Catalog: cat}
+	good := Config{Gateways: []string{"127.0.0.1:9"}, Conn: conn, Key: key, Static: srvStatic, GatewayKeys: []auth.PublicKey{tgStatic.Public()}, Catalog: cat}
 	if _, err := New(good); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
@@ -304,6 +306,9 @@ func TestNewValidates(t *testing.T) {
 		"no port":       func(c *Config) { c.Gateways = []string{"host:"} },
 		"nil conn":      func(c *Config) { c.Conn = nil },
 		"nil key":       func(c *Config) { c.Key = nil },
+		"no static key": func(c *Config) { c.Static = auth.StaticKey{} },
+		"no gw key":     func(c *Config) { c.GatewayKeys = nil },
+		"many gw keys":  func(c *Config) { c.GatewayKeys = make([]auth.PublicKey, auth.MaxGatewayKeys+1) },
 		"nil catalog":   func(c *Config) { c.Catalog = nil },
 		"tiny datagram": func(c *Config) { c.MaxDatagram = 500 },
 		"huge datagram": func(c *Config) { c.MaxDatagram = 70000 },
@@ -659,8 +664,8 @@ func TestHostileDatagrams(t *testing.T) {
 	// Forged: a session under another key, aimed at the server's real
 	// session index, and a CHALLENGE under another key.
 	wrong, _ := auth.NewKey(bytes.Repeat([]byte("w"), 32))
-	in := auth.NewInitiator(wrong, 42, auth.DefaultLimits)
-	resp := auth.NewResponder(wrong, auth.DefaultLimits, nil)
+	in := mustInitiator(t, wrong, 42)
+	resp := mustResponder(t, wrong, auth.DefaultLimits)
 	from := netip.MustParseAddrPort("127.0.0.1:1")
 	chal, err := resp.HandleHello(in.Hello(nil), from, nil)
 	if err != nil {
@@ -671,7 +676,7 @@ func TestHostileDatagrams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc, err := resp.HandleAuth(am, from)
+	acc, err := resp.HandleAuth(am, from, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,7 +174,7 @@ func (g *gateway) helloSent(addr string, now time.Time) {
 	// A gateway with another key drops our HELLO without a word (it
 	// cannot tell us from an attacker), so the two causes look the same
 	// from here; the gateway's log names the failing address.
-	g.log.Warn("fileserver: no gateway answers: check that httpgw runs at this address and its UDP port is reachable, and that both use the same key file (a gateway with another key logs \"handshake failed authentication\")",
+	g.log.Warn("fileserver: no gateway answers: check that httpgw runs at this address and its UDP port is reachable, that both use the same key file, that -gateway-public-key is the gateway's (httpgw pubkey < its private key), and that the gateway lists this server's public key in its allowed servers (the gateway logs which check failed)",
 		"addr", addr, "for", now.Sub(q.since).Round(time.Second), "hellos", q.hellos, "next_warning_in", min(2*q.every, silenceMaxWarn))
 	q.warned = true
 	q.every = min(2*q.every, silenceMaxWarn)
@@ -189,12 +189,16 @@ func (g *gateway) answered(now time.Time) {
 	g.quiet = silence{}
 }
 
-func newGateway(s *Server, name string) *gateway {
+func newGateway(s *Server, name string) (*gateway, error) {
+	in, err := auth.NewInitiator(s.cfg.Key, s.cfg.Static, s.cfg.GatewayKeys, s.instance, s.cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
 	return &gateway{
 		s:      s,
 		name:   name,
 		log:    s.log.With("gateway", name),
-		init:   auth.NewInitiator(s.cfg.Key, s.instance, s.cfg.Limits),
+		init:   in,
 		events: make(chan gwEvent, eventQueueSize),
 		hsEv:   make(chan gwEvent, handshakeQueueSize),
 		kick:   make(chan struct{}, 1),
@@ -202,7 +206,7 @@ func newGateway(s *Server, name string) *gateway {
 		buf:    make([]byte, 0, s.maxDG),
 
 		badChallenge: rate.Sometimes{Interval: 10 * time.Second},
-	}
+	}, nil
 }
 
 // post hands an event to the gateway goroutine without ever blocking the
@@ -411,8 +415,12 @@ func (g *gateway) sendHello(ctx context.Context) {
 	}
 	s.st.hellos.Add(1)
 	g.setAddr(dst)
-	if err := s.writeTo(pkt, &dst); err != nil {
-		g.log.Warn("fileserver: cannot send HELLO", "addr", dst.String(), "err", err)
+	// One HELLO per gateway public key we accept (the current and the
+	// next during a rotation): the gateway answers the one it holds.
+	for off := 0; off < len(pkt); off += fschunk.HelloSize {
+		if err := s.writeTo(pkt[off:off+fschunk.HelloSize], &dst); err != nil {
+			g.log.Warn("fileserver: cannot send HELLO", "addr", dst.String(), "err", err)
+		}
 	}
 	g.helloSent(dst.String(), now)
 	g.hs.schedule(now)
@@ -433,7 +441,7 @@ func (g *gateway) onChallenge(ev gwEvent, now time.Time) {
 		s.dropFor(err)
 		if errors.Is(err, auth.ErrBadMAC) {
 			g.badChallenge.Do(func() {
-				g.log.Warn("fileserver: the gateway's CHALLENGE failed authentication: it uses a different key file (or the packet was forged)", "addr", g.addr.Load().String())
+				g.log.Warn("fileserver: the gateway's CHALLENGE failed authentication: it uses a different key file or another public key than -gateway-public-key (or the packet was forged)", "addr", g.addr.Load().String())
 			})
 		}
 		return

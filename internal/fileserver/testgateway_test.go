@@ -99,6 +99,31 @@ type tgInfo struct {
 
 // startTestGateway listens on addr ("127.0.0.1:0" or a fixed port, retried
 // for a while in case the port is still held by a closed predecessor).
+// The static key pairs of the tests: the test gateway's and the
+// server's.
+var (
+	tgStatic  = auth.GenerateStaticKey()
+	srvStatic = auth.GenerateStaticKey()
+)
+
+func mustResponder(tb testing.TB, key *auth.Key, lim auth.Limits) *auth.Responder {
+	tb.Helper()
+	r, err := auth.NewResponder(key, []auth.StaticKey{tgStatic}, lim, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+func mustInitiator(tb testing.TB, key *auth.Key, instance uint64) *auth.Initiator {
+	tb.Helper()
+	in, err := auth.NewInitiator(key, srvStatic, []auth.PublicKey{tgStatic.Public()}, instance, auth.DefaultLimits)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return in
+}
+
 func startTestGateway(tb testing.TB, key *auth.Key, addr string, hb time.Duration, maxDG uint32, lim auth.Limits) *testGateway {
 	tb.Helper()
 	ua, err := net.ResolveUDPAddr("udp4", addr)
@@ -123,7 +148,7 @@ func startTestGateway(tb testing.TB, key *auth.Key, addr string, hb time.Duratio
 	g := &testGateway{
 		tb:       tb,
 		conn:     conn,
-		resp:     auth.NewResponder(key, lim, nil),
+		resp:     mustResponder(tb, key, lim),
 		boot:     binary.BigEndian.Uint64(b[:]),
 		hb:       hb,
 		maxDG:    maxDG,
@@ -297,7 +322,7 @@ func (g *testGateway) onAuth(pkt []byte, from netip.AddrPort, now time.Time) {
 		_, _ = g.conn.WriteToUDPAddrPort(ts.welcome, from)
 		return
 	}
-	acc, err := g.resp.HandleAuth(pkt, from)
+	acc, err := g.resp.HandleAuth(pkt, from, nil)
 	if err != nil {
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"net"
 	"testing"
 
-	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/fschunk"
 )
 
@@ -20,8 +19,8 @@ func TestVersionMismatch(t *testing.T) {
 	}
 	defer rogue.Close()
 	dst := f.conn.LocalAddr().(*net.UDPAddr)
-	hello := auth.NewInitiator(f.key, 1, auth.DefaultLimits).Hello(nil)
-	for _, v := range []byte{1, 3, fschunk.Version + 100} {
+	hello := mustInitiator(t, f.key, 1).Hello(nil)
+	for _, v := range []byte{1, 2, fschunk.Version + 100} {
 		b := append([]byte(nil), hello...)
 		b[0] = v
 		if _, err := rogue.WriteToUDP(b, dst); err != nil {

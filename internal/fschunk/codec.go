@@ -152,13 +152,15 @@ func (c *Challenge) Decode(b []byte) error {
 }
 
 // Auth completes a handshake: it returns the cookie, proving the server
-// can receive at its address, and proves knowledge of the key.
+// can receive at its address, and carries the first Noise IKpsk2 message,
+// which proves the server's static key (and the pre-shared key).
 type Auth struct {
 	Sender   uint32
 	Instance uint64
 	Nonce    [NonceSize]byte // the HELLO's nonce
 	Cookie   [CookieSize]byte
-	MAC      [MACSize]byte // over bytes [0, 64)
+	Noise    [NoiseInitSize]byte
+	MAC      [MACSize]byte // over bytes [0, AuthSize-MACSize)
 }
 
 func (a *Auth) Append(b []byte) []byte {
@@ -167,6 +169,7 @@ func (a *Auth) Append(b []byte) []byte {
 	b = be.AppendUint64(b, a.Instance)
 	b = append(b, a.Nonce[:]...)
 	b = append(b, a.Cookie[:]...)
+	b = append(b, a.Noise[:]...)
 	return append(b, a.MAC[:]...)
 }
 
@@ -178,7 +181,8 @@ func (a *Auth) Decode(b []byte) error {
 	a.Instance = be.Uint64(b[8:16])
 	copy(a.Nonce[:], b[16:32])
 	copy(a.Cookie[:], b[32:64])
-	copy(a.MAC[:], b[64:80])
+	copy(a.Noise[:], b[64:64+NoiseInitSize])
+	copy(a.MAC[:], b[AuthSize-MACSize:])
 	return nil
 }
 

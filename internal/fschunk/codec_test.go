@@ -34,7 +34,7 @@ func samples() map[string][]message {
 	return map[string][]message{
 		"Hello":        {&Hello{Sender: 7, Instance: 0x0102030405060708, Nonce: nonce, MAC: mac}},
 		"Challenge":    {&Challenge{Receiver: 7, Cookie: cookie, MAC: mac}},
-		"Auth":         {&Auth{Sender: 7, Instance: 9, Nonce: nonce, Cookie: cookie, MAC: mac}},
+		"Auth":         {&Auth{Sender: 7, Instance: 9, Nonce: nonce, Cookie: cookie, Noise: [NoiseInitSize]byte{1, 2, 3}, MAC: mac}},
 		"Welcome":      {&Welcome{GatewayIndex: 3, GatewayBoot: 99, HeartbeatInterval: time.Second, MaxDatagram: DefaultDatagramSize}},
 		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}, &Heartbeat{Seq: 2, Name: "files-01.example"}},
 		"HeartbeatAck": {&HeartbeatAck{Seq: 1, CatalogGen: 4}, &HeartbeatAck{}},
@@ -109,7 +109,7 @@ func TestHandshakeSizes(t *testing.T) {
 			t.Errorf("%T body is %d bytes, want %d", m, got, want)
 		}
 	}
-	if HeaderSize+WelcomeBodySize+TagSize > AuthSize {
+	if WelcomeSize > AuthSize {
 		t.Error("WELCOME larger than AUTH")
 	}
 }
@@ -124,7 +124,8 @@ func TestStrictness(t *testing.T) {
 		want error
 	}{
 		{"version 1", &Hello{}, mut(hello, func(b []byte) { b[0] = 1 }), ErrVersion},
-		{"version 3", &Hello{}, mut(hello, func(b []byte) { b[0] = 3 }), ErrVersion},
+		{"version 2", &Hello{}, mut(hello, func(b []byte) { b[0] = 2 }), ErrVersion},
+		{"version 4", &Hello{}, mut(hello, func(b []byte) { b[0] = 4 }), ErrVersion},
 		{"reserved prefix", &Hello{}, mut(hello, func(b []byte) { b[3] = 1 }), ErrReserved},
 		{"padding", &Hello{}, mut(hello, func(b []byte) { b[50] = 1 }), ErrReserved},
 		{"wrong type", &Challenge{}, hello, ErrType},

@@ -1,4 +1,4 @@
-// Package fschunk is the wire format of the FS Chunk Protocol v2, the UDP
+// Package fschunk is the wire format of the FS Chunk Protocol v3, the UDP
 // protocol between HttpGw and FastFileSrv: every constant of the
 // specification (docs/PROTOCOL.md) and the one encoder and strict decoder
 // of every message. It does no I/O and no cryptography: package auth seals
@@ -8,21 +8,26 @@ package fschunk
 import "time"
 
 // Version is the protocol version carried in the first byte of every
-// datagram. Version 2 changed the handshake (a gateway random in WELCOME,
-// mixed into the session keys; cookies on a monotonic clock) and bounds
-// sizes by MaxFileSize; a datagram of another version is dropped, and
-// logged (rate-limited) with both versions named.
-const Version = 2
+// datagram. Version 3 replaced the pre-shared-key handshake by Noise
+// IKpsk2 (a static X25519 key pair per server and gateway, ephemeral keys
+// in every handshake) and changed the content hash (a BLAKE3 tree,
+// §5.17); version 2 had changed the handshake (a gateway random in
+// WELCOME, cookies on a monotonic clock) and bounded sizes by
+// MaxFileSize. A datagram of another version is dropped, and logged
+// (rate-limited) with both versions named.
+const Version = 3
 
 // Type is the message type, the second byte of every datagram.
 type Type uint8
 
-// Handshake messages: authenticated with the pre-shared key (a MAC), not
-// with a session; the only messages a sender without a session may send.
+// Handshake messages: not sealed by a session; the only messages a sender
+// without a session may send. HELLO and CHALLENGE carry a MAC keyed by the
+// pre-shared key and the gateway's public key; AUTH carries the first
+// Noise message, WELCOME (a transport message) the second.
 const (
 	TypeHello     Type = 0x01 // server → gateway: fresh nonce, padded
 	TypeChallenge Type = 0x02 // gateway → server: stateless cookie
-	TypeAuth      Type = 0x03 // server → gateway: nonce + cookie
+	TypeAuth      Type = 0x03 // server → gateway: cookie + Noise IKpsk2 message 1
 )
 
 // Transport messages: sealed with a session's AEAD key.
@@ -100,16 +105,25 @@ const (
 	MACSize    = 16 // truncated HMAC-SHA256 of handshake messages
 	NonceSize  = 16 // handshake nonce
 	CookieSize = 32 // 8-byte timestamp + 24-byte MAC
-	// GatewayRandomSize is the gateway's fresh random value in WELCOME,
-	// sent in the clear after the header and mixed into the session keys.
-	GatewayRandomSize = 16
-	HashSize          = 32 // SHA-256 content hash
+	// PublicKeySize is an X25519 public key: a server's or the gateway's
+	// static key, or an ephemeral key of a handshake.
+	PublicKeySize = 32
+	// NoiseInitSize is Noise IKpsk2's first message (server → gateway, in
+	// AUTH) with an empty payload: the server's ephemeral key, its static
+	// key encrypted (+ tag) and the empty payload's tag.
+	NoiseInitSize = PublicKeySize + PublicKeySize + TagSize + TagSize
+	// NoiseResponseSize is Noise IKpsk2's second message (gateway →
+	// server, in WELCOME) with an empty payload: the gateway's ephemeral
+	// key and the empty payload's tag.
+	NoiseResponseSize = PublicKeySize + TagSize
+	HashSize          = 32 // content hash: a BLAKE3 tree root (§5.17)
 	HelloSize         = 128
 	ChallengeSize     = 56
-	AuthSize          = 80
-	// WelcomeSize is a WELCOME datagram: header, gateway random, the
-	// sealed body and the tag.
-	WelcomeSize = HeaderSize + GatewayRandomSize + WelcomeBodySize + TagSize
+	AuthSize          = 64 + NoiseInitSize + MACSize
+	// WelcomeSize is a WELCOME datagram: header, the Noise response (in
+	// the clear: the server needs it to derive the keys; authenticated
+	// with the header), the sealed body and the tag.
+	WelcomeSize = HeaderSize + NoiseResponseSize + WelcomeBodySize + TagSize
 
 	// DataHeaderSize is the plaintext header of a DATA body: request id, offset.
 	DataHeaderSize = 12
@@ -148,7 +162,7 @@ const (
 )
 
 // The content hash tree (docs/PROTOCOL.md §5.17). A version's content hash
-// is the root of a binary SHA-256 tree over its leaves, so every leaf can
+// is the root of a binary BLAKE3 tree over its leaves, so every leaf can
 // be checked on its own as it streams, and the root also commits to the
 // size.
 const (

@@ -142,7 +142,7 @@ func TestInstancesPerSource(t *testing.T) {
 	registerAs(t, c, key, 1)
 	registerAs(t, c, key, 2)
 	registerAs(t, c, key, 1) // a rekey of a known instance
-	in := auth.NewInitiator(key, 3, auth.DefaultLimits)
+	in := newInitiator(t, key, 3, auth.DefaultLimits)
 	c.send(in.Hello(nil))
 	a, err := in.HandleChallenge(c.recv(2*time.Second), nil)
 	if err != nil {

@@ -32,7 +32,7 @@ func TestAuthReplayAfterClockStep(t *testing.T) {
 		mn := newMemNet()
 		gc, sc := mn.listen("10.0.0.1:8888"), mn.listen("10.0.0.2:4000")
 		key := newKey(t)
-		g, err := New(Config{Conn: gc, Key: key, Now: wall})
+		g, err := New(Config{Conn: gc, Key: key, Static: testGW, Allowed: testAllowed(), Now: wall})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +46,7 @@ func TestAuthReplayAfterClockStep(t *testing.T) {
 			synctest.Wait()
 			return sc.recv()
 		}
-		in := auth.NewInitiator(key, 7, auth.DefaultLimits)
+		in := newInitiator(t, key, 7, auth.DefaultLimits)
 		a, err := in.HandleChallenge(exchange(in.Hello(nil)), nil)
 		if err != nil {
 			t.Fatalf("challenge: %v", err)

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -32,12 +33,23 @@ import (
 // heardEvery is how often a busy server's liveness is refreshed in the pool.
 const heardEvery = 100 * time.Millisecond
 
-// Config configures a Gateway. Conn and Key are required.
+// Config configures a Gateway. Conn, Key and Static are required.
 type Config struct {
-	Conn   net.PacketConn
-	Key    *auth.Key
-	Logger *slog.Logger
-	Limits auth.Limits // zero fields: auth.DefaultLimits
+	Conn net.PacketConn
+	// Key is the pre-shared key: the extra symmetric layer of the
+	// handshake (Noise's psk2).
+	Key *auth.Key
+	// Static is the gateway's key pair, which servers know by its public
+	// half; NextStatic, if set, a second one it also answers for, so that
+	// servers can move to it one by one (a key rotation). SetStatics
+	// replaces both without a restart.
+	Static, NextStatic auth.StaticKey
+	// Allowed lists the servers admitted: their public keys and names.
+	// SetAllowed replaces it without a restart (and ends the sessions of
+	// servers no longer listed).
+	Allowed Allowed
+	Logger  *slog.Logger
+	Limits  auth.Limits // zero fields: auth.DefaultLimits
 
 	// DatagramSize is the size of DATA datagrams asked of servers; 0 picks
 	// fschunk.LoopbackDatagramSize for servers on this host,
@@ -80,6 +92,15 @@ type Stats struct {
 	// DropInstances counts AUTHs refused because their source address
 	// already has CatalogLimits.MaxInstancesPerSource servers.
 	DropInstances uint64 `json:"drop_instances"`
+	// DropUnlisted counts AUTHs of a valid handshake from a server key
+	// the allowed list does not hold (or no longer holds).
+	DropUnlisted uint64 `json:"drop_unlisted"`
+	// DropIdentity counts AUTHs refused because they claim a server
+	// instance that another key owns (a stolen identity).
+	DropIdentity uint64 `json:"drop_identity"`
+	// Revoked counts servers whose sessions ended because their key left
+	// the allowed list.
+	Revoked uint64 `json:"revoked"`
 	// Handshake datagrams (HELLO, AUTH): queued for the handshake worker,
 	// and handled by it (any outcome); dropped because the queue was full;
 	// dropped under load by the per-source limit. Challenges counts the
@@ -99,6 +120,7 @@ type Stats struct {
 
 type counters struct {
 	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	unlisted, identity, revoked                                                                                                                                        atomic.Uint64
 	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
 }
 
@@ -142,8 +164,13 @@ type Gateway struct {
 	// protocol version.
 	versionLog rate.Sometimes
 	// instanceLog rate-limits the warning about AUTHs refused for
-	// MaxInstancesPerSource.
+	// MaxInstancesPerSource; keyLog the warnings about unlisted keys and
+	// stolen identities.
 	instanceLog rate.Sometimes
+	keyLog      rate.Sometimes
+
+	// allowed is the current list of admitted server keys.
+	allowed atomic.Pointer[Allowed]
 
 	// rxPeer is the server whose datagram the receive loop is handling
 	// (once authenticated): the one evicted if the handling panics.
@@ -154,11 +181,16 @@ type session struct {
 	s     *auth.Session
 	p     *peer
 	nonce [fschunk.NonceSize]byte
+	auth  []byte // the AUTH that made it: a retransmission is answered again
 }
 
 // peer is one server process (one Instance) and its sessions.
 type peer struct {
-	id   pool.ServerID
+	id pool.ServerID
+	// key is the server's static public key: every session of the peer
+	// proves it; an AUTH claiming the instance with another key is
+	// refused.
+	key  auth.PublicKey
 	addr atomic.Pointer[netip.AddrPort]
 	cur  atomic.Pointer[session]
 	prev *session // guarded by Gateway.mu
@@ -177,8 +209,8 @@ type peer struct {
 
 // New makes a gateway endpoint; Run starts it.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.Conn == nil || cfg.Key == nil {
-		return nil, errors.New("gateway: Conn and Key are required")
+	if cfg.Conn == nil || cfg.Key == nil || cfg.Static.IsZero() {
+		return nil, errors.New("gateway: Conn, Key and Static are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -200,10 +232,14 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Handshake = cfg.Handshake.withDefaults()
 	var b [8]byte
 	rand.Read(b[:])
+	resp, err := auth.NewResponder(cfg.Key, statics(cfg.Static, cfg.NextStatic), cfg.Limits, nil)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	g := &Gateway{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		resp:        auth.NewResponder(cfg.Key, cfg.Limits, nil),
+		resp:        resp,
 		hs:          newHandshakeQueues(cfg.Handshake),
 		boot:        binary.BigEndian.Uint64(b[:]),
 		pool:        pool.New(),
@@ -213,8 +249,11 @@ func New(cfg Config) (*Gateway, error) {
 		peers:       map[pool.ServerID]*peer{},
 		versionLog:  rate.Sometimes{First: 1, Interval: versionLogEvery},
 		instanceLog: rate.Sometimes{First: 1, Interval: versionLogEvery},
+		keyLog:      rate.Sometimes{Interval: authLogEvery},
 		authLog:     rate.Sometimes{Interval: authLogEvery},
 	}
+	allowed := cfg.Allowed.clone()
+	g.allowed.Store(&allowed)
 	g.bufs.New = func() any { b := make([]byte, 0, fschunk.MaxDatagramSize); return &b }
 	fc := cfg.Fetch
 	fc.Sender = g
@@ -253,7 +292,7 @@ func (g *Gateway) Stats() Stats {
 	c := &g.ctr
 	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
-		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(),
+		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(), DropUnlisted: c.unlisted.Load(), DropIdentity: c.identity.Load(), Revoked: c.revoked.Load(),
 		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
 }
 
@@ -389,45 +428,67 @@ func (g *Gateway) handle(pkt []byte, from netip.AddrPort, now time.Time) {
 }
 
 func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
-	acc, err := g.resp.HandleAuth(pkt, from)
+	now := g.cfg.Now()
+	if s := g.repeatOf(pkt); s != nil {
+		// A retransmitted AUTH (its WELCOME was lost): the same bytes as
+		// one accepted, so only its MAC and cookie (from this address,
+		// still fresh) are checked, not the Diffie-Hellmans again.
+		if err := g.resp.CheckAuth(pkt, from); err != nil {
+			g.dropHandshake(err, from)
+			return
+		}
+		g.sendWelcome(s, from, now)
+		return
+	}
+	acc, err := g.resp.HandleAuth(pkt, from, g.allowKey)
 	if err != nil {
 		g.dropHandshake(err, from)
 		return
 	}
-	now := g.cfg.Now()
-	s, fresh, err := g.admit(acc, from, now)
+	s, err := g.admit(acc, pkt, from, now)
 	if err != nil {
-		if errors.Is(err, auth.ErrReplay) {
+		switch {
+		case errors.Is(err, auth.ErrReplay):
 			g.ctr.replay.Add(1) // a replay of an AUTH whose session ended
-			return
-		}
-		if errors.Is(err, errTooManyInstances) {
+		case errors.Is(err, errTooManyInstances):
 			g.ctr.instances.Add(1)
 			g.instanceLog.Do(func() {
 				g.log.Warn("server refused: too many server instances from one source address", "addr", from.String(), "max", g.cfg.Catalog.MaxInstancesPerSource)
 			})
-			return
+		case errors.Is(err, errIdentity):
+			g.ctr.identity.Add(1)
+			g.keyLog.Do(func() {
+				g.log.Warn("server refused: it claims a server instance that another key owns (a stolen or copied identity)", "key", acc.Peer.Short(), "server", pool.ServerID(acc.Instance).String(), "addr", from.String())
+			})
+		default:
+			g.log.Error("new session", "err", err)
 		}
-		g.log.Error("new session", "err", err)
 		return
 	}
 	p := s.p
-	if fresh {
-		g.ctr.handshakes.Add(1)
-		rejoin := g.pool.Has(p.id)
-		g.pool.Join(p.id, from.String(), now)
-		// A rekey (every few minutes per server) is routine: debug. A
-		// server joining is news.
-		lv := slog.LevelInfo
-		if rejoin {
-			lv = slog.LevelDebug
-		}
-		g.log.Log(context.Background(), lv, "server session", "server", p.id.String(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+	g.ctr.handshakes.Add(1)
+	rejoin := g.pool.Has(p.id)
+	g.pool.Join(p.id, from.String(), now)
+	if !rejoin {
+		g.pool.SetKey(p.id, p.key.Short())
 	}
+	// A rekey (every few minutes per server) is routine: debug. A
+	// server joining is news.
+	lv := slog.LevelInfo
+	if rejoin {
+		lv = slog.LevelDebug
+	}
+	g.log.Log(context.Background(), lv, "server session", "server", p.id.String(), "key", p.key.Short(), "addr", from.String(), "session", s.s.LocalIndex, "rekey", rejoin)
+	g.sendWelcome(s, from, now)
+}
+
+// sendWelcome sends the WELCOME of session s (again, for a retransmitted
+// AUTH: the same Noise message, the session's next counter).
+func (g *Gateway) sendWelcome(s *session, from netip.AddrPort, now time.Time) {
 	out := g.getBuf()
 	defer g.putBuf(out)
-	w := fschunk.Welcome{GatewayIndex: s.s.LocalIndex, GatewayBoot: g.boot, HeartbeatInterval: g.cfg.HeartbeatInterval, MaxDatagram: uint32(p.datagram)}
-	pkt, err = auth.Welcome(s.s, w, (*out)[:0], now)
+	w := fschunk.Welcome{GatewayIndex: s.s.LocalIndex, GatewayBoot: g.boot, HeartbeatInterval: g.cfg.HeartbeatInterval, MaxDatagram: uint32(s.p.datagram)}
+	pkt, err := auth.Welcome(s.s, w, (*out)[:0], now)
 	if err != nil {
 		g.log.Error("seal welcome", "err", err)
 		return
@@ -435,17 +496,37 @@ func (g *Gateway) handleAuth(pkt []byte, from netip.AddrPort) {
 	g.write(pkt, from)
 }
 
-// admit finds the session an accepted AUTH made before (a retransmitted
-// AUTH), or makes it; auth.ErrReplay if the AUTH made a session that has
-// ended since.
-func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) (s *session, fresh bool, err error) {
+// repeatOf returns the session an AUTH with exactly these bytes made, if
+// it is still there.
+func (g *Gateway) repeatOf(pkt []byte) *session {
+	var a fschunk.Auth
+	if a.Decode(pkt) != nil {
+		return nil
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if s := g.byNonce[a.Nonce]; s != nil && bytes.Equal(s.auth, pkt) {
+		return s
+	}
+	return nil
+}
+
+// admit makes the session of an accepted AUTH; auth.ErrReplay if its
+// nonce made a session before (a replay, or a second AUTH for one
+// HELLO), errIdentity if it claims an instance another key owns.
+func (g *Gateway) admit(acc *auth.Accepted, pkt []byte, from netip.AddrPort, now time.Time) (s *session, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s := g.byNonce[acc.Nonce]; s != nil {
-		return s, false, nil
+	if g.byNonce[acc.Nonce] != nil {
+		return nil, auth.ErrReplay
 	}
 	if _, used := g.usedNonces[acc.Nonce]; used {
-		return nil, false, auth.ErrReplay
+		return nil, auth.ErrReplay
+	}
+	id := pool.ServerID(acc.Instance)
+	p := g.peers[id]
+	if p != nil && p.key != acc.Peer {
+		return nil, errIdentity
 	}
 	var idx uint32
 	for idx == 0 || g.sessions[idx] != nil {
@@ -455,18 +536,16 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 	}
 	as, err := acc.NewSession(idx, now)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	id := pool.ServerID(acc.Instance)
-	p := g.peers[id]
 	if p == nil {
 		if g.instancesLocked(from) >= g.cfg.Catalog.MaxInstancesPerSource {
-			return nil, false, errTooManyInstances
+			return nil, errTooManyInstances
 		}
-		p = &peer{id: id, datagram: g.pickDatagram(from)}
+		p = &peer{id: id, key: acc.Peer, datagram: g.pickDatagram(from)}
 		g.peers[id] = p
 	}
-	s = &session{s: as, p: p, nonce: acc.Nonce}
+	s = &session{s: as, p: p, nonce: acc.Nonce, auth: bytes.Clone(pkt)}
 	if p.cur.Load() == nil {
 		p.cur.Store(s)
 		p.addr.Store(&from)
@@ -479,7 +558,7 @@ func (g *Gateway) admit(acc *auth.Accepted, from netip.AddrPort, now time.Time) 
 	g.sessions[idx] = s
 	g.byNonce[acc.Nonce] = s
 	g.usedNonces[acc.Nonce] = now
-	return s, true, nil
+	return s, nil
 }
 
 func (g *Gateway) pickDatagram(from netip.AddrPort) int {
@@ -577,10 +656,17 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 			return
 		}
 		g.pool.SetLoad(p.id, pool.Load{ReadsActive: hb.ReadsActive, TxRate: hb.TxRate})
-		if hb.Name != "" && g.pool.SetName(p.id, hb.Name) {
+		// The allowed list's name for the server's key wins over the
+		// name the server gives itself: a key holder cannot pass for
+		// another listed server on the status page or in metrics.
+		name := hb.Name
+		if listed := g.listedName(p.key); listed != "" {
+			name = listed
+		}
+		if name != "" && g.pool.SetName(p.id, name) {
 			// The first HEARTBEAT names a server: from here on logs,
 			// metrics and the status page use the name.
-			g.log.Info("server joined", "name", hb.Name, "server", p.id.String(), "addr", p.addr.Load().String(), "files", hb.Files)
+			g.log.Info("server joined", "name", name, "server", p.id.String(), "key", p.key.Short(), "addr", p.addr.Load().String(), "files", hb.Files)
 		}
 		ack := fschunk.HeartbeatAck{Seq: hb.Seq, CatalogGen: g.pool.CatalogGen(p.id)}
 		g.sendTo(p, fschunk.TypeHeartbeatAck, ack.Append)

@@ -35,6 +35,12 @@ func startGWWith(t *testing.T, cfg Config) (*Gateway, *net.UDPAddr) {
 		t.Fatal(err)
 	}
 	cfg.Conn = pc
+	if cfg.Static.IsZero() {
+		cfg.Static = testGW
+	}
+	if cfg.Allowed == nil {
+		cfg.Allowed = testAllowed()
+	}
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +50,31 @@ func startGWWith(t *testing.T, cfg Config) (*Gateway, *net.UDPAddr) {
 	go func() { defer close(done); g.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; pc.Close() })
 	return g, pc.LocalAddr().(*net.UDPAddr)
+}
+
+// The static key pairs of the tests: the gateway's and one server's,
+// which the gateways of the tests admit.
+var (
+	testGW  = auth.GenerateStaticKey()
+	testSrv = auth.GenerateStaticKey()
+)
+
+func testAllowed() Allowed { return Allowed{testSrv.Public(): ""} }
+
+// newInitiator is a server's side of the handshake with testSrv's key,
+// addressed to testGW.
+func newInitiator(t testing.TB, key *auth.Key, instance uint64, lim auth.Limits) *auth.Initiator {
+	t.Helper()
+	return newInitiatorAs(t, key, testSrv, instance, lim)
+}
+
+func newInitiatorAs(t testing.TB, key *auth.Key, static auth.StaticKey, instance uint64, lim auth.Limits) *auth.Initiator {
+	t.Helper()
+	in, err := auth.NewInitiator(key, static, []auth.PublicKey{testGW.Public()}, instance, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
 
 func newKey(t *testing.T) *auth.Key {
@@ -106,7 +137,7 @@ func register(t *testing.T, c *client, key *auth.Key) *auth.Session {
 // registerAs is register for the server instance given.
 func registerAs(t *testing.T, c *client, key *auth.Key, instance uint64) *auth.Session {
 	t.Helper()
-	in := auth.NewInitiator(key, instance, auth.DefaultLimits)
+	in := newInitiator(t, key, instance, auth.DefaultLimits)
 	c.send(in.Hello(nil))
 	ch := c.recv(2 * time.Second)
 	a, err := in.HandleChallenge(ch, nil)
@@ -136,7 +167,7 @@ func TestUnauthenticatedGetNothing(t *testing.T) {
 	key := newKey(t)
 	g, addr := startGW(t, key)
 	atk := newClient(t, addr)
-	wrong := auth.NewInitiator(newKey(t), 1, auth.DefaultLimits)
+	wrong := newInitiator(t, newKey(t), 1, auth.DefaultLimits)
 	junk := make([]byte, 200)
 	// Paced by what the gateway has handled, so that none is dropped by
 	// the kernel before it is judged.
@@ -181,7 +212,7 @@ func TestAmplification(t *testing.T) {
 	key := newKey(t)
 	_, addr := startGW(t, key)
 	victim := newClient(t, addr)
-	hello := auth.NewInitiator(key, 1, auth.DefaultLimits).Hello(nil)
+	hello := newInitiator(t, key, 1, auth.DefaultLimits).Hello(nil)
 	for i := 0; i < 50; i++ {
 		victim.send(hello)
 	}
@@ -284,7 +315,7 @@ func TestAuthReplayAfterSessionEnds(t *testing.T) {
 	key := newKey(t)
 	g, addr := startGW(t, key)
 	c := newClient(t, addr)
-	in := auth.NewInitiator(key, 7, auth.DefaultLimits)
+	in := newInitiator(t, key, 7, auth.DefaultLimits)
 	c.send(in.Hello(nil))
 	a, err := in.HandleChallenge(c.recv(2*time.Second), nil)
 	if err != nil {
@@ -376,7 +407,7 @@ func TestRekeyLoggedAtDebug(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := newKey(t)
-	g, err := New(Config{Conn: pc, Key: key, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	g, err := New(Config{Conn: pc, Key: key, Static: testGW, Allowed: testAllowed(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

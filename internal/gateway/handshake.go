@@ -79,7 +79,7 @@ func (l HandshakeLimits) withDefaults() HandshakeLimits {
 
 // hsJob is a handshake datagram waiting for the worker.
 type hsJob struct {
-	pkt  [fschunk.HelloSize]byte // HELLO is the larger of the two
+	pkt  [max(fschunk.HelloSize, fschunk.AuthSize)]byte
 	n    int
 	from netip.AddrPort
 }
@@ -260,6 +260,19 @@ func (s *sourceLimits) allow(from netip.AddrPort, now time.Time) bool {
 const authLogEvery = 10 * time.Second
 
 func (g *Gateway) dropHandshake(err error, from netip.AddrPort) {
+	var un *unlistedError
+	if errors.As(err, &un) {
+		n := g.ctr.unlisted.Add(1)
+		g.keyLog.Do(func() {
+			g.log.Warn("server refused: its public key is not in the allowed servers list (add it there to admit the server; a revoked server keeps trying)",
+				"key", un.key.String(), "addr", from.String(), "refused", n, "next_report_in", authLogEvery)
+		})
+		return
+	}
+	if errors.Is(err, auth.ErrBadNoise) {
+		g.ctr.authFail.Add(1)
+		return
+	}
 	if errors.Is(err, auth.ErrBadMAC) || errors.Is(err, auth.ErrBadCookie) {
 		n := g.ctr.authFail.Add(1)
 		if errors.Is(err, auth.ErrBadMAC) {
@@ -267,7 +280,7 @@ func (g *Gateway) dropHandshake(err error, from netip.AddrPort) {
 			// line is the only way an operator learns that a server was
 			// started with another key.
 			g.authLog.Do(func() {
-				g.log.Warn("handshake failed authentication: probably a FastFileSrv with a different key file (or a forged packet); nothing was answered",
+				g.log.Warn("handshake failed authentication: probably a FastFileSrv with a different key file or another gateway public key (-gateway-public-key), or a forged packet; nothing was answered",
 					"from", from.String(), "auth_failures", n, "next_report_in", authLogEvery)
 			})
 		}

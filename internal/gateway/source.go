@@ -61,6 +61,13 @@ func (s Source) fill(ctx context.Context, f httpfront.File) (httpfront.Content, 
 	// The fetch outlives the client that started it: others may be
 	// waiting for the same file. The engine's stall timeout bounds it.
 	ch := s.g.fills.DoChan(string(f.Hash[:]), func() (any, error) {
+		// A client that missed the cache in Open may get here after the
+		// fetch it could have joined ended and left the group: the file
+		// is in the cache by then, and fetching it again would double
+		// the servers' work.
+		if b, ok := s.g.cfg.Cache.Get(f.Hash); ok {
+			return b, nil
+		}
 		return s.fetchWhole(context.WithoutCancel(ctx), f)
 	})
 	select {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fastfile/fschunk/internal/auth"
+	"github.com/fastfile/fschunk/internal/fschunk"
 )
 
 // recordLog keeps the records logged at Warn and above.
@@ -33,22 +35,29 @@ func (h *recordLog) Handle(_ context.Context, r slog.Record) error {
 func (h *recordLog) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *recordLog) WithGroup(string) slog.Handler      { return h }
 
-// TestVersionMismatch: datagrams of protocol version 1 (a server not yet
-// upgraded) are dropped and counted, nothing is sent back, and one
-// warning names both versions however many arrive.
+// TestVersionMismatch: datagrams of protocol versions 1 and 2 (a server
+// not yet upgraded to the Noise handshake) are dropped and counted,
+// nothing is sent back, and one warning names both versions however many
+// arrive.
 func TestVersionMismatch(t *testing.T) {
+	for _, v := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { versionMismatch(t, v) })
+	}
+}
+
+func versionMismatch(t *testing.T, v byte) {
 	key := newKey(t)
 	rec := &recordLog{}
 	g, addr := startGWWith(t, Config{Key: key, Logger: slog.New(rec)})
 	c := newClient(t, addr)
-	v1 := auth.NewInitiator(key, 1, auth.DefaultLimits).Hello(nil)
-	v1[0] = 1
+	old := newInitiator(t, key, 1, auth.DefaultLimits).Hello(nil)
+	old[0] = v
 	for range 5 {
-		c.send(v1)
+		c.send(old)
 	}
 	waitReceived(t, g, 5)
 	if b := c.recv(200 * time.Millisecond); b != nil {
-		t.Fatalf("answered a version 1 HELLO with %d bytes", len(b))
+		t.Fatalf("answered a version %d HELLO with %d bytes", v, len(b))
 	}
 	if st := g.Stats(); st.DropVersion != 5 || st.Handshakes != 0 {
 		t.Fatalf("DropVersion %d handshakes %d, want 5 and 0", st.DropVersion, st.Handshakes)
@@ -59,7 +68,7 @@ func TestVersionMismatch(t *testing.T) {
 	for _, r := range rec.recs {
 		if strings.Contains(r, "another FS Chunk Protocol version") {
 			n++
-			if !strings.Contains(r, "peer_version=1") || !strings.Contains(r, "our_version=2") || !strings.Contains(r, "addr=127.0.0.1:") {
+			if !strings.Contains(r, fmt.Sprintf("peer_version=%d", v)) || !strings.Contains(r, fmt.Sprintf("our_version=%d", fschunk.Version)) || !strings.Contains(r, "addr=127.0.0.1:") {
 				t.Errorf("warning does not name both versions and the sender: %s", r)
 			}
 		}

@@ -1,5 +1,5 @@
 // Package hashtree is the content hash tree of the FS Chunk Protocol
-// (docs/PROTOCOL.md §5.17): a binary SHA-256 tree over a file's 64 KiB
+// (docs/PROTOCOL.md §5.17): a binary BLAKE3 tree over a file's 64 KiB
 // leaves whose root, bound to the file's size, is the version's content
 // hash. A server builds the whole tree while it hashes the file (Builder,
 // Tree); the gateway learns it block by block from any holder, checking
@@ -7,25 +7,44 @@
 // (Partial), and then checks every leaf of content before it reaches a
 // client. BitTorrent v2's piece layers and BLAKE3/Bao are the models.
 //
-// Hashes are domain-separated so that a leaf can never pass for a node,
-// nor a node for the root:
+// Hashes are domain-separated by BLAKE3's own key derivation mode, one
+// context string each, so that a leaf can never pass for a node, nor a
+// node for the root:
 //
-//	leaf = SHA-256(0x00 ‖ bytes)            up to TreeLeafSize bytes
-//	node = SHA-256(0x01 ‖ left ‖ right)     a lone last node moves up as it is
-//	root = SHA-256(0x02 ‖ size (8 bytes) ‖ top)
+//	leaf = BLAKE3-derive_key(LeafContext, bytes)              up to TreeLeafSize bytes
+//	node = BLAKE3-derive_key(NodeContext, left ‖ right)       a lone last node moves up as it is
+//	root = BLAKE3-derive_key(RootContext, size (8 bytes) ‖ top)
+//
+// A context, unlike a prefix byte, costs nothing per hash: the input is
+// hashed as it is (a 64 KiB leaf is 64 BLAKE3 chunks, not 65), under a key
+// derived once from the context string.
 package hashtree
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/fastfile/fschunk/internal/fschunk"
 )
 
-// Hash is one SHA-256 value: a leaf, a node or a root.
+// The BLAKE3 key derivation contexts of the three kinds of hash
+// (docs/PROTOCOL.md §5.17). Changing one changes every content hash.
+const (
+	LeafContext = "FS Chunk Protocol 2026-12-03 content tree leaf"
+	NodeContext = "FS Chunk Protocol 2026-12-03 content tree node"
+	RootContext = "FS Chunk Protocol 2026-12-03 content tree root"
+)
+
+// Hashers in derive-key mode, their contexts already hashed: templates
+// cloned into each Hasher, never written to (deriving a context key is a
+// hash of its own, not to be paid per node).
+var leafInit, nodeInit, rootInit = blake3.NewDeriveKey(LeafContext),
+	blake3.NewDeriveKey(NodeContext), blake3.NewDeriveKey(RootContext)
+
+// Hash is one BLAKE3 value: a leaf, a node or a root.
 type Hash = [fschunk.HashSize]byte
 
 const (
@@ -82,29 +101,23 @@ func LeafHash(b []byte) Hash {
 
 // Node hashes two children.
 func Node(l, r Hash) Hash {
-	var b [1 + 2*fschunk.HashSize]byte
-	b[0] = 1
-	copy(b[1:], l[:])
-	copy(b[1+fschunk.HashSize:], r[:])
-	return sha256.Sum256(b[:])
+	var h Hasher
+	return h.Node(l, r)
 }
 
 // Root binds the top node to the file's size.
 func Root(size int64, top Hash) Hash {
-	var b [1 + 8 + fschunk.HashSize]byte
-	b[0] = 2
-	binary.BigEndian.PutUint64(b[1:], uint64(size))
-	copy(b[9:], top[:])
-	return sha256.Sum256(b[:])
+	var h Hasher
+	return h.Root(size, top)
 }
 
 // up hashes one level of nodes into the next, in place; it returns the
 // shorter slice. A lone last node moves up unchanged.
-func up(level []Hash) []Hash {
+func (h *Hasher) up(level []Hash) []Hash {
 	n := 0
 	for i := 0; i < len(level); i += 2 {
 		if i+1 < len(level) {
-			level[n] = Node(level[i], level[i+1])
+			level[n] = h.Node(level[i], level[i+1])
 		} else {
 			level[n] = level[i]
 		}
@@ -113,45 +126,69 @@ func up(level []Hash) []Hash {
 	return level[:n]
 }
 
-var leafPrefix = []byte{0}
+// Hasher hashes leaves, nodes and roots with reusable BLAKE3 states,
+// allocated on first use of each kind (about 11 KiB each: a small Hasher
+// value can sit in every response, and one that only checks leaves never
+// holds the other two). Not safe for concurrent use.
+type Hasher struct {
+	leaf, node, root *blake3.Hasher
+}
 
-// Hasher hashes leaves with one reusable SHA-256 state, without
-// allocating. The zero value is ready; not safe for concurrent use.
-type Hasher struct{ h hash.Hash }
-
-func (h *Hasher) reset() {
-	if h.h == nil {
-		h.h = sha256.New()
+// state returns *s, first set up as a copy of template init.
+func state(s **blake3.Hasher, init *blake3.Hasher) *blake3.Hasher {
+	if *s == nil {
+		*s = init.Clone()
 	}
-	h.h.Reset()
+	return *s
+}
+
+func sum(b *blake3.Hasher) Hash {
+	var out Hash
+	b.Sum(out[:0])
+	b.Reset()
+	return out
 }
 
 // Leaf hashes one leaf's bytes.
 func (h *Hasher) Leaf(b []byte) Hash {
-	h.reset()
-	h.h.Write(leafPrefix)
-	h.h.Write(b)
-	var out Hash
-	h.h.Sum(out[:0])
-	return out
+	s := state(&h.leaf, leafInit)
+	s.Write(b)
+	return sum(s)
+}
+
+// Node hashes two children.
+func (h *Hasher) Node(l, r Hash) Hash {
+	s := state(&h.node, nodeInit)
+	var b [2 * fschunk.HashSize]byte
+	copy(b[:], l[:])
+	copy(b[fschunk.HashSize:], r[:])
+	s.Write(b[:])
+	return sum(s)
+}
+
+// Root binds the top node to the file's size.
+func (h *Hasher) Root(size int64, top Hash) Hash {
+	s := state(&h.root, rootInit)
+	var b [8 + fschunk.HashSize]byte
+	binary.BigEndian.PutUint64(b[:], uint64(size))
+	copy(b[8:], top[:])
+	s.Write(b[:])
+	return sum(s)
 }
 
 // LeafParts hashes one leaf whose bytes are held in parts, in order (the
 // gateway keeps a leaf in separately allocated pieces): the same hash as
 // Leaf of their concatenation, without copying them together.
 func (h *Hasher) LeafParts(parts [][]byte) Hash {
-	h.reset()
-	h.h.Write(leafPrefix)
+	s := state(&h.leaf, leafInit)
 	for _, b := range parts {
-		h.h.Write(b)
+		s.Write(b)
 	}
-	var out Hash
-	h.h.Sum(out[:0])
-	return out
+	return sum(s)
 }
 
 // Builder computes the leaves of a stream of bytes written to it, one
-// pass, no buffering beyond SHA-256's own. It implements io.Writer.
+// pass, no buffering beyond BLAKE3's own. It implements io.Writer.
 type Builder struct {
 	h      Hasher
 	inLeaf int // bytes of the current leaf written so far
@@ -162,9 +199,16 @@ type Builder struct {
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
 	b := &Builder{}
-	b.h.reset()
-	b.h.h.Write(leafPrefix)
+	state(&b.h.leaf, leafInit)
 	return b
+}
+
+// Reset starts a new stream, keeping the hash states (a server hashing
+// many small files keeps one Builder per worker). Trees returned before
+// are not affected.
+func (b *Builder) Reset() {
+	b.h.leaf.Reset()
+	b.inLeaf, b.size, b.leaves = 0, 0, nil
 }
 
 // Write adds bytes; it never fails.
@@ -172,7 +216,7 @@ func (b *Builder) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		k := min(len(p), LeafSize-b.inLeaf)
-		b.h.h.Write(p[:k])
+		b.h.leaf.Write(p[:k]) // set up by NewBuilder
 		b.inLeaf += k
 		b.size += int64(k)
 		p = p[k:]
@@ -184,11 +228,7 @@ func (b *Builder) Write(p []byte) (int, error) {
 }
 
 func (b *Builder) endLeaf() {
-	var out Hash
-	b.h.h.Sum(out[:0])
-	b.leaves = append(b.leaves, out)
-	b.h.h.Reset()
-	b.h.h.Write(leafPrefix)
+	b.leaves = append(b.leaves, sum(b.h.leaf))
 	b.inLeaf = 0
 }
 
@@ -197,7 +237,7 @@ func (b *Builder) Tree() *Tree {
 	if b.inLeaf > 0 || len(b.leaves) == 0 {
 		b.endLeaf()
 	}
-	return FromLeaves(b.size, b.leaves)
+	return b.h.fromLeaves(b.size, b.leaves)
 }
 
 // Tree is a whole tree, as a server keeps it: the stored levels (0, 5,
@@ -211,17 +251,22 @@ type Tree struct {
 // FromLeaves builds the tree of a file of size bytes from its leaves
 // (len(leaves) must be Leaves(size)); leaves is kept.
 func FromLeaves(size int64, leaves []Hash) *Tree {
+	var h Hasher
+	return h.fromLeaves(size, leaves)
+}
+
+func (h *Hasher) fromLeaves(size int64, leaves []Hash) *Tree {
 	t := &Tree{Size: size}
 	height := Height(int64(len(leaves)))
 	t.levels = append(t.levels, leaves)
 	cur := append([]Hash(nil), leaves...)
-	for h := 1; h <= height; h++ {
-		cur = up(cur)
-		if Stored(h, height) {
+	for lv := 1; lv <= height; lv++ {
+		cur = h.up(cur)
+		if Stored(lv, height) {
 			t.levels = append(t.levels, append([]Hash(nil), cur...))
 		}
 	}
-	t.Root = Root(size, cur[0])
+	t.Root = h.Root(size, cur[0])
 	return t
 }
 

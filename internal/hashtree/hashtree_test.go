@@ -2,10 +2,14 @@ package hashtree
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/zeebo/blake3"
 )
 
 func content(n int, seed uint64) []byte {
@@ -45,6 +49,7 @@ func naiveRoot(b []byte) Hash {
 var sizes = []int{0, 1, LeafSize - 1, LeafSize, LeafSize + 1, 31 * LeafSize, 32 * LeafSize, 33*LeafSize + 7, 1025*LeafSize + 3}
 
 func TestBuilderMatchesDefinition(t *testing.T) {
+	reused := NewBuilder() // Reset between streams, as a server's worker does
 	for _, n := range sizes {
 		b := content(n, uint64(n))
 		bl := NewBuilder()
@@ -63,6 +68,11 @@ func TestBuilderMatchesDefinition(t *testing.T) {
 		}
 		if !Verify(tr.Root, b) {
 			t.Fatalf("size %d: Verify failed", n)
+		}
+		reused.Reset()
+		reused.Write(b)
+		if r := reused.Tree(); r.Root != tr.Root || len(r.Leaves()) != len(tr.Leaves()) {
+			t.Fatalf("size %d: a reset Builder gives another tree", n)
 		}
 	}
 }
@@ -205,4 +215,31 @@ func TestLeafParts(t *testing.T) {
 			t.Errorf("cut at %v: %x, want %x", cut, got, want)
 		}
 	}
+}
+
+// BenchmarkChoice is the benchmark behind the choice of hash
+// (docs/PROTOCOL.md §5.17, "Choice of hash"): one 64 KiB leaf hashed by
+// version 2's leaf function (SHA-256 of a prefix byte and the bytes), by
+// BLAKE3 behind the same prefix byte, and by BLAKE3's key derivation mode
+// (the leaf of version 3). Run it side by side, in one command:
+//
+//	go test -run '^$' -bench Choice -count 5 ./internal/hashtree/
+func BenchmarkChoice(b *testing.B) {
+	buf := content(LeafSize, 1)
+	var out Hash
+	run := func(name string, h hash.Hash, prefix []byte) {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(LeafSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Reset()
+				h.Write(prefix)
+				h.Write(buf)
+				h.Sum(out[:0])
+			}
+		})
+	}
+	run("sha256-prefix", sha256.New(), []byte{0})
+	run("blake3-prefix", blake3.New(), []byte{0})
+	run("blake3-kdf", blake3.NewDeriveKey(LeafContext), nil)
 }

@@ -95,16 +95,17 @@ func (p *Partial) Add(level int, index uint64, nodes []byte) error {
 		copy(got[i][:], nodes[i*fschunk.HashSize:])
 	}
 	work := buf2(got)
+	var h Hasher
 	if level == p.top {
 		for len(work) > 1 {
-			work = up(work)
+			work = h.up(work)
 		}
-		if Root(p.size, work[0]) != p.root {
+		if h.Root(p.size, work[0]) != p.root {
 			return ErrMismatch
 		}
 	} else {
 		for range BlockLevels {
-			work = up(work)
+			work = h.up(work)
 		}
 		if len(work) != 1 || work[0] != want {
 			return ErrMismatch

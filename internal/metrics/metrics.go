@@ -102,7 +102,8 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
-	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound).", "cause")
+	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie, Noise message or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound), unlisted_key (a valid handshake from a server key not in -allowed-servers), stolen_identity (a handshake claiming a server instance another key owns).", "cause")
+	dRevoked    = desc("httpgw_servers_revoked_total", "Servers whose sessions ended because their key left the allowed servers list.")
 	dChallenges = desc("httpgw_challenges_total", "CHALLENGEs sent (answers to valid HELLOs, at most the handshake rate).")
 	dHandshakes = desc("httpgw_handshakes_total", "Server sessions established (registrations and rekeys).")
 	dPanics     = desc("httpgw_udp_handler_panics_total", "Datagrams whose handling panicked (recovered; the sending server evicted). Any is a bug.")
@@ -118,7 +119,7 @@ var (
 	dRetrans    = desc("httpgw_retransmissions_total", "READs re-asking for bytes asked before (loss recovery).")
 	dEndgame    = desc("httpgw_endgame_reads_total", "Duplicate READs of the endgame (tail hedging).")
 	dTimeouts   = desc("httpgw_read_timeouts_total", "READs given up after their RTO.")
-	dUp         = desc("httpgw_server_up", "1 for each server in the pool, by name (-name, stable across restarts) and instance (new at every restart).", "server", "instance")
+	dUp         = desc("httpgw_server_up", "1 for each server in the pool, by name (the allowed list's, else -name; stable across restarts), instance (new at every restart) and public key (shortened: its identity).", "server", "instance", "key")
 	dRTT        = desc("httpgw_server_rtt_seconds", "Smoothed first-byte latency of a server.", "server")
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
@@ -132,7 +133,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dBlamed, dVerified, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dStalled, dReclaimed, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -157,6 +158,9 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dDrops, u.DropHandshakeRate, "handshake_rate")
 	counter(dDrops, u.DropInstances, "instances")
 	counter(dDrops, u.CatalogRefused, "catalog")
+	counter(dDrops, u.DropUnlisted, "unlisted_key")
+	counter(dDrops, u.DropIdentity, "stolen_identity")
+	counter(dRevoked, u.Revoked)
 	counter(dChallenges, u.Challenges)
 	counter(dHandshakes, u.Handshakes)
 	counter(dPanics, u.Panics)
@@ -198,7 +202,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			label = strings.TrimPrefix(s.Name+"/", "/") + s.ID.String()
 		}
 		live[s.ID] = label
-		gauge(dUp, 1, label, s.ID.String())
+		gauge(dUp, 1, label, s.ID.String(), s.Key)
 	}
 	for _, l := range c.g.Engine().Links() {
 		id, ok := live[l.ID]

@@ -26,7 +26,7 @@ func TestExposition(t *testing.T) {
 	defer pc.Close()
 	key, _ := auth.NewKey(bytes.Repeat([]byte{1}, 32))
 	m := New()
-	g, err := gateway.New(gateway.Config{Conn: pc, Key: key})
+	g, err := gateway.New(gateway.Config{Conn: pc, Key: key, Static: auth.GenerateStaticKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

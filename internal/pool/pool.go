@@ -38,7 +38,8 @@ type Load struct {
 // ServerInfo is a snapshot of one live server.
 type ServerInfo struct {
 	ID         ServerID
-	Name       string // stable across restarts (HEARTBEAT); "" until known
+	Name       string // stable across restarts (the gateway's allowed list, else HEARTBEAT); "" until known
+	Key        string // the server's public key, shortened: its identity
 	Addr       string
 	Joined     time.Time
 	LastHeard  time.Time
@@ -263,6 +264,15 @@ func (p *Pool) SetName(id ServerID, name string) bool {
 		return true
 	}
 	return false
+}
+
+// SetKey records a server's identity: its public key, shortened.
+func (p *Pool) SetKey(id ServerID, key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.servers[id]; ok {
+		s.info.Key = key
+	}
 }
 
 // Name is a server's name, or its ID while it has none.
