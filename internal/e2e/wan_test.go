@@ -36,28 +36,43 @@ const (
 	wanRate     = 100e6 / 8 // bytes/s of each server's link
 	wanOverhead = 28        // IPv4 + UDP headers, counted on the links
 	wanQueue    = 50 * time.Millisecond
+	wanChunk    = 128 << 10 // the gateway's default chunk
+	// wanTick: datagrams leave the links on a 1 ms clock, as they leave
+	// internal/linkemu (a timer-driven writer): rates measured over short
+	// intervals then err upwards as they do over the real emulator, and a
+	// bandwidth model that trusts its largest sample overfills the queue.
+	wanTick = time.Millisecond
 )
 
 type wanCase struct {
-	rtt  time.Duration
-	loss float64 // random loss, each way
-	size int
+	rtt     time.Duration
+	loss    float64 // random loss, each way
+	size    int
+	servers int // servers (each on its own link) holding the file; 0: 3
 	// goals checked (0: only reported)
 	minShare     float64
 	maxRedundant float64
+	maxQueue     time.Duration // mean queueing delay at the servers' uplinks
+	firstByte    bool          // the first byte within 2 RTT + one chunk at one link's rate
 }
 
+func (c wanCase) nServers() int { return cmp.Or(c.servers, 3) }
+
 func (c wanCase) String() string {
-	return fmt.Sprintf("rtt=%v loss=%g%% size=%dMiB", c.rtt, c.loss*100, c.size>>20)
+	s := fmt.Sprintf("rtt=%v loss=%g%% size=%dMiB", c.rtt, c.loss*100, c.size>>20)
+	if c.nServers() != 3 {
+		s += fmt.Sprintf(" servers=%d", c.nServers())
+	}
+	return s
 }
 
 // wanResult is what one download over the grid measured.
 type wanResult struct {
 	elapsed, firstByte time.Duration
-	share              float64 // goodput / payload capacity of the three links
+	share              float64 // goodput / payload capacity of the links
 	redundant          float64 // bytes that reached the gateway beyond a perfect transfer, / file
 	queueDrops         uint64
-	meanQueue, maxQ    time.Duration // queueing delay at the servers' uplinks
+	meanQueue, maxQ    time.Duration // queueing delay at the servers' uplinks (mean of every datagram; peak)
 }
 
 func (r wanResult) String() string {
@@ -66,9 +81,15 @@ func (r wanResult) String() string {
 		r.meanQueue.Round(100*time.Microsecond), r.maxQ.Round(time.Millisecond))
 }
 
-// payloadCapacity is what three links carry of file bytes, in bytes/s.
-func payloadCapacity(dg int) float64 {
-	return 3 * wanRate * float64(dg-fschunk.DataOverhead) / float64(dg+wanOverhead)
+// payloadCapacity is what n links carry of file bytes, in bytes/s.
+func payloadCapacity(n, dg int) float64 {
+	return float64(n) * wanRate * float64(dg-fschunk.DataOverhead) / float64(dg+wanOverhead)
+}
+
+// firstByteLimit is issue 12's bound on the first byte: two round trips
+// and one chunk's transfer at one link's rate.
+func firstByteLimit(rtt time.Duration) time.Duration {
+	return 2*rtt + time.Duration(float64(wanChunk)/wanRate*float64(time.Second))
 }
 
 // firstWrite records when the first byte reached the client.
@@ -141,9 +162,9 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 
 		var hosts []*simnet.Host
 		var servers []*demo.Server
-		for i := range 3 {
+		for i := range c.nServers() {
 			link := func(seed uint64) simnet.LinkConfig {
-				return simnet.LinkConfig{Rate: wanRate, Overhead: wanOverhead, Delay: c.rtt / 2, Queue: wanQueue, Loss: c.loss, Seed: seed}
+				return simnet.LinkConfig{Rate: wanRate, Overhead: wanOverhead, Delay: c.rtt / 2, Queue: wanQueue, Loss: c.loss, Seed: seed, Tick: wanTick}
 			}
 			h, err := sn.AddHost(netip.AddrFrom4([4]byte{10, 0, 1, byte(i + 1)}), link(uint64(2*i+1)), link(uint64(2*i+2)))
 			if err != nil {
@@ -179,11 +200,11 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 		for _, n := range sizes {
 			name := fmt.Sprint(n)
 			for {
-				if f, ok := src.Lookup(name); ok && f.Holders == 3 {
+				if f, ok := src.Lookup(name); ok && f.Holders == c.nServers() {
 					break
 				}
 				if time.Now().After(joinBy) {
-					t.Fatalf("%s: not offered by 3 servers after a virtual minute", name)
+					t.Fatalf("%s: not offered by %d servers after a virtual minute", name, c.nServers())
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -194,6 +215,7 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 			before := gh.Down().Bytes
 			var up0 []simnet.LinkStats
 			for _, h := range hosts {
+				h.ResetPeaks()
 				up0 = append(up0, h.Up())
 			}
 			start := time.Now()
@@ -209,6 +231,9 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 						case <-tk.C:
 						}
 						line := fmt.Sprintf("%6v", time.Since(start).Round(time.Millisecond))
+						for _, h := range hosts {
+							line += fmt.Sprintf(" qdrops=%d", h.Up().QueueDrops)
+						}
 						for _, dl := range gw.Engine().Downloads() {
 							line += fmt.Sprintf(" win=%d pos=%dK", dl.Window, dl.Pos>>10)
 						}
@@ -238,20 +263,17 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 			}
 			perfect := float64((n + dg - fschunk.DataOverhead - 1) / (dg - fschunk.DataOverhead) * dg)
 			r := wanResult{elapsed: elapsed, firstByte: w.at.Sub(start),
-				share:     float64(n) / elapsed.Seconds() / payloadCapacity(dg),
+				share:     float64(n) / elapsed.Seconds() / payloadCapacity(c.nServers(), dg),
 				redundant: (float64(gh.Down().Bytes-before) - perfect) / float64(n)}
-			var queued uint64
-			var qd time.Duration
+			var up simnet.LinkStats
 			for i, h := range hosts {
-				st := h.Up()
-				r.queueDrops += st.QueueDrops - up0[i].QueueDrops
-				queued += st.Queued - up0[i].Queued
-				qd += st.QueueDelay - up0[i].QueueDelay
-				r.maxQ = max(r.maxQ, st.MaxQueueDelay)
+				st := h.Up().Since(up0[i])
+				up.QueueDrops += st.QueueDrops
+				up.Queued += st.Queued
+				up.QueueDelay += st.QueueDelay
+				up.MaxQueueDelay = max(up.MaxQueueDelay, st.MaxQueueDelay)
 			}
-			if queued > 0 {
-				r.meanQueue = qd / time.Duration(queued)
-			}
+			r.queueDrops, r.meanQueue, r.maxQ = up.QueueDrops, up.MeanQueueDelay(), up.MaxQueueDelay
 			if testing.Verbose() {
 				t.Logf("engine %+v", gw.Engine().Stats())
 				for _, l := range gw.Engine().Links() {
@@ -264,31 +286,42 @@ func runWAN(t *testing.T, c wanCase, sizes ...int) []wanResult {
 	return out
 }
 
-// TestWANGrid downloads over the grid of issue 12 and checks goodput and
-// redundant bytes against the goals.
+// TestWANGrid downloads over the grid of issue 12 and checks goodput,
+// redundant bytes, the first byte and the queue against the goals.
 func TestWANGrid(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates several transfers")
 	}
-	// 32 MiB keeps the four cases at a few tens of seconds under -race;
-	// WAN_SIZE_MIB=100 runs the real grid's size (BENCHMARKS.md). The
-	// floors are what is met (a little below, for margin; the lossy cases
-	// vary by about ±0.07 between runs, as goroutine scheduling inside the
-	// bubble changes which datagrams the seeded loss hits, and 10 ms/5%
-	// falls to 0.65 when its first chunk needs a second retransmission:
-	// first byte 417 ms instead of 73 ms; the old transport got 0.52). Verified
-	// streaming costs the 60 ms case its 0.90: the top block of the hash
-	// tree must arrive before the first chunk can be checked, one more
-	// round trip on a 1.1 s transfer (first byte 120 ms instead of 71 ms).
-	size := 32 << 20
-	if v, err := strconv.Atoi(os.Getenv("WAN_SIZE_MIB")); err == nil && v > 0 {
-		size = v << 20
-	}
+	const mib = 1 << 20
+	// Floors are what is met, less a margin: the lossy cases vary between
+	// runs (goroutine scheduling inside the bubble changes which
+	// datagrams the seeded loss hits), most of all through the first
+	// chunks. Measured (four runs of the commit that set these floors;
+	// the transport before this session over the same simulated links in
+	// brackets): 60 ms/0 0.89 (0.82–0.83); 60 ms/1% 0.85 (0.56–0.76);
+	// 200 ms/1% 0.53–0.75 (0.41–0.54); 10 ms/5% 0.82–0.89 (0.67–0.84);
+	// 10 ms/0 0.98 with a mean queue of 10–11 ms (0.98, 12–15 ms); 16 MiB
+	// 0.79–0.80 (0.70), first byte 84 ms (124: the hash levels asked in
+	// turn); one server alone 0.97 with a mean queue of 8.6 ms (0.98 and
+	// 25 ms, its pace above the bottleneck). The goals are 0.90, 0.85,
+	// 0.80 and 0.85, a mean queue of at most 20 ms. The 32 MiB cases keep
+	// -race under a minute; 200 ms needs the 100 MiB of the real grid to
+	// be more than its start.
 	cases := []wanCase{
-		{rtt: 60 * time.Millisecond, size: size, minShare: 0.82, maxRedundant: 0.03},
-		{rtt: 60 * time.Millisecond, loss: 0.01, size: size, minShare: 0.60, maxRedundant: 0.03},
-		{rtt: 200 * time.Millisecond, loss: 0.01, size: size, minShare: 0.27, maxRedundant: 0.03},
-		{rtt: 10 * time.Millisecond, loss: 0.05, size: size, minShare: 0.60, maxRedundant: 0.03},
+		{rtt: 60 * time.Millisecond, size: 32 * mib, minShare: 0.84, maxRedundant: 0.03, maxQueue: 16 * time.Millisecond},
+		{rtt: 60 * time.Millisecond, loss: 0.01, size: 32 * mib, minShare: 0.72, maxRedundant: 0.03},
+		{rtt: 200 * time.Millisecond, loss: 0.01, size: 100 * mib, minShare: 0.48, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, loss: 0.05, size: 32 * mib, minShare: 0.72, maxRedundant: 0.03},
+		{rtt: 10 * time.Millisecond, size: 32 * mib, minShare: 0.92, maxRedundant: 0.03, maxQueue: 16 * time.Millisecond},
+		// The short transfer of the issue, and its first byte.
+		{rtt: 60 * time.Millisecond, size: 16 * mib, minShare: 0.72, maxRedundant: 0.03, firstByte: true},
+		// One server alone on its link: the queue it builds (goal ≤ 20 ms).
+		{rtt: 60 * time.Millisecond, size: 64 * mib, servers: 1, minShare: 0.92, maxRedundant: 0.03, maxQueue: 16 * time.Millisecond},
+	}
+	if v, err := strconv.Atoi(os.Getenv("WAN_SIZE_MIB")); err == nil && v > 0 {
+		for i := range cases {
+			cases[i].size = v * mib
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.String(), func(t *testing.T) {
@@ -297,8 +330,18 @@ func TestWANGrid(t *testing.T) {
 			if r.share < c.minShare {
 				t.Errorf("%v: %.2f of the links' payload capacity, want at least %.2f", c, r.share, c.minShare)
 			}
-			if r.redundant > c.maxRedundant {
+			if c.maxRedundant > 0 && r.redundant > c.maxRedundant {
 				t.Errorf("%v: %.1f%% redundant bytes, want at most %.0f%%", c, 100*r.redundant, 100*c.maxRedundant)
+			}
+			if c.maxQueue > 0 && r.meanQueue > c.maxQueue {
+				t.Errorf("%v: mean queueing delay %v, want at most %v", c, r.meanQueue, c.maxQueue)
+			}
+			// The goal is the limit (met: 84 ms of 130.5 at 60 ms); a run
+			// whose first chunk or hash block needs a second try takes a
+			// round trip more (179 ms once in a dozen runs), which the
+			// check allows.
+			if lim := firstByteLimit(c.rtt) + c.rtt; c.firstByte && r.firstByte > lim {
+				t.Errorf("%v: first byte after %v, want at most %v (2 RTT + one chunk at one link's rate, and an RTT of slack)", c, r.firstByte, lim)
 			}
 		})
 	}

@@ -25,12 +25,19 @@ type pathModel struct {
 	// ProbeBW's gain cycle.
 	phase   int
 	phaseAt time.Time
+	// phaseMin is the least RTT sample of the phase (0: none yet): if
+	// even that is a standingQueue above the path's minimum, a queue
+	// stands at the bottleneck and the next phase drains it.
+	phaseMin time.Duration
+	draining bool // this cruise phase drains a standing queue instead
+	// queuedBefore: the phase before the last also saw a standing queue.
+	queuedBefore bool
 }
 
 // Gains (BBR's, but a gentler startup gain: the pace doubles per round).
 const (
 	startupGain = 2.0
-	cwndGain    = 2.0 // the window is twice the path's bandwidth-delay product
+	cwndGain    = 1.25 // the window is twice the path's bandwidth-delay product
 	// fullBwGrowth and fullBwRounds: startup ends when the bandwidth grew
 	// less than this factor for this many rounds in a row.
 	fullBwGrowth = 1.25
@@ -79,7 +86,7 @@ func (m *pathModel) onSample(bw float64, now time.Time, minRTT time.Duration) {
 func (m *pathModel) exitStartup(now time.Time) {
 	if m.startup {
 		m.startup = false
-		m.phase, m.phaseAt = 1, now
+		m.phase, m.phaseAt, m.draining = 1, now, false
 	}
 }
 
@@ -109,11 +116,65 @@ func (m *pathModel) pace(now time.Time, minRTT time.Duration) float64 {
 	if m.startup {
 		return startupGain * b
 	}
-	if now.Sub(m.phaseAt) >= roundTrip(minRTT) {
+	if now.Sub(m.phaseAt) >= m.phaseLen(minRTT) {
 		m.phase = (m.phase + 1) % len(probeGains)
-		m.phaseAt = now
+		// A pace at the estimate holds a queue where it is, and samples
+		// taken at the bottleneck's rate err upwards as often as
+		// downwards (the estimate keeps the largest): a cruise phase
+		// after one that saw a standing queue drains instead. Never the
+		// probe: the estimate is the maximum of recent samples, and
+		// without a probe now and then every sample would be taken at a
+		// drain's pace and the estimate, and the pace with it, would
+		// shrink by a quarter each time the old maximum expires.
+		// Two phases in a row, so that one phase of samples late for
+		// other reasons (a loaded gateway or server is late to send or
+		// to read) does not cost a quarter of a round trip's bytes.
+		queued := m.phaseMin > minRTT+standingQueue(minRTT)
+		m.draining = probeGains[m.phase] == 1 && queued && m.queuedBefore
+		m.queuedBefore = queued
+		m.phaseAt, m.phaseMin = now, 0
+	}
+	if m.draining {
+		return probeGains[drainPhase] * b
 	}
 	return probeGains[m.phase] * b
+}
+
+// phaseLen is how long the current phase lasts: a round trip, but a
+// probe and its drain at most maxProbe: a probe a round trip long puts a
+// quarter of the path's BDP in the bottleneck's queue, which at 200 ms
+// is the whole of a 50 ms router buffer.
+func (m *pathModel) phaseLen(minRTT time.Duration) time.Duration {
+	if probeGains[m.phase] != 1 {
+		return min(roundTrip(minRTT), maxProbe)
+	}
+	return roundTrip(minRTT)
+}
+
+// maxProbe bounds a probe's length: 40 ms at 1.25 queue 10 ms, and are
+// still two rate samples long.
+const maxProbe = 40 * time.Millisecond
+
+// drainPhase is the phase of probeGains that paces below the estimate.
+const drainPhase = 1
+
+// standingQueue is the queueing delay that no RTT sample of a whole phase
+// fell below, beyond which the model drains: 15 ms, or a sixth of a
+// longer path's minimum RTT. Samples run from a READ's sending to its
+// first datagram, so they include the wait for the server's turn among
+// the READs it serves (a millisecond or so each) and, on a loaded
+// machine, the gateway's and the server's lateness: over the real
+// emulator with the machine's load average at 10, a 10 ms threshold
+// drained all along and one download got 0.56 of the links.
+func standingQueue(minRTT time.Duration) time.Duration {
+	return max(15*time.Millisecond, minRTT/6)
+}
+
+// onRTT takes an RTT sample.
+func (m *pathModel) onRTT(rtt time.Duration) {
+	if m.phaseMin == 0 || rtt < m.phaseMin {
+		m.phaseMin = rtt
+	}
 }
 
 // window is the bytes in flight the model allows outside startup: twice

@@ -150,3 +150,47 @@ func TestLinkPaceIsUnsetOnFastPaths(t *testing.T) {
 		t.Errorf("pace %d KiB/s in the drain phase of 1 MiB/s, want 768", p)
 	}
 }
+
+// A cruise phase after one whose every RTT sample was a standing queue
+// above the minimum drains instead, until the queue is gone; the probe is
+// never replaced (without it the maximum of the samples, all taken at a
+// drain's pace, would shrink the estimate each time it expires).
+func TestModelDrainsAStandingQueue(t *testing.T) {
+	m := newPathModel()
+	rtt := 60 * time.Millisecond
+	at := feed(&m, t0, 3, 20*time.Millisecond, rtt, func(int) float64 { return 1e7 })
+	m.exitStartup(at) // phase 1, the drain
+	m.pace(at, rtt)
+	drain := probeGains[drainPhase] * 1e7
+	probed := false
+	for i := range 2 * len(probeGains) {
+		m.onRTT(rtt + 30*time.Millisecond) // a queue of 30 ms, all along
+		at = at.Add(rtt)
+		p := m.pace(at, rtt)
+		if i == 0 {
+			continue // one phase of late samples is not yet a queue
+		}
+		if probeGains[m.phase] > 1 {
+			probed = true
+			if p != probeGains[m.phase]*1e7 {
+				t.Fatalf("probe phase paced %v, want %v", p, probeGains[m.phase]*1e7)
+			}
+			continue
+		}
+		if p != drain {
+			t.Fatalf("phase %d paced %v with a standing queue, want the drain's %v", m.phase, p, drain)
+		}
+	}
+	if !probed {
+		t.Fatal("two cycles without a probe")
+	}
+	// A sample close to the minimum (the queue drained): cruising again.
+	for probeGains[m.phase] != 1 || m.draining {
+		m.onRTT(rtt + 3*time.Millisecond)
+		at = at.Add(rtt)
+		m.pace(at, rtt)
+	}
+	if p := m.pace(at, rtt); p != 1e7 {
+		t.Errorf("pace %v once the queue is gone, want the estimate %v", p, 1e7)
+	}
+}

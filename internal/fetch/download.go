@@ -51,6 +51,8 @@ type request struct {
 	dup      bool
 	tailAt   time.Time // when the request's last datagram arrived with holes left
 	gapAt    time.Time // when a datagram arrived beyond a hole (not yet asked again)
+	gapAfter int       // datagrams that arrived beyond it since (lossThreshold)
+	reasked  bool      // declared lost by time and asked again (round.reaskLost)
 }
 
 // complete reports whether every byte the request asked for is held
@@ -78,15 +80,58 @@ func (r *request) lossAt() time.Time {
 // decides). A READ whose tail is lost is left to its RTO: the server
 // interleaves the batches of the READs it serves, so a READ's silence
 // says little while others are sent.
+//
+// A retransmission sent to a paced server with nothing else of ours in
+// flight to it has no queue to wait behind and no later READ to be
+// overtaken by: it is lost once its first datagram is later than the
+// smoothed RTT and the larger of a reordering allowance and 2·RTTVAR
+// (RFC 9002's probe timeout has 4·RTTVAR, which here is mostly the
+// spread of waits behind other READs). That is the retransmission of the
+// chunk the client waits for, alone on the path while the window is
+// full: waiting for the RTO stalls the response. (A first READ may wait
+// behind READs the gateway gave up on and the server still serves.)
 func (r *request) lostAt() (at time.Time, ok bool) {
 	l := r.l
-	if !r.first {
-		if l.firstSent.After(r.sentAt) {
-			return l.firstSeenAt.Add(l.reorderAllowance()), true
-		}
+	if r.first {
 		return time.Time{}, false
 	}
+	if l.firstSent.After(r.sentAt) {
+		// RACK: as long after its sending as the READ sent after it
+		// took, and a reordering allowance. (Not counted from that
+		// READ's answer: with READs answered all the time, a deadline
+		// counted from the latest one would never come.)
+		return r.sentAt.Add(l.firstSeenAt.Sub(l.firstSent) + l.reorderAllowance()), true
+	}
+	if r.idleRetransmit() {
+		return r.sentAt.Add(max(l.srtt, l.minRTT) + max(l.reorderAllowance(), 2*l.rttvar) + l.turn()), true
+	}
 	return time.Time{}, false
+}
+
+// idleRetransmit: r asks again for bytes asked before, of a paced server
+// with nothing else of ours in flight (see lostAt).
+func (r *request) idleRetransmit() bool {
+	return r.retrans && r.l.wide()
+}
+
+// tailLostAt is when a READ whose datagrams stopped before its end has
+// lost its tail (or the rest of it): two turns of its server's round of
+// READs (link.gap) and a reordering allowance after its last datagram.
+// Only if by then the server sent other READs' bytes since, or has no
+// other READ of ours (tailLost): a server silent altogether is left to
+// the RTO. Without it a READ whose last datagram is lost waits for its
+// RTO, and with it the chunk and the in-order window behind it. Wide-area
+// paths only (link.wide).
+func (r *request) tailLostAt() (at time.Time, ok bool) {
+	if !r.first || !r.tailAt.IsZero() || r.expect >= r.asked || !r.l.wide() {
+		return time.Time{}, false
+	}
+	return r.lastAct.Add(r.l.turn() + r.l.reorderAllowance()), true
+}
+
+// tailLost reports whether the server went on after r fell silent.
+func (r *request) tailLost() bool {
+	return r.l.lastData.After(r.lastAct) || r.l.reqs == 1
 }
 
 // position maps a chunk-relative datagram to its place in the request's
@@ -692,7 +737,10 @@ func (d *download) schedule(out []outRead, now time.Time) ([]outRead, time.Time)
 					t = at
 				}
 			}
-			if at, ok := r.lostAt(); ok && at.Before(t) {
+			if at, ok := r.lostAt(); ok && !r.reasked && at.Before(t) && at.After(now) {
+				t = at
+			}
+			if at, ok := r.tailLostAt(); ok && !r.reasked && at.Before(t) && at.After(now) {
 				t = at
 			}
 			if next.IsZero() || t.Before(next) {
@@ -719,8 +767,12 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	if !r.checkStall() || !r.holders() {
 		return r.out, r.next
 	}
-	starved := r.recoverGaps()
+	starved := r.reaskLost()
+	starved = r.recoverGaps() || starved
 	starved = starved || r.assignMissing()
+	for !starved && r.growForRoom() {
+		starved = r.assignMissing()
+	}
 	r.hedge()
 	d.queued = false
 	if starved {
@@ -748,6 +800,7 @@ type round struct {
 	next       time.Time
 	links      []*link // holders not known to lack the version
 	allSuspect bool
+	lost       []*request // declared lost by time this round, to ask again
 }
 
 // soon makes the pump look again at t at the latest.
@@ -773,13 +826,32 @@ func (r *round) expire() {
 					r.soon(at)
 				}
 			}
-			if at, ok := q.lostAt(); ok {
+			// Declared lost by time (RACK, a retransmission's timeout, a
+			// silent tail), the READ is asked again but not given up: if it
+			// was only late, its bytes still count, it keeps its place in
+			// the window and it is no loss to the round's accounting. Given
+			// up, a gateway whose own lateness (a loaded CPU, a timer's
+			// slack) read as loss threw away the bytes on their way and
+			// asked again, and again.
+			if at, ok := q.lostAt(); ok && !q.reasked {
 				if !now.Before(at) {
-					e.stats.EarlyLosses++
-					e.finish(q, true) // lost, the server is fine: ask again below
-					continue
+					if q.idleRetransmit() && !q.l.firstSent.After(q.sentAt) {
+						e.stats.IdleLosses++
+					} else {
+						e.stats.EarlyLosses++
+					}
+					r.lost = append(r.lost, q)
+				} else {
+					r.soon(at)
 				}
-				r.soon(at)
+			}
+			if at, ok := q.tailLostAt(); ok && !q.reasked {
+				if !now.Before(at) && q.tailLost() {
+					e.stats.TailLosses++
+					r.lost = append(r.lost, q)
+				} else if now.Before(at) {
+					r.soon(at)
+				}
 			}
 			if dl := q.deadline(); !now.Before(dl) {
 				if q.l.lastData.After(q.lastAct) {
@@ -906,6 +978,39 @@ func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
 	return ls[i]
 }
 
+// reaskLost asks again for what the READs declared lost by time (expire)
+// still lack and no other READ asks for, leaving them outstanding; it
+// reports whether it ran out of room first (those left are declared
+// again next round).
+func (r *round) reaskLost() (starved bool) {
+	d, e := r.d, r.e
+	for _, q := range r.lost {
+		c := q.c
+		if c.done || q.reasked || e.reqs[q.id] != q {
+			continue
+		}
+		d.miss = c.missingIn(d.miss[:0], 0, c.n, q)
+		if len(d.miss) == 0 {
+			q.reasked = true
+			continue
+		}
+		l := r.pick(spanBytes(d.miss), nil, false)
+		if l == nil {
+			return true
+		}
+		q.reasked = true
+		r.out = append(r.out, e.issue(d, c, l, d.miss, false, r.now))
+	}
+	return false
+}
+
+// lossThreshold is how many datagrams of a READ must arrive beyond a
+// hole for it to be lost without waiting for the reordering allowance
+// (RFC 9002's packet threshold, TCP's three duplicate ACKs): a server
+// sends a READ's bytes in order, and datagrams of one batch arrive
+// together, so a hole inside a batch is known at once.
+const lossThreshold = 3
+
 // recoverGaps asks again for bytes lost in the middle of a READ still in
 // progress: a server sends a READ's bytes in order, so a datagram beyond
 // a hole means the hole was lost (or overtaken: hence the reordering
@@ -922,7 +1027,7 @@ func (r *round) recoverGaps() (starved bool) {
 			if q.gapAt.IsZero() || q.dup {
 				continue
 			}
-			if at := q.gapAt.Add(q.l.reorderAllowance()); now.Before(at) {
+			if at := q.gapAt.Add(q.l.reorderAllowance()); now.Before(at) && q.gapAfter < lossThreshold {
 				r.soon(at)
 				continue
 			}
@@ -960,6 +1065,28 @@ func (r *round) assignMissing() bool {
 		r.out = append(r.out, e.issue(d, c, l, d.miss, false, r.now))
 	}
 	return false
+}
+
+// growForRoom adds a chunk to the window when every chunk in it is asked
+// for, a holder has room for one more and the chunk the client waits for
+// is not verified yet (its hashes on their way at the start, a loss being
+// recovered): the network, not the client, holds the response up, and a
+// window grown only as the client takes chunks would leave the links idle
+// for the round trips that takes (at 200 ms RTT a chunk that loses a
+// datagram takes about 2.5 RTT; a window of 16 chunks is 0.2 RTT of three
+// 100 Mbit/s links). Only while the gateway holds less than half its
+// budget, as a response's initial readahead: a response must not take
+// what others are about to share. It reports whether the window grew.
+func (r *round) growForRoom() bool {
+	d, e := r.d, r.e
+	if len(d.chunks) == 0 || d.chunks[0].verified || d.win >= d.maxWin || len(d.chunks) < d.win ||
+		e.held+2*e.cfg.ChunkSize > e.budget/2 || r.pick(e.cfg.ChunkSize, nil, false) == nil {
+		return false
+	}
+	d.win++
+	n := len(d.chunks)
+	d.fill()
+	return len(d.chunks) > n
 }
 
 // copyChunk asks a second server for c's missing bytes, within the
@@ -1183,6 +1310,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 		l.onIdle()
 	}
 	l.inflight += r.asked
+	l.reqs++
 	e.inflight += r.asked
 	e.reqs[r.id] = r
 	c.reqs = append(c.reqs, r)

@@ -155,6 +155,8 @@ type Stats struct {
 	EndgameRequests uint64 `json:"endgame_requests"` // duplicate READs of the endgame
 	GapRecoveries   uint64 `json:"gap_recoveries"`   // READs for holes behind a READ's later datagrams, while it went on
 	EarlyLosses     uint64 `json:"early_losses"`     // READs declared lost before their RTO (the server had moved on)
+	TailLosses      uint64 `json:"tail_losses"`      // READs whose tail was declared lost (their server sent others' bytes since)
+	IdleLosses      uint64 `json:"idle_losses"`      // READs to an idle server unanswered a smoothed RTT and an allowance after
 	Timeouts        uint64 `json:"timeouts"`
 	Late            uint64 `json:"late"` // DATA or HASHES for no outstanding request
 
@@ -319,6 +321,9 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 		e.stats.Late++ // not what was asked: ignore
 		return
 	}
+	if r.first && pos >= r.expect && now.After(r.lastAct) {
+		l.noteGap(now.Sub(r.lastAct))
+	}
 	if !r.first {
 		r.first = true
 		if !r.retrans {
@@ -332,8 +337,12 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 	if pos >= r.expect {
 		if pos > r.expect && r.gapAt.IsZero() && !r.dup {
 			// A hole behind this datagram: lost, unless overtaken.
-			r.gapAt = now
+			r.gapAt, r.gapAfter = now, 1
 			notify(d.wake)
+		} else if !r.gapAt.IsZero() {
+			if r.gapAfter++; r.gapAfter == lossThreshold {
+				notify(d.wake) // lost for sure: ask again now
+			}
 		}
 		r.expect = pos + n
 	}
@@ -474,6 +483,7 @@ func (e *Engine) finish(r *request, ok bool) {
 			break
 		}
 	}
+	l.reqs--
 	if ok && !r.dup {
 		l.onRequestDone(r.asked, r.released, e.cfg.ChunkSize, e.cfg.MaxLinkWindow)
 	}

@@ -39,6 +39,7 @@ type link struct {
 	rate       float64
 	rateBytes  int
 	rateStart  time.Time
+	rateLast   time.Time // the latest arrival counted
 	lastSample float64   // the latest delivery rate sample
 	model      pathModel // bandwidth model: the pace asked of the server
 	// paced: the server is not on this host, so its READs carry the
@@ -49,6 +50,16 @@ type link struct {
 	suspendTill time.Time // no new work before this (BUSY, timeouts)
 	lastTimeout time.Time
 	lastData    time.Time // when the server last delivered new bytes
+	// gap is the pause between the datagrams of one READ per READ
+	// outstanding on the link, smoothed (quick to rise, slow to fall): a
+	// paced server interleaves the batches of the READs it serves, so a
+	// READ's next batch comes one turn of all of them later, and a turn
+	// is as long as there are READs (about a millisecond each). A READ
+	// silent for two turns and a reordering allowance while its server
+	// goes on sending has lost its tail (request.tailLostAt).
+	gap time.Duration
+	// reqs counts the READs outstanding on the link.
+	reqs int
 	// firstSent is the latest send time of a READ whose first datagram
 	// arrived, at firstSeenAt: READs sent before it and still unanswered
 	// were lost (request.lostAt).
@@ -119,16 +130,22 @@ func (l *link) reorderAllowance() time.Duration { return max(l.srtt/4, time.Mill
 // windowSlackChunks are added to the model's window: a READ is a whole
 // chunk, and the bytes of a READ whose loss is not detected yet still
 // count in flight.
-const windowSlackChunks = 4
+const windowSlackChunks = 2
 
 // startupQueue reports whether the latest latency shows that startup's
 // doubling has filled the path: a queue of more than a quarter of the
-// minimum RTT (at least minRound). Waiting for three rounds without
-// growth, as BBR does, overflows a router buffer shorter than the RTT
-// twice over at the doubled pace.
+// minimum RTT (at least minRound, at most maxStartupQueue). Waiting for
+// three rounds without growth, as BBR does, overflows a router buffer
+// shorter than the RTT twice over at the doubled pace; and a quarter of
+// 200 ms is a whole 50 ms buffer.
 func (l *link) startupQueue() bool {
-	return l.minRTT > 0 && l.latest-l.minRTT > max(l.minRTT/4, minRound)
+	return l.minRTT > 0 && l.latest-l.minRTT > min(max(l.minRTT/4, minRound), maxStartupQueue)
 }
+
+// maxStartupQueue is the most queueing delay startup builds before it
+// ends: less than half of a common 50 ms router buffer, since the pace
+// goes on doubling for the round trip the news takes.
+const maxStartupQueue = 20 * time.Millisecond
 
 // paceKiB is the pace to put in a READ, KiB/s (0: unpaced): the model's
 // rate, or nothing above maxPace, where pacing would only cost the
@@ -158,6 +175,7 @@ func (l *link) rto() time.Duration {
 
 func (l *link) sampleRTT(rtt time.Duration, now time.Time) {
 	l.latest = rtt
+	l.model.onRTT(rtt)
 	if l.minRTT == 0 || rtt < l.minRTT {
 		l.minRTT = rtt
 	}
@@ -198,26 +216,69 @@ func (l *link) onDelivered(n int, now time.Time) {
 	if l.rateStart.IsZero() {
 		// The interval starts with this datagram: its bytes arrived
 		// before it, so they do not count.
-		l.rateStart = now
+		l.rateStart, l.rateLast = now, now
 		return
 	}
-	l.rateBytes += n
-	if el := now.Sub(l.rateStart); el >= rateInterval {
-		sample := float64(l.rateBytes) / el.Seconds()
-		if l.rate == 0 {
-			l.rate = sample
-		} else {
-			l.rate += rateGain * (sample - l.rate)
+	// An interval ends on a burst (one clock read: GRO, an emulator's
+	// timer tick) and takes all of it, the datagrams after the one that
+	// ended it included; the next starts after it. Cut at a datagram,
+	// a burst would count in neither (or, started on one, in both), and
+	// every clump would read as less (more) than the path carries: the
+	// bandwidth model keeps the largest sample, so a pace that settles
+	// above the bottleneck fills its queue.
+	if now.After(l.rateLast) {
+		if el := l.rateLast.Sub(l.rateStart); el >= rateInterval {
+			l.rateSample(float64(l.rateBytes)/el.Seconds(), l.rateLast)
+			l.rateBytes, l.rateStart = 0, l.rateLast
 		}
-		l.lastSample = sample
-		l.model.onSample(sample, now, l.minRTT)
-		l.rateBytes, l.rateStart = 0, now
+		l.rateLast = now
+	}
+	if now.After(l.rateStart) {
+		l.rateBytes += n
 	}
 }
 
+// rateSample takes a delivery rate measured over an interval ending at.
+func (l *link) rateSample(sample float64, at time.Time) {
+	if l.rate == 0 {
+		l.rate = sample
+	} else {
+		l.rate += rateGain * (sample - l.rate)
+	}
+	l.lastSample = sample
+	l.model.onSample(sample, at, l.minRTT)
+}
+
+// wide reports whether the link is a paced path of a few milliseconds at
+// least, where the tail and retransmission rules (request.tailLostAt,
+// request.lostAt) run. On a LAN or this host the RTO is a few
+// milliseconds anyway, and there a scheduler's pause is as long as a
+// server's turn: a gateway short of CPU (a flood of forged datagrams in
+// TestAbuseUDPForgeriesAccepted) read its own lateness as loss, threw
+// away the rest of READs still arriving and asked again, 8,457 times for
+// a 4 MiB file, until the heavy-loss rounds had cut the pace to 100 kB/s.
+func (l *link) wide() bool { return l.paced && l.hasRTT && l.minRTT >= wideRTT }
+
+// wideRTT is the least minimum RTT of a wide-area path (link.wide).
+const wideRTT = 4 * time.Millisecond
+
+// noteGap takes the pause between two datagrams of one READ.
+func (l *link) noteGap(g time.Duration) {
+	g /= time.Duration(max(l.reqs, 1))
+	if g > l.gap {
+		l.gap = g
+	} else {
+		l.gap -= (l.gap - g) / 8
+	}
+}
+
+// turn is how long a READ may wait for its next batch: two turns of the
+// server's round of READs (see gap).
+func (l *link) turn() time.Duration { return 2 * l.gap * time.Duration(max(l.reqs, 1)) }
+
 // onIdle restarts the rate interval when the link had nothing in flight,
 // so idle time does not read as slowness.
-func (l *link) onIdle() { l.rateBytes, l.rateStart = 0, time.Time{} }
+func (l *link) onIdle() { l.rateBytes, l.rateStart, l.rateLast = 0, time.Time{}, time.Time{} }
 
 // onRequestDone grows or shrinks the window when a request ends with
 // got bytes received of asked.

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"container/list"
 	"errors"
 	"fmt"
@@ -46,7 +47,24 @@ type vtree struct {
 	// that said they do not have it. Neither is asked again.
 	blamed map[ServerID]bool
 	gone   map[ServerID]bool
+	// early: blocks that arrived before the block above them, every
+	// answer in its order of arrival (a block is hedged to two holders
+	// at the start), kept unchecked and unused until it arrives; see
+	// wantHashes. earlyN counts them.
+	early  map[blockID][]earlyBlock
+	earlyN int
 }
+
+// earlyBlock is a hash block received before its parent: its nodes and
+// who sent them (blamed if they do not check).
+type earlyBlock struct {
+	nodes  []byte
+	server ServerID
+}
+
+// maxEarlyBlocks bounds a tree's early blocks: a few per stored level of
+// the first chunks' paths is all the pipelining asks for.
+const maxEarlyBlocks = 16
 
 type blockID struct {
 	level int
@@ -94,7 +112,7 @@ func (e *Engine) acquireTree(k pool.Key) *vtree {
 	}
 	if t == nil {
 		t = &vtree{key: k, p: hashtree.NewPartial(k.Hash, k.Size), pending: map[blockID]*hashReq{},
-			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}}
+			tries: map[blockID]int{}, blamed: map[ServerID]bool{}, gone: map[ServerID]bool{}, early: map[blockID][]earlyBlock{}}
 		e.trees[k] = t
 	}
 	t.users++
@@ -158,35 +176,22 @@ func (d *download) wantHashes(links []*link, now time.Time) (next time.Time) {
 	if len(links) == 0 {
 		return
 	}
-	// ask requests the first block of the tree leaf j still needs, unless
-	// it is already asked for; it reports whether j needs a block.
+	// ask requests the blocks of the tree leaf j still needs that are not
+	// asked for yet: the first (the highest level missing) and, at once,
+	// those below it on j's path, which are kept when they come until the
+	// block above them is checked. Asked one level per round trip, the
+	// first byte of a 100 MiB file would wait three round trips for its
+	// hashes (levels 10, 5 and 0 of 32-node blocks). It reports whether
+	// j needs a block.
 	ask := func(j int64) bool {
-		lv, idx, cnt, ok := t.p.Want(j)
+		lv, _, _, ok := t.p.Want(j)
 		if !ok {
 			return false
 		}
-		b := blockID{lv, idx}
-		if t.pending[b] != nil {
-			return true
-		}
-		l := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]
-		t.tries[b]++
-		r := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l.id,
-			deadline: now.Add(hashWait(l, t.tries[b]))}
-		e.hreqs[r.id] = r
-		t.pending[b] = r
-		e.stats.HashRequests++
-		d.hashOut = append(d.hashOut, outHash{id: l.id, msg: fschunk.HashRequest{
-			ID: r.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
-		soon(r.deadline)
-		if l2 := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]; !l.hasRTT && l2 != l {
-			h := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l2.id,
-				deadline: r.deadline, hedge: true}
-			e.hreqs[h.id] = h
-			t.hedges = append(t.hedges, h)
-			e.stats.HashRequests++
-			d.hashOut = append(d.hashOut, outHash{id: l2.id, msg: fschunk.HashRequest{
-				ID: h.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+		for ; lv >= 0; lv -= hashtree.BlockLevels {
+			idx := uint64((j>>lv)/hashtree.BlockNodes) * hashtree.BlockNodes
+			cnt := int(min(hashtree.BlockNodes, hashtree.LevelLen(hashtree.Leaves(t.key.Size), lv)-int64(idx)))
+			d.askBlock(links, blockID{lv, idx}, cnt, now, soon)
 		}
 		return true
 	}
@@ -212,6 +217,38 @@ func (d *download) wantHashes(links []*link, now time.Time) (next time.Time) {
 		}
 	}
 	return next
+}
+
+// askBlock requests block b (cnt nodes) of d's tree of one of links,
+// unless it is asked for or held early. Under e.mu.
+func (d *download) askBlock(links []*link, b blockID, cnt int, now time.Time, soon func(time.Time)) {
+	e, t := d.e, d.t
+	if t.pending[b] != nil {
+		return
+	}
+	if _, ok := t.early[b]; ok {
+		return
+	}
+	lv, idx := b.level, b.index
+	l := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]
+	t.tries[b]++
+	r := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l.id,
+		deadline: now.Add(hashWait(l, t.tries[b]))}
+	e.hreqs[r.id] = r
+	t.pending[b] = r
+	e.stats.HashRequests++
+	d.hashOut = append(d.hashOut, outHash{id: l.id, msg: fschunk.HashRequest{
+		ID: r.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+	soon(r.deadline)
+	if l2 := links[(t.tries[b]+int(idx/hashtree.BlockNodes))%len(links)]; !l.hasRTT && l2 != l {
+		h := &hashReq{id: e.newID(), t: t, blk: b, count: cnt, server: l2.id,
+			deadline: r.deadline, hedge: true}
+		e.hreqs[h.id] = h
+		t.hedges = append(t.hedges, h)
+		e.stats.HashRequests++
+		d.hashOut = append(d.hashOut, outHash{id: l2.id, msg: fschunk.HashRequest{
+			ID: h.id, Hash: t.key.Hash, Level: uint8(lv), Count: uint8(cnt), Index: idx}})
+	}
 }
 
 // dropHedges forgets t's hedges for which drop is true. An answered
@@ -258,21 +295,74 @@ func (e *Engine) HandleHashes(id ServerID, m *fschunk.Hashes) {
 	e.stats.HashBytes += uint64(len(m.Nodes))
 	var blames []blame
 	var err error
+	early := false
 	if int(m.Level) != r.blk.level || m.Index != r.blk.index {
 		err = fmt.Errorf("answered level %d index %d for level %d index %d", m.Level, m.Index, r.blk.level, r.blk.index)
+	} else if early = t.beforeParent(r.blk); early {
+		if t.earlyN < maxEarlyBlocks {
+			t.early[r.blk] = append(t.early[r.blk], earlyBlock{nodes: append([]byte(nil), m.Nodes...), server: id})
+			t.earlyN++
+		}
 	} else {
 		err = t.p.Add(int(m.Level), m.Index, m.Nodes)
 	}
 	if err != nil {
 		blames = e.blameLocked(blames, t, id, "hash tree: "+err.Error())
-	} else if p := t.pending[r.blk]; p != nil {
-		// A hedge answered first: the block's own request is done too.
-		delete(e.hreqs, p.id)
-		delete(t.pending, r.blk)
+	} else {
+		if p := t.pending[r.blk]; p != nil {
+			// A hedge answered first: the block's own request is done too.
+			delete(e.hreqs, p.id)
+			delete(t.pending, r.blk)
+		}
+		if !early {
+			blames = e.addEarly(blames, t)
+		}
 	}
 	e.wakeTree(t)
 	e.mu.Unlock()
 	e.report(blames)
+}
+
+// beforeParent reports whether block b cannot be checked yet: the block
+// above it is not held.
+func (t *vtree) beforeParent(b blockID) bool {
+	lv, _, _, ok := t.p.Want(int64(b.index) << b.level)
+	return ok && lv > b.level
+}
+
+// addEarly checks and keeps the early blocks whose parent is now held,
+// and then theirs, blaming the sender of any answer that does not check.
+// Of several answers for one block the first that checks is kept and
+// every other must be the same bytes: a liar whose answer came early is
+// caught as surely as one whose answer was checked on arrival. Under
+// e.mu.
+func (e *Engine) addEarly(bs []blame, t *vtree) []blame {
+	for progress := true; progress; {
+		progress = false
+		for b, xs := range t.early {
+			if t.beforeParent(b) {
+				continue
+			}
+			delete(t.early, b)
+			t.earlyN -= len(xs)
+			progress = true
+			var good []byte
+			for _, x := range xs {
+				if good != nil {
+					if !bytes.Equal(x.nodes, good) {
+						bs = e.blameLocked(bs, t, x.server, fmt.Sprintf("hash tree: level %d block %d differs from the one that checked", b.level, b.index))
+					}
+					continue
+				}
+				if err := t.p.Add(b.level, b.index, x.nodes); err != nil {
+					bs = e.blameLocked(bs, t, x.server, "hash tree: "+err.Error())
+					continue
+				}
+				good = x.nodes
+			}
+		}
+	}
+	return bs
 }
 
 // wakeTree wakes every reader of t's version. Under e.mu.

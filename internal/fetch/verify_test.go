@@ -7,9 +7,11 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	"go.uber.org/goleak"
 
+	"github.com/fastfile/fschunk/internal/fschunk"
 	"github.com/fastfile/fschunk/internal/hashtree"
 	"github.com/fastfile/fschunk/internal/pool"
 )
@@ -165,4 +167,77 @@ func TestTreeCacheBounded(t *testing.T) {
 	if !same {
 		t.Fatal("the most recent version's tree was not reused")
 	}
+}
+
+// hashRecorder is a Sender that answers nothing and records HASH_REQUESTs.
+type hashRecorder struct {
+	mu   sync.Mutex
+	reqs []fschunk.HashRequest
+}
+
+func (h *hashRecorder) SendRead(ServerID, *fschunk.Read) error { return nil }
+func (h *hashRecorder) SendHashRequest(_ ServerID, r *fschunk.HashRequest) error {
+	h.mu.Lock()
+	h.reqs = append(h.reqs, *r)
+	h.mu.Unlock()
+	return nil
+}
+
+// TestHashLevelsAskedAtOnce: the first chunk of a file whose tree stores
+// three levels (levels 10, 5 and 0 of 32-node blocks) asks for the three
+// blocks on its path at once, not one per round trip, and blocks that
+// arrive before the one above them are kept until it comes, then checked.
+func TestHashLevelsAskedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		size := int64(64<<20 + hashtree.LeafSize) // 1,025 leaves: height 11
+		b := hashtree.NewBuilder()
+		zero := make([]byte, 1<<20)
+		for range 64 {
+			b.Write(zero)
+		}
+		b.Write(zero[:hashtree.LeafSize])
+		tree := b.Tree()
+		rec := &hashRecorder{}
+		e := New(Config{Sender: rec, Holders: func(pool.Key) []ServerID { return []ServerID{1} }})
+		var bl blames
+		bl.hook(e)
+		ctx, cancel := context.WithCancel(context.Background())
+		r := e.Open(ctx, tree.Root, size, "test")
+		done := make(chan struct{})
+		go func() { defer close(done); r.Read(make([]byte, 1)) }()
+		synctest.Wait() // the pump's first round, nothing answered
+
+		rec.mu.Lock()
+		asked := map[int]fschunk.HashRequest{}
+		for _, q := range rec.reqs {
+			if q.Index == 0 {
+				asked[int(q.Level)] = q
+			}
+		}
+		rec.mu.Unlock()
+		for _, lv := range []int{10, 5, 0} {
+			if _, ok := asked[lv]; !ok {
+				t.Fatalf("first round asked %v for leaf 0: want levels 10, 5 and 0 at once", asked)
+			}
+		}
+		// Answered bottom up: the lower blocks wait for the top one.
+		for _, lv := range []int{0, 5, 10} {
+			q := asked[lv]
+			nodes, err := tree.Block(lv, 0, int(q.Count))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.HandleHashes(1, &fschunk.Hashes{ID: q.ID, Level: q.Level, Index: 0, Nodes: nodes})
+		}
+		e.mu.Lock()
+		_, known := r.d.t.p.Leaf(0)
+		early := len(r.d.t.early)
+		e.mu.Unlock()
+		if !known || early != 0 || bl.count(1) != 0 {
+			t.Errorf("leaf 0 known %v, %d blocks still early, %d verdicts: want known, none, none", known, early, bl.count(1))
+		}
+		cancel() // a Read is not to be cut by Close
+		<-done
+		r.Close()
+	})
 }

@@ -146,8 +146,8 @@ type Server struct {
 	maxReads int
 	maxDG    int
 	instance uint64
-	udp      *net.UDPConn       // cfg.Conn if it is one: allocation-free reads and writes
-	off      *transport.Offload // GSO on udp; nil on other PacketConns
+	udp      *net.UDPConn   // cfg.Conn if it is one: allocation-free single writes
+	conn     transport.Conn // cfg.Conn, read and written in batches
 
 	gateways []*gateway
 	reg      registry
@@ -240,8 +240,9 @@ func New(cfg Config) (*Server, error) {
 		versionLog: rate.Sometimes{First: 1, Interval: time.Minute},
 	}
 	s.udp, _ = cfg.Conn.(*net.UDPConn)
-	if s.udp != nil {
-		s.off, _ = transport.NewOffload(s.udp, false)
+	var err error
+	if s.conn, err = transport.NewConn(cfg.Conn, transport.Options{}); err != nil {
+		return nil, fmt.Errorf("fileserver: %w", err)
 	}
 	s.reg.init()
 	s.jobPool.New = func() any { return new(readJob) }
@@ -250,7 +251,7 @@ func New(cfg Config) (*Server, error) {
 		return &b
 	}
 	s.batchPool.New = func() any {
-		n := max(transport.MaxSegmentBytes, s.maxDG)
+		n := max(batchBytes, s.maxDG)
 		return &batchBuf{data: make([]byte, n), out: make([]byte, 0, n)}
 	}
 	for _, name := range cfg.Gateways {

@@ -101,6 +101,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
+	dReads      = desc("httpgw_udp_reads_total", "Batched reads of the UDP socket (system calls); datagrams received over reads is the datagrams each system call carried.")
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
 	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie, Noise message or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound), unlisted_key (a valid handshake from a server key not in -allowed-servers), stolen_identity (a handshake claiming a server instance another key owns).", "cause")
 	dRevoked    = desc("httpgw_servers_revoked_total", "Servers whose sessions ended because their key left the allowed servers list.")
@@ -133,7 +134,7 @@ var (
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
+	for _, d := range []*prometheus.Desc{dReceived, dReads, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
 		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dStalled, dReclaimed, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
@@ -148,6 +149,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	u := c.g.Stats()
 	counter(dReceived, u.Received)
+	counter(dReads, u.Reads)
 	counter(dSent, u.Sent)
 	counter(dDrops, u.DropGarbage, "garbage")
 	counter(dDrops, u.DropAuth, "auth")

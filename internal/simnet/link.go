@@ -37,6 +37,12 @@ type LinkConfig struct {
 	// probability, so that those sent after it overtake it.
 	Reorder      float64
 	ReorderDelay time.Duration
+	// Tick, if set, hands datagrams on at multiples of it only (each on
+	// the first tick at or after its arrival), as a user-space link
+	// emulator woken by a timer does (internal/linkemu: about 1 ms): the
+	// receiver sees clumps, and rates it measures over short intervals
+	// are off by up to a tick.
+	Tick time.Duration
 	// Seed seeds the link's random decisions; a link with the same seed
 	// and the same datagrams in the same order makes the same decisions.
 	Seed uint64
@@ -59,12 +65,33 @@ type LinkStats struct {
 	QueueDrops uint64 // dropped because the queue was full
 	LossDrops  uint64 // dropped by random or bursty loss
 	Duplicated uint64
-	// QueueDelay is the sum of the queueing delay of every datagram that
-	// went through the queue, and MaxQueueDelay the largest: QueueDelay /
-	// Queued is the mean delay a queue added.
+	// Queued counts the datagrams a rate-limited link accepted into its
+	// queue (those that found it empty too), QueueDelay the sum of their
+	// waits before serialisation and MaxQueueDelay the longest (the peak
+	// since the link was made or since Host.ResetPeaks): the delay a
+	// queue added, as internal/linkemu counts it.
 	QueueDelay    time.Duration
 	MaxQueueDelay time.Duration
 	Queued        uint64
+}
+
+// MeanQueueDelay is the mean wait of an accepted datagram in the queue.
+func (s LinkStats) MeanQueueDelay() time.Duration {
+	if s.Queued == 0 {
+		return 0
+	}
+	return s.QueueDelay / time.Duration(s.Queued)
+}
+
+// Since is what the link did after prev was taken: the counters' and
+// sums' differences. MaxQueueDelay is kept as it is, a peak that cannot
+// be subtracted (Host.ResetPeaks starts a new one).
+func (s LinkStats) Since(prev LinkStats) LinkStats {
+	return LinkStats{
+		Datagrams: s.Datagrams - prev.Datagrams, Bytes: s.Bytes - prev.Bytes, Delivered: s.Delivered - prev.Delivered,
+		QueueDrops: s.QueueDrops - prev.QueueDrops, LossDrops: s.LossDrops - prev.LossDrops, Duplicated: s.Duplicated - prev.Duplicated,
+		QueueDelay: s.QueueDelay - prev.QueueDelay, MaxQueueDelay: s.MaxQueueDelay, Queued: s.Queued - prev.Queued,
+	}
 }
 
 // link is one direction of an access link. It keeps the datagrams in
@@ -109,7 +136,7 @@ func newLink(cfg LinkConfig, out func(*packet)) *link {
 // ideal reports whether the link passes datagrams on at once, untouched.
 func (l *link) ideal() bool {
 	c := &l.cfg
-	return c.Rate == 0 && c.Delay == 0 && c.Loss == 0 && c.Burst == nil && c.Duplicate == 0 && c.Reorder == 0
+	return c.Rate == 0 && c.Delay == 0 && c.Tick == 0 && c.Loss == 0 && c.Burst == nil && c.Duplicate == 0 && c.Reorder == 0
 }
 
 // send offers p to the link at the current time.
@@ -144,17 +171,21 @@ func (l *link) send(p *packet) {
 			l.st.QueueDrops++
 			return
 		}
-		if wait := start.Sub(now); wait > 0 {
-			l.st.Queued++
-			l.st.QueueDelay += wait
-			l.st.MaxQueueDelay = max(l.st.MaxQueueDelay, wait)
-		}
+		wait := start.Sub(now)
+		l.st.Queued++
+		l.st.QueueDelay += wait
+		l.st.MaxQueueDelay = max(l.st.MaxQueueDelay, wait)
 		l.busyUntil = start.Add(time.Duration(size / l.cfg.Rate * float64(time.Second)))
 		at = l.busyUntil
 	}
 	at = at.Add(l.cfg.Delay)
 	if l.cfg.Reorder > 0 && l.rng.Float64() < l.cfg.Reorder {
 		at = at.Add(l.cfg.ReorderDelay)
+	}
+	if tk := l.cfg.Tick; tk > 0 {
+		if r := time.Duration(at.UnixNano()) % tk; r != 0 {
+			at = at.Add(tk - r)
+		}
 	}
 	l.push(p, at)
 	if l.cfg.Duplicate > 0 && l.rng.Float64() < l.cfg.Duplicate {
@@ -223,6 +254,12 @@ func (l *link) deliver() {
 	for _, p := range due {
 		l.out(p)
 	}
+}
+
+func (l *link) resetPeak() {
+	l.mu.Lock()
+	l.st.MaxQueueDelay = 0
+	l.mu.Unlock()
 }
 
 func (l *link) stats() LinkStats {

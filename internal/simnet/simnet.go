@@ -63,6 +63,10 @@ func (n *Network) AddHost(addr netip.Addr, up, down LinkConfig) (*Host, error) {
 func (h *Host) Up() LinkStats   { return h.up.stats() }
 func (h *Host) Down() LinkStats { return h.down.stats() }
 
+// ResetPeaks starts new peaks (MaxQueueDelay) in both directions, so a
+// measurement sees its own, not an earlier transfer's.
+func (h *Host) ResetPeaks() { h.up.resetPeak(); h.down.resetPeak() }
+
 // Listen opens a connection on the host at port (0: any free port).
 func (h *Host) Listen(port uint16) (*Conn, error) {
 	n := h.n

@@ -74,6 +74,21 @@ func TestRateDelayAndQueue(t *testing.T) {
 		if st.QueueDrops != 30 || st.MaxQueueDelay != 19*time.Millisecond {
 			t.Errorf("stats %+v: want 30 queue drops and 19ms max queue delay", st)
 		}
+		// The 20 accepted waited 0, 1, …, 19 ms: the first found the
+		// queue empty and counts too.
+		if st.Queued != 20 || st.MeanQueueDelay() != 9500*time.Microsecond {
+			t.Errorf("%d queued, mean queue delay %v: want 20 and 9.5ms", st.Queued, st.MeanQueueDelay())
+		}
+		// A second burst of 5 after the queue drained: its own figures.
+		h.ResetPeaks()
+		for range 5 {
+			a.WriteTo(buf, b.LocalAddr())
+		}
+		receiveAll(t, b)
+		d := h.Up().Since(st)
+		if d.Queued != 5 || d.QueueDrops != 0 || d.MaxQueueDelay != 4*time.Millisecond || d.MeanQueueDelay() != 2*time.Millisecond {
+			t.Errorf("second burst %+v: want 5 queued, max 4ms, mean 2ms", d)
+		}
 	})
 }
 
