@@ -474,14 +474,19 @@ func TestServerNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var servers []struct{ Name, ID string }
+	var servers []struct{ Name, ID, Key string }
 	json.NewDecoder(resp.Body).Decode(&servers)
 	resp.Body.Close()
 	names := map[string]bool{}
+	keyOf := map[string]string{}
 	for _, s := range servers {
 		names[s.Name] = true
+		keyOf[s.Name] = s.Key
 		if s.ID == "" || s.ID == s.Name {
 			t.Errorf("server %+v: want a name and an instance ID", s)
+		}
+		if len(s.Key) != keys.ShortSize {
+			t.Errorf("server %+v: want its public key, shortened, as its identity", s)
 		}
 	}
 	resp, err = http.Get("http://" + adm + "/metrics")
@@ -494,7 +499,7 @@ func TestServerNames(t *testing.T) {
 		if !names[n] {
 			t.Errorf("/api/servers lacks %s: %+v", n, servers)
 		}
-		if !strings.Contains(string(metrics), `,server="`+n+`"} 1`) {
+		if !strings.Contains(string(metrics), `key="`+keyOf[n]+`",server="`+n+`"} 1`) {
 			t.Errorf("no metrics series for %s", n)
 		}
 		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {
@@ -530,5 +535,71 @@ func TestDemoBannerMeansServed(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("HEAD %s right after the banner: %s", u, resp.Status)
 		}
+	}
+}
+
+// TestKeysReload: the gateway re-reads its allowed servers when the file
+// changes (no signal), and its private key files on SIGHUP, without a
+// restart; the demo's own servers stay admitted throughout.
+func TestKeysReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	tmp := t.TempDir()
+	dir := t.TempDir()
+	gwKey := filepath.Join(dir, "gw.key")
+	k1, _ := keys.Generate()
+	if err := keys.WritePrivate(gwKey, k1); err != nil {
+		t.Fatal(err)
+	}
+	ext, _ := keys.Generate()
+	list := filepath.Join(dir, "servers.txt")
+	if err := os.WriteFile(list, []byte("# external servers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startMain(t, tmp, "-demo", "-http", "127.0.0.1:0", "-udp", "127.0.0.1:0", "-admin", "",
+		"-private-key", gwKey, "-allowed-servers", list)
+	if !strings.Contains(out.String(), `public_key="`+k1.Public().String()+`"`) {
+		t.Fatalf("the gateway's public key is not logged at start:\n%s", out)
+	}
+	wait := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in:\n%s", what, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// An editor's rename-replace of the list: read without a signal.
+	next := list + ".new"
+	if err := os.WriteFile(next, []byte(ext.Public().String()+" ext-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, list); err != nil {
+		t.Fatal(err)
+	}
+	wait(`msg="allowed servers reloaded" servers=1 revoked=0`)
+	// A new gateway key pair in the same file, then SIGHUP.
+	k2, _ := keys.Generate()
+	os.Remove(gwKey)
+	if err := keys.WritePrivate(gwKey, k2); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	wait("SIGHUP: gateway key pairs reloaded")
+	if !strings.Contains(out.String(), `public_key="`+k2.Public().String()+`"`) {
+		t.Fatalf("the new public key is not logged:\n%s", out)
+	}
+	// A bad key file on SIGHUP leaves the keys in force.
+	if err := os.WriteFile(gwKey, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	wait("SIGHUP: key pairs not reloaded; the ones in force stay")
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after the reloads: %v\n%s", err, out)
 	}
 }

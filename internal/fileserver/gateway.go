@@ -464,7 +464,7 @@ func (g *gateway) onWelcome(ev gwEvent, now time.Time) {
 	}
 	g.answered(now)
 	ns := &session{gw: g, auth: as, welcome: w, maxDG: min(int(w.MaxDatagram), s.maxDG)}
-	s.reg.promote(g.hs.index, ns)
+	s.reg.promote(g.hs.index, g, ns)
 	reason := g.hs.reason
 	g.hs = handshake{}
 	old := g.cur.Swap(ns)
@@ -475,7 +475,7 @@ func (g *gateway) onWelcome(ev gwEvent, now time.Time) {
 	s.st.handshakes.Add(1)
 
 	restarted := g.joined && w.GatewayBoot != g.boot
-	args := []any{"session", as.LocalIndex, "addr", g.addr.Load().String(), "heartbeat", w.HeartbeatInterval, "max_datagram", w.MaxDatagram}
+	args := []any{"session", as.LocalIndex, "addr", g.addr.Load().String(), "gateway_key", g.init.Gateway().Short(), "heartbeat", w.HeartbeatInterval, "max_datagram", w.MaxDatagram}
 	switch {
 	case !g.joined:
 		g.log.Info("fileserver: joined gateway", args...)

@@ -29,21 +29,6 @@ func (p peer) String() string {
 	return p.ap.String()
 }
 
-// readFrom reads one datagram. Its source plays no part in what is done
-// with it (what counts is authentication, and answers go to the resolved
-// address); it is only logged.
-func (s *Server) readFrom(b []byte) (int, netip.AddrPort, error) {
-	if s.udp != nil {
-		return s.udp.ReadFromUDPAddrPort(b) // no allocation
-	}
-	n, a, err := s.cfg.Conn.ReadFrom(b)
-	if err != nil || a == nil {
-		return n, netip.AddrPort{}, err
-	}
-	ap, _ := transport.AddrPort(a)
-	return n, ap, nil
-}
-
 // errNoAddress: the gateway's name has not been resolved yet.
 var errNoAddress = errors.New("no address for the gateway yet")
 
@@ -73,16 +58,20 @@ func (s *Server) writeTo(pkt []byte, p *peer) error {
 	return nil
 }
 
-// sendBatch sends datagrams of dg bytes each (the last may be shorter),
-// sealed on sess, to the gateway: one GSO write where the socket has it.
-// It reports whether any of them left.
-func (s *Server) sendBatch(sess *session, b []byte, dg int) bool {
+// sendBatch sends bb.out, datagrams of dg bytes each (the last may be
+// shorter) sealed on sess, to the gateway: one system call where the
+// socket has sendmmsg, GSO runs within it where it has GSO. It reports
+// whether any of them left.
+func (s *Server) sendBatch(sess *session, bb *batchBuf, dg int) bool {
 	p := sess.gw.addr.Load()
 	if p == nil {
 		return false
 	}
-	if s.off != nil && p.ap.IsValid() {
-		sent, err := s.off.WriteBatch(b, dg, p.ap)
+	b := bb.out
+	if p.ap.IsValid() {
+		bb.msg[0] = transport.Message{Buf: b, Seg: dg, Addr: p.ap}
+		sent, err := s.conn.WriteBatch(bb.msg[:])
+		bb.msg[0].Buf = nil
 		if err != nil {
 			s.st.sendErrors.Add(1)
 			s.log.Debug("fileserver: send failed", "addr", p.String(), "err", err)
@@ -170,10 +159,10 @@ func resolve(ctx context.Context, hostport string) (peer, error) {
 // authenticate is counted and dropped without an answer, so a forger
 // learns nothing and cannot make the server send anything.
 func (s *Server) receive(ctx context.Context) error {
-	buf := make([]byte, recvBufferSize)
+	msgs := transport.NewMessages(s.conn.BatchSize(), recvBufferSize)
 	var pause *time.Timer
 	for {
-		n, from, err := s.readFrom(buf)
+		k, err := s.conn.ReadBatch(msgs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -196,7 +185,9 @@ func (s *Server) receive(ctx context.Context) error {
 			}
 			continue
 		}
-		s.handle(buf[:n], from)
+		for _, m := range msgs[:k] {
+			s.handle(m.Buf[:m.N], m.Addr)
+		}
 	}
 }
 

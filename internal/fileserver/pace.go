@@ -45,10 +45,17 @@ func (p *pacer) set(kibps uint32, dg, maxSegs int) int {
 	return max(segs, 1)
 }
 
-// wait blocks until n more bytes may be sent.
+// wait blocks until n more bytes may be sent. A batch larger than the
+// burst (only at paces where a millisecond is more than a GSO write)
+// waits for its bytes a burst at a time.
 func (p *pacer) wait(ctx context.Context, n int) error {
 	if p.lim.Limit() == rate.Inf {
 		return nil
 	}
-	return p.lim.WaitN(ctx, min(n, p.lim.Burst()))
+	for b := p.lim.Burst(); n > 0; n -= b {
+		if err := p.lim.WaitN(ctx, min(n, b)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -51,3 +51,29 @@ func TestPacerUnpaced(t *testing.T) {
 		}
 	})
 }
+
+// TestPacerLargeBatch: at paces where a millisecond is more than the
+// limiter's burst, a batch's every byte is still paced (it waits a burst
+// at a time); counting only a burst per batch would send at twice the pace.
+func TestPacerLargeBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer()
+		const kibps = 128 << 10 // 128 MiB/s: 91 datagrams of 1,472 bytes a millisecond
+		segs := p.set(kibps, 1472, batchBytes/1472)
+		if segs*1472 <= p.lim.Burst() {
+			t.Fatalf("batch of %d datagrams fits the burst; the test needs a larger one", segs)
+		}
+		start := time.Now()
+		sent := 0
+		for range 100 {
+			if err := p.wait(context.Background(), segs*1472); err != nil {
+				t.Fatal(err)
+			}
+			sent += segs * 1472
+		}
+		want := time.Duration(float64(sent-p.lim.Burst()) / (kibps * 1024) * float64(time.Second))
+		if got := time.Since(start); got < want-time.Millisecond || got > want+time.Millisecond {
+			t.Errorf("%d bytes at %d KiB/s took %v, want about %v", sent, kibps, got, want)
+		}
+	})
+}

@@ -74,7 +74,10 @@ type Config struct {
 
 // Stats are the endpoint's counters.
 type Stats struct {
-	Received           uint64 `json:"received"`
+	Received uint64 `json:"received"`
+	// Reads counts the batched reads (system calls) that returned
+	// datagrams: Received / Reads is what one system call carried.
+	Reads              uint64 `json:"reads"`
 	Sent               uint64 `json:"sent"`
 	Authenticated      uint64 `json:"authenticated"` // transport datagrams whose tag verified (an AUTH that makes a session counts in Handshakes)
 	Handshakes         uint64 `json:"handshakes"`    // sessions established
@@ -119,9 +122,9 @@ type Stats struct {
 }
 
 type counters struct {
-	received, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
-	unlisted, identity, revoked                                                                                                                                        atomic.Uint64
-	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                           atomic.Uint64
+	received, reads, sent, authenticated, handshakes, evictions, garbage, authFail, replay, unknown, pages, goodbyes, sendErr, panics, version, catRefused, instances, blamed atomic.Uint64
+	unlisted, identity, revoked                                                                                                                                               atomic.Uint64
+	hsQueued, hsDone, hsQueueFull, hsRateLimited, challenges                                                                                                                  atomic.Uint64
 }
 
 // versionLogEvery is how often, at most, a datagram of another protocol
@@ -136,6 +139,7 @@ type Gateway struct {
 	cfg   Config
 	log   *slog.Logger
 	resp  *auth.Responder
+	conn  transport.Conn // cfg.Conn, read and written in batches
 	hs    handshakeQueues
 	boot  uint64
 	pool  *pool.Pool
@@ -147,9 +151,12 @@ type Gateway struct {
 	// authentication: one line per authLogEvery, whatever the flood.
 	authLog rate.Sometimes
 
-	mu       sync.RWMutex
-	sessions map[uint32]*session
-	byNonce  map[[fschunk.NonceSize]byte]*session
+	// sessions maps the receiver index of a datagram to its session. It
+	// has its own lock: the receive path looks sessions up without g.mu.
+	sessions auth.IndexTable[*session]
+
+	mu      sync.RWMutex
+	byNonce map[[fschunk.NonceSize]byte]*session
 	// usedNonces remembers the nonce of every session established in the
 	// last cookie lifetime, even after the session is dropped: a replayed
 	// AUTH is then refused rather than re-creating a session whose keys
@@ -243,7 +250,6 @@ func New(cfg Config) (*Gateway, error) {
 		hs:          newHandshakeQueues(cfg.Handshake),
 		boot:        binary.BigEndian.Uint64(b[:]),
 		pool:        pool.New(),
-		sessions:    map[uint32]*session{},
 		byNonce:     map[[fschunk.NonceSize]byte]*session{},
 		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},
 		peers:       map[pool.ServerID]*peer{},
@@ -275,6 +281,11 @@ func New(cfg Config) (*Gateway, error) {
 		fc.Now = cfg.Now
 	}
 	g.eng = fetch.New(fc)
+	// GRO: a burst from a server's GSO write is read as one message.
+	if g.conn, err = transport.NewConn(cfg.Conn, transport.Options{GRO: true}); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.log.Debug("udp socket", "batch", g.conn.BatchSize(), "gro", g.conn.GRO(), "gso", g.conn.GSO())
 	return g, nil
 }
 
@@ -290,7 +301,7 @@ func (g *Gateway) Engine() *fetch.Engine { return g.eng }
 // Stats returns the endpoint's counters.
 func (g *Gateway) Stats() Stats {
 	c := &g.ctr
-	return Stats{Received: c.received.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
+	return Stats{Received: c.received.Load(), Reads: c.reads.Load(), Sent: c.sent.Load(), Authenticated: c.authenticated.Load(), Handshakes: c.handshakes.Load(), Evictions: c.evictions.Load(),
 		DropGarbage: c.garbage.Load(), DropVersion: c.version.Load(), DropAuth: c.authFail.Load(), DropReplay: c.replay.Load(), DropUnknownSession: c.unknown.Load(),
 		CatalogPages: c.pages.Load(), CatalogRefused: c.catRefused.Load(), DropInstances: c.instances.Load(), DropUnlisted: c.unlisted.Load(), DropIdentity: c.identity.Load(), Revoked: c.revoked.Load(),
 		HandshakesQueued: c.hsQueued.Load(), HandshakesDone: c.hsDone.Load(), DropHandshakeQueue: c.hsQueueFull.Load(), DropHandshakeRate: c.hsRateLimited.Load(), Challenges: c.challenges.Load(), Goodbyes: c.goodbyes.Load(), SendErrors: c.sendErr.Load(), Panics: c.panics.Load(), Blamed: c.blamed.Load()}
@@ -307,11 +318,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); g.handshakeWorker(ctx) }()
 	stop := context.AfterFunc(ctx, func() { g.cfg.Conn.SetReadDeadline(time.Now()) })
 	defer stop()
-	read := g.reader()
-	buf := make([]byte, transport.GROBufferSize)
+	msgs := transport.NewMessages(g.conn.BatchSize(), transport.GROBufferSize)
 	var err error
 	for {
-		n, seg, from, rerr := read(buf)
+		k, rerr := g.conn.ReadBatch(msgs)
 		if rerr != nil {
 			if ctx.Err() != nil {
 				break
@@ -332,17 +342,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if seg <= 0 || n > fschunk.MaxDatagramSize && seg == n {
-			g.ctr.received.Add(1)
-			g.ctr.garbage.Add(1)
-			continue
-		}
-		// With GRO one read holds several datagrams of one sender, each
-		// sealed on its own.
-		now := g.cfg.Now() // one clock read for the whole burst
-		for off := 0; off < n; off += seg {
-			g.handleSafe(buf[off:min(off+seg, n)], from, now)
-			g.ctr.received.Add(1) // after: Received counts datagrams handled
+		g.ctr.reads.Add(1)
+		now := g.cfg.Now() // one clock read for the whole batch
+		for i := range msgs[:k] {
+			g.handleMessage(&msgs[i], now)
 		}
 	}
 	wg.Wait()
@@ -350,26 +353,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return err
 }
 
-// reader returns the receive function: GRO reads on a UDP socket (one
-// system call for a whole burst from a GSO sender), plain reads on any
-// other PacketConn (tests' fault injectors, relays).
-func (g *Gateway) reader() func([]byte) (n, seg int, from netip.AddrPort, err error) {
-	if uc, ok := g.cfg.Conn.(*net.UDPConn); ok {
-		if o, err := transport.NewOffload(uc, true); err == nil {
-			g.log.Debug("udp offloads", "gro", o.GRO(), "gso", o.GSO())
-			return o.NewReader().Read
-		}
+// handleMessage handles what one message of a batch holds: with GRO,
+// several datagrams of one sender, each sealed on its own.
+func (g *Gateway) handleMessage(m *transport.Message, now time.Time) {
+	if m.N == 0 || m.Seg <= 0 || m.N > fschunk.MaxDatagramSize && m.Seg == m.N {
+		g.ctr.received.Add(1)
+		g.ctr.garbage.Add(1)
+		return
 	}
-	return func(b []byte) (int, int, netip.AddrPort, error) {
-		n, a, err := g.cfg.Conn.ReadFrom(b)
-		if err != nil {
-			return 0, 0, netip.AddrPort{}, err
-		}
-		ap, ok := transport.AddrPort(a)
-		if !ok {
-			return n, 0, ap, nil // counted as garbage
-		}
-		return n, n, ap, nil
+	for off := 0; off < m.N; off += m.Seg {
+		g.handleSafe(m.Buf[off:min(off+m.Seg, m.N)], m.Addr, now)
+		g.ctr.received.Add(1) // after: Received counts datagrams handled
 	}
 }
 
@@ -528,12 +522,13 @@ func (g *Gateway) admit(acc *auth.Accepted, pkt []byte, from netip.AddrPort, now
 	if p != nil && p.key != acc.Peer {
 		return nil, errIdentity
 	}
-	var idx uint32
-	for idx == 0 || g.sessions[idx] != nil {
-		var b [4]byte
-		rand.Read(b[:])
-		idx = binary.BigEndian.Uint32(b[:])
-	}
+	// The index is reserved first: the session's keys are bound to it.
+	idx := g.sessions.NewIndex(nil)
+	defer func() {
+		if s == nil {
+			g.sessions.Delete(idx, nil)
+		}
+	}()
 	as, err := acc.NewSession(idx, now)
 	if err != nil {
 		return nil, err
@@ -555,7 +550,7 @@ func (g *Gateway) admit(acc *auth.Accepted, pkt []byte, from netip.AddrPort, now
 		}
 		p.next = s
 	}
-	g.sessions[idx] = s
+	g.sessions.Replace(idx, nil, s)
 	g.byNonce[acc.Nonce] = s
 	g.usedNonces[acc.Nonce] = now
 	return s, nil
@@ -589,9 +584,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 		g.ctr.garbage.Add(1)
 		return
 	}
-	g.mu.RLock()
-	s := g.sessions[h.Receiver]
-	g.mu.RUnlock()
+	s, _ := g.sessions.Lookup(h.Receiver)
 	if s == nil {
 		g.ctr.unknown.Add(1)
 		return
@@ -848,7 +841,7 @@ func (g *Gateway) promote(s *session) {
 }
 
 func (g *Gateway) dropSessionLocked(s *session) {
-	delete(g.sessions, s.s.LocalIndex)
+	g.sessions.Delete(s.s.LocalIndex, s)
 	if g.byNonce[s.nonce] == s {
 		delete(g.byNonce, s.nonce)
 	}
@@ -857,9 +850,11 @@ func (g *Gateway) dropSessionLocked(s *session) {
 // evict removes a server: its sessions, its files, its outstanding reads.
 func (g *Gateway) evict(id pool.ServerID, why string) {
 	name := g.pool.Name(id) // before Remove forgets it
+	var key string
 	g.mu.Lock()
 	p := g.peers[id]
 	if p != nil {
+		key = p.key.Short()
 		if s := p.cur.Load(); s != nil {
 			g.dropSessionLocked(s)
 		}
@@ -877,7 +872,7 @@ func (g *Gateway) evict(id pool.ServerID, why string) {
 	}
 	if g.pool.Remove(id, g.cfg.Now()) {
 		g.ctr.evictions.Add(1)
-		g.log.Info("server evicted", "name", name, "server", id.String(), "reason", why)
+		g.log.Info("server evicted", "name", name, "server", id.String(), "key", key, "reason", why)
 	}
 	g.eng.ServerGone(id)
 }

@@ -31,15 +31,18 @@ import (
 //     source address is real), then limits AUTHs per source address;
 //   - limits HELLOs per source address (HandshakeLimits.PerSource).
 // The CHALLENGE is this protocol's cookie reply: nothing expensive (a
-// session, key derivation, memory) is done for a sender before it returns
-// a cookie, in any mode; what load changes is who is served first and how
+// Diffie-Hellman, a session, memory) is done for a sender before it
+// returns a cookie, in any mode; what load changes is who is served first and how
 // much each source gets.
 
 // HandshakeLimits bound the handshake work of the gateway.
 type HandshakeLimits struct {
 	// Rate and Burst bound handshake datagrams handled per second, all
-	// sources together (default 5,000/s, burst 500): a few percent of a
-	// core at most. Beyond it the queues fill and drop.
+	// sources together (default 5,000/s, burst 500). A HELLO costs an HMAC;
+	// an AUTH of a pre-shared-key holder five X25519 operations (about a
+	// core's worth at this rate, BENCHMARKS.md), which only a sender with
+	// the PSK and a cookie for its address can cause. Beyond it the queues
+	// fill and drop.
 	Rate  rate.Limit
 	Burst int
 	// PerSourceRate and PerSourceBurst bound, under load, the handshake

@@ -101,6 +101,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	dReceived   = desc("httpgw_udp_datagrams_received_total", "Datagrams read from the UDP socket.")
+	dReads      = desc("httpgw_udp_reads_total", "Batched reads of the UDP socket (system calls); datagrams received over reads is the datagrams each system call carried.")
 	dSent       = desc("httpgw_udp_datagrams_sent_total", "Datagrams sent on the UDP socket.")
 	dDrops      = desc("httpgw_udp_drops_total", "Datagrams dropped, by cause: garbage (did not parse), version (another protocol version; also counted as garbage), auth (bad MAC, cookie, Noise message or tag), replay, unknown_session, handshake_queue (handshake queue full), handshake_rate (per-source handshake limit under load), instances (too many servers from one address), catalog (catalog page over a bound), unlisted_key (a valid handshake from a server key not in -allowed-servers), stolen_identity (a handshake claiming a server instance another key owns).", "cause")
 	dRevoked    = desc("httpgw_servers_revoked_total", "Servers whose sessions ended because their key left the allowed servers list.")
@@ -124,15 +125,17 @@ var (
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
 	dWindow     = desc("httpgw_server_window_bytes", "A server's window of bytes in flight.", "server")
-	dBuffered   = desc("httpgw_buffered_bytes", "Chunk buffers held by all responses (bounded by -window-total).")
+	dBuffered   = desc("httpgw_buffered_bytes", "Chunk buffers held by all responses (bounded by -window-total, plus a 16 KiB piece per stalled response).")
+	dStalled    = desc("httpgw_stalled_responses", "Responses whose client has not taken a write for a second (they hold at most what they are writing).")
+	dReclaimed  = desc("httpgw_reclaimed_bytes_total", "Bytes of windows given back by stalled responses to make room for others.")
 	dCacheHits  = desc("httpgw_cache_hits_total", "Small files served from the gateway's cache.")
 	dCacheMiss  = desc("httpgw_cache_misses_total", "Small files not in the cache when asked.")
 	dCacheBytes = desc("httpgw_cache_bytes", "Bytes held by the cache.")
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dReceived, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
-		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
+	for _, d := range []*prometheus.Desc{dReceived, dReads, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
+		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dStalled, dReclaimed, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
 }
@@ -146,6 +149,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	u := c.g.Stats()
 	counter(dReceived, u.Received)
+	counter(dReads, u.Reads)
 	counter(dSent, u.Sent)
 	counter(dDrops, u.DropGarbage, "garbage")
 	counter(dDrops, u.DropAuth, "auth")
@@ -174,6 +178,8 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dTimeouts, e.Timeouts)
 	counter(dVerified, e.VerifiedBytes)
 	gauge(dBuffered, float64(e.Buffered))
+	gauge(dStalled, float64(e.Stalled))
+	counter(dReclaimed, e.ReclaimedBytes)
 	if fc := c.g.Cache(); fc != nil {
 		cs := fc.Stats()
 		counter(dCacheHits, cs.Hits)

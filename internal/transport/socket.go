@@ -1,8 +1,11 @@
-// Package transport opens the UDP sockets both programs use: one socket
-// per process for everything, with large kernel buffers so that bursts of
-// datagrams from several servers are not dropped before the gateway reads
-// them, and with fragmentation forbidden so that a datagram too large for
-// the path fails loudly instead of silently losing every fragment train.
+// Package transport is the UDP socket both programs use: one per process
+// for everything. Listen opens it, with large kernel buffers so that
+// bursts of datagrams from several servers are not dropped before the
+// gateway reads them, and with fragmentation forbidden so that a datagram
+// too large for the path fails loudly instead of silently losing every
+// fragment train. Conn (conn.go) moves its datagrams in batches: many per
+// system call with recvmmsg, sendmmsg, GSO and GRO on Linux, one per call
+// over any other net.PacketConn.
 package transport
 
 import (

@@ -1,0 +1,6 @@
+//go:build race
+
+package transport
+
+// raceEnabled: built with -race (see udpConn.single).
+const raceEnabled = true
