@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fastfile/fschunk/internal/keys"
 	"github.com/fastfile/fschunk/internal/linkemu"
 )
 
@@ -537,18 +538,48 @@ func (b *bench) startAll(ctx context.Context, bin string) error {
 	if err := os.WriteFile(key, k, 0o600); err != nil {
 		return err
 	}
+	// Version 3's static keys: the gateway's pair, each server's, the
+	// servers' public keys listed for the gateway and the gateway's given
+	// to each server.
+	privFile := func(name string) (string, keys.Public, error) {
+		k, err := keys.Generate()
+		if err != nil {
+			return "", keys.Public{}, err
+		}
+		path := filepath.Join(b.tmp, name+".x25519")
+		return path, k.Public(), keys.WritePrivate(path, k)
+	}
+	gwKey, gwPub, err := privFile("gateway")
+	if err != nil {
+		return err
+	}
+	var list strings.Builder
+	srvKeys := make([]string, nServers+1)
+	for i := 1; i <= nServers; i++ {
+		path, pub, err := privFile(fmt.Sprintf("s%d", i))
+		if err != nil {
+			return err
+		}
+		srvKeys[i] = path
+		fmt.Fprintf(&list, "%s s%d\n", pub, i)
+	}
+	allowed := filepath.Join(b.tmp, "servers.txt")
+	if err := os.WriteFile(allowed, []byte(list.String()), 0o600); err != nil {
+		return err
+	}
 	for i := 1; i <= nServers; i++ {
 		if err := b.nginx(i); err != nil {
 			return err
 		}
 	}
 	if _, err := b.t.start("gw", "gateway", filepath.Join(bin, "fsw-gateway"), "-key-file", key,
-		"-http", gwHTTP, "-udp", gwWANIP+":"+gwUDPPort, "-admin", gwAdmin, "-log-level", "warn"); err != nil {
+		"-private-key", gwKey, "-allowed-servers", allowed, "-http", gwHTTP, "-udp", gwWANIP+":"+gwUDPPort, "-admin", gwAdmin, "-log-level", "warn"); err != nil {
 		return err
 	}
 	for i := 1; i <= nServers; i++ {
 		if _, err := b.t.start(fmt.Sprintf("s%d", i), fmt.Sprintf("fileserver%d", i), filepath.Join(bin, "fsw-fileserver"),
-			"-key-file", key, "-root", filepath.Join(b.tmp, fmt.Sprintf("root%d", i)),
+			"-key-file", key, "-private-key", srvKeys[i], "-gateway-public-key", gwPub.String(),
+			"-root", filepath.Join(b.tmp, fmt.Sprintf("root%d", i)),
 			"-state", filepath.Join(b.tmp, fmt.Sprintf("s%d.state", i)), "-log-level", "warn", gwWANIP, gwUDPPort); err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	o.cacheSize, o.cacheMaxFile = size{s: "32MiB", n: 32 << 20, zeroOK: true}, size{s: "1MiB", n: 1 << 20}
 	fs.Var(&o.chunk, "chunk-size", "`bytes` per chunk and per READ")
 	fs.Var(&o.window, "window", "`bytes` buffered ahead per response (memory bound; a long lossy path needs several round trips of it)")
-	fs.Var(&o.budget, "window-total", "`bytes` buffered ahead by all responses together; each gets an equal share; beyond it, one 64 KiB piece each (memory bound)")
+	fs.Var(&o.budget, "window-total", "`bytes` buffered ahead by all responses together; each gets an equal share; beyond it, one 64 KiB leaf each; a response whose client stopped reading keeps at most the 16 KiB it is writing (memory bound)")
 	fs.Var(&o.cacheSize, "cache-size", "memory `bytes` for small files kept whole, by content hash (always fresh: a changed file has a new hash); 0 disables")
 	fs.Var(&o.cacheMaxFile, "cache-max-file", "largest file the cache keeps, in `bytes`")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -16,6 +17,7 @@ import (
 	"github.com/fastfile/fschunk/internal/faultconn"
 	"github.com/fastfile/fschunk/internal/fetch"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/simnet"
 )
 
 func TestMain(m *testing.M) {
@@ -51,63 +53,55 @@ func TestDownloadsBoundarySizes(t *testing.T) {
 	}
 }
 
+// TestLossyNetwork downloads through links that lose, duplicate, reorder,
+// corrupt and delay datagrams, in virtual time on the in-memory network:
+// each case is the same every run (seeded links), and a long delay costs
+// no wall-clock time.
 func TestLossyNetwork(t *testing.T) {
 	files := map[string][]byte{"big.bin": randBytes(6<<20 + 123), "small.txt": randBytes(5000)}
 	cases := []struct {
 		name string
-		cfg  faultconn.Config
+		link simnet.LinkConfig
 	}{
-		{"loss 5%", faultconn.Config{Loss: 0.05}},
-		{"loss 20%", faultconn.Config{Loss: 0.20}},
-		{"duplication and reordering", faultconn.Config{Duplicate: 0.1, Reorder: 0.1}},
-		{"corruption", faultconn.Config{Corrupt: 0.05}},
-		{"delay and jitter", faultconn.Config{Delay: 2 * time.Millisecond, Jitter: 2 * time.Millisecond, Loss: 0.02}},
+		{"loss 5%", simnet.LinkConfig{Loss: 0.05}},
+		{"loss 20%", simnet.LinkConfig{Loss: 0.20}},
+		{"duplication and reordering", simnet.LinkConfig{Duplicate: 0.1, Reorder: 0.1}},
+		{"corruption", simnet.LinkConfig{Corrupt: 0.05}},
+		{"delay and jitter", simnet.LinkConfig{Delay: 2 * time.Millisecond, Jitter: 2 * time.Millisecond, Loss: 0.02}},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, files, envOpts{datagram: fschunk.DefaultDatagramSize})
-			var faults []*faultconn.Conn
-			for s := 0; s < 3; s++ {
-				cfg := c.cfg
-				cfg.Seed = int64(10*i + s)
-				e.addServer(func(pc net.PacketConn) net.PacketConn {
-					fc := faultconn.Wrap(pc, cfg, cfg)
-					faults = append(faults, fc)
-					return fc
-				})
-			}
-			e.waitHolders(3)
-			e.get("big.bin")
-			e.get("small.txt")
-			// The faults were really injected: a case that passes with a
-			// no-op fault injector proves nothing.
-			var fs faultconn.Stats
-			for _, fc := range faults {
-				st := fc.Stats()
-				fs.Dropped += st.Dropped
-				fs.Duplicated += st.Duplicated
-				fs.Reordered += st.Reordered
-				fs.Corrupted += st.Corrupted
-				fs.Delayed += st.Delayed
-			}
-			for _, f := range []struct {
-				on   bool
-				n    uint64
-				what string
-			}{{c.cfg.Loss > 0, fs.Dropped, "dropped"}, {c.cfg.Duplicate > 0, fs.Duplicated, "duplicated"},
-				{c.cfg.Reorder > 0, fs.Reordered, "reordered"}, {c.cfg.Corrupt > 0, fs.Corrupted, "corrupted"},
-				{c.cfg.Delay > 0, fs.Delayed, "delayed"}} {
-				if f.on && f.n == 0 {
-					t.Errorf("no datagram %s", f.what)
+			synctest.Test(t, func(t *testing.T) {
+				f := newSimFleet(t, files, fetch.Config{})
+				for s := range 3 {
+					up, down := c.link, c.link
+					up.Seed, down.Seed = uint64(100*i+2*s+1), uint64(100*i+2*s+2)
+					f.addServer(up, down)
 				}
-			}
-			st := e.gw.Engine().Stats()
-			if c.cfg.Loss >= 0.05 && st.Retransmits == 0 {
-				t.Errorf("%v loss and no retransmission", c.cfg.Loss)
-			}
-			if c.cfg.Corrupt > 0 && e.gw.Stats().DropAuth == 0 {
-				t.Error("corruption but no datagram failed authentication")
-			}
+				f.waitHolders(3)
+				f.get("big.bin")
+				f.get("small.txt")
+				// The faults were really injected: a case that passes
+				// over an ideal network proves nothing.
+				ls := f.linkStats()
+				for _, x := range []struct {
+					on   bool
+					n    uint64
+					what string
+				}{{c.link.Loss > 0, ls.LossDrops, "lost"}, {c.link.Duplicate > 0, ls.Duplicated, "duplicated"},
+					{c.link.Reorder > 0, ls.Reordered, "reordered"}, {c.link.Corrupt > 0, ls.Corrupted, "corrupted"}} {
+					if x.on && x.n == 0 {
+						t.Errorf("no datagram %s", x.what)
+					}
+				}
+				st := f.gw.Engine().Stats()
+				if c.link.Loss >= 0.05 && st.Retransmits == 0 {
+					t.Errorf("%v loss and no retransmission", c.link.Loss)
+				}
+				if c.link.Corrupt > 0 && f.gw.Stats().DropAuth == 0 {
+					t.Error("corruption but no datagram failed authentication")
+				}
+			})
 		})
 	}
 }

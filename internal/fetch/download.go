@@ -15,9 +15,12 @@ import (
 // chunk is one slot of a response's reorder window. Once done its bytes
 // never change, so the reader copies them out.
 type chunk struct {
-	off        int64 // absolute offset of buf[0]
-	n          int
-	buf        *[]byte
+	off int64 // absolute offset of its first byte
+	n   int
+	// whole or pieces hold its bytes (see PieceSize); a piece already
+	// written to the client is given back and its entry is nil.
+	whole      *[]byte
+	pieces     []*[]byte
 	have       spanSet
 	reqs       []*request   // outstanding READs for it
 	asked      bool         // asked for before: later READs are retransmissions
@@ -197,9 +200,24 @@ type download struct {
 	progress chan struct{} // to the reader: a chunk completed or an error
 	done     chan struct{} // closed by Close
 	pumpDone chan struct{}
+	pumping  bool // a pump goroutine runs (see pump)
 
 	pos     int64 // reader goroutine only
 	started bool
+
+	// The Write in progress, see stalled.go: the piece being written
+	// (nil if none) and since when; stalled: it has lasted StalledAfter;
+	// reclaimed: everything else was given back meanwhile. lprev, lnext
+	// and on: d's place in e.writers or e.stalled.
+	writing    *[]byte
+	writeSince time.Time
+	stalled    bool
+	reclaimed  bool
+	// read: the client took its last write in time; until it has (and
+	// after a stall) writes are probes (see WriteToN).
+	read         bool
+	lprev, lnext *download
+	on           *dlist
 }
 
 // Reader reads one version of a file; it implements io.ReadSeekCloser
@@ -247,29 +265,39 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if d.pos >= d.size {
 		return 0, io.EOF
 	}
+	d.e.mu.Lock()
+	defer d.e.mu.Unlock()
 	c, rel, err := d.next()
 	if err != nil {
 		return 0, err
 	}
-	defer d.e.mu.Unlock()
-	n := copy(p, (*c.buf)[rel:c.n])
+	n := 0
+	for n < len(p) && rel+n < c.n {
+		b, _ := c.bytesAt(rel + n)
+		n += copy(p[n:], b)
+	}
 	d.advance(c, rel, n)
 	return n, nil
 }
 
 // next waits until the chunk at the stream position (d.pos < d.size) is
-// complete and returns it, and the offset in it, with e.mu held; on an
-// error the lock is not held.
+// complete and returns it, and the offset in it. Called with e.mu held,
+// it returns with it held, having released it while waiting.
 func (d *download) next() (*chunk, int, error) {
 	for {
 		c, rel, err := d.ready()
 		if err != nil || c != nil {
 			return c, rel, err
 		}
+		d.e.mu.Unlock()
 		select {
 		case <-d.progress:
 		case <-d.ctx.Done():
-			return nil, 0, d.ctx.Err()
+			err = d.ctx.Err()
+		}
+		d.e.mu.Lock()
+		if err != nil {
+			return nil, 0, err
 		}
 	}
 }
@@ -279,17 +307,9 @@ func (d *download) next() (*chunk, int, error) {
 // that a bug cannot leave Engine.mu locked.
 var errEmptyWindow = errors.New("fetch: empty window before the end of the version")
 
-// ready returns the chunk at the stream position if it is complete, with
-// e.mu held; otherwise (nil chunk, or an error) the lock is released,
-// also if anything in between panics.
+// ready returns the chunk at the stream position if it is complete (nil
+// if not yet). Under e.mu.
 func (d *download) ready() (c *chunk, rel int, err error) {
-	e := d.e
-	e.mu.Lock()
-	defer func() {
-		if c == nil {
-			e.mu.Unlock()
-		}
-	}()
 	if d.closed {
 		return nil, 0, ErrClosed
 	}
@@ -325,30 +345,40 @@ func (d *download) startAt() {
 	if !d.started {
 		d.started = true
 		d.e.stats.Downloads++
+		d.startPump()
+	}
+}
+
+// startPump starts the download's pump, unless it runs. Under e.mu.
+func (d *download) startPump() {
+	if !d.pumping {
+		d.pumping = true
 		d.pumpDone = make(chan struct{})
 		go d.pump()
 	}
 }
 
-// advanceLocked is advance under e.mu, taken and released here.
-func (d *download) advanceLocked(c *chunk, rel, n int) {
-	d.e.mu.Lock()
-	defer d.e.mu.Unlock()
-	d.advance(c, rel, n)
-}
-
 // advance moves the stream past n bytes of c, the first chunk and complete,
-// taken from offset rel; a chunk used up is recycled and the window slides
-// (and grows). Under e.mu.
+// taken from offset rel; the pieces used up are given back, and a chunk
+// used up leaves the window, which slides (and grows). Under e.mu.
 func (d *download) advance(c *chunk, rel, n int) {
 	e := d.e
 	d.streamPos += int64(n)
 	d.pos = d.streamPos
+	for i := rel / PieceSize; i < len(c.pieces) && min((i+1)*PieceSize, c.n) <= rel+n; i++ {
+		if c.pieces[i] != nil {
+			e.putBuf(c.pieces[i])
+			c.pieces[i] = nil
+		}
+	}
 	if rel+n < c.n {
 		return
 	}
-	e.putBuf(c.buf)
-	c.buf = nil
+	if c.whole != nil {
+		e.putBuf(c.whole)
+		c.whole = nil
+	}
+	c.pieces = nil
 	d.chunks = d.chunks[1:]
 	d.win = min(d.win+2, d.maxWin)
 	if d.streamPos >= d.limit {
@@ -357,14 +387,54 @@ func (d *download) advance(c *chunk, rel, n int) {
 	notify(d.wake)
 }
 
+// ProbeSize is the most WriteToN hands a client not yet seen to read,
+// before a Flush: small enough to be copied into the writer's own buffer
+// (net/http's is 2 KiB for an HTTP/1.1 body, 4 KiB for an HTTP/2 stream),
+// so that the Write does not block, and the Flush, which does if the
+// client never reads, holds none of the engine's bytes.
+const ProbeSize = 2 << 10
+
+// FlushWriter is a writer with a buffer of its own, of at least
+// ProbeSize bytes, sent by FlushError (as an http.ResponseWriter through
+// http.ResponseController).
+type FlushWriter interface {
+	io.Writer
+	FlushError() error
+}
+
 // WriteToN writes the next n bytes (fewer at the end of the file, then
-// io.EOF) to w straight from the chunk buffers, each chunk in one Write as
-// soon as it is complete: no copy in between, and large writes. Errors
-// from w are returned as they are. It must not be called concurrently
-// with the Reader's other methods.
+// io.EOF) to w straight from the chunk buffers: each piece in one Write
+// as soon as its chunk is verified, no copy in between. If w is a
+// FlushWriter, a client not yet seen to read is first sent ProbeSize
+// bytes and a Flush (see stalled.go). Errors from w are returned as they
+// are. It must not be called concurrently with the Reader's other
+// methods.
 func (r *Reader) WriteToN(w io.Writer, n int64) (int64, error) {
 	d, e := r.d, r.d.e
 	var written int64
+	e.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			e.mu.Unlock()
+		}
+	}()
+	// unlocked runs f (a Write of piece p, or a Flush if p is nil)
+	// without the lock, recorded as the response's write in progress: a
+	// complete chunk is never written to again, and the piece being
+	// written is recycled by nobody else (see stalled.go), so its bytes
+	// can be handed to w as they are.
+	unlocked := func(p *[]byte, f func() error) (stalled, reclaimed bool, err error) {
+		d.beginWrite(p, e.cfg.Now())
+		locked = false
+		e.mu.Unlock()
+		err = f()
+		e.mu.Lock()
+		locked = true
+		stalled, reclaimed = d.endWrite()
+		return stalled, reclaimed, err
+	}
+	fw, _ := w.(FlushWriter)
 	for written < n {
 		if d.pos >= d.size {
 			return written, io.EOF
@@ -373,19 +443,49 @@ func (r *Reader) WriteToN(w io.Writer, n int64) (int64, error) {
 		if err != nil {
 			return written, err
 		}
-		k := int(min(int64(c.n-rel), n-written))
-		// A complete chunk is never written to again and only this
-		// reader's own calls (restart, Close) recycle it, so its bytes
-		// can be handed to w without the lock.
-		e.mu.Unlock()
-		wn, werr := w.Write((*c.buf)[rel : rel+k])
-		d.advanceLocked(c, rel, wn)
+		b, p := c.bytesAt(rel)
+		b = b[:min(int64(len(b)), n-written)]
+		probe := fw != nil && !d.read
+		if probe {
+			b = b[:min(len(b), ProbeSize)]
+		}
+		var wn int
+		stalled, reclaimed, werr := unlocked(p, func() (err error) {
+			wn, err = w.Write(b)
+			return err
+		})
+		d.taken(c, rel, wn, reclaimed, werr)
 		written += int64(wn)
+		if probe && werr == nil {
+			// The probe is in w's buffer: see whether it leaves.
+			stalled, reclaimed, werr = unlocked(nil, fw.FlushError)
+			d.taken(nil, 0, 0, reclaimed, werr)
+		}
+		d.read = !stalled
 		if werr != nil {
 			return written, werr
 		}
 	}
 	return written, nil
+}
+
+// taken moves the stream past n bytes of c written from rel (none if c
+// is nil); or, if the window was reclaimed during the write, starts a
+// new window where the stream then stands, unless the write failed.
+// Under e.mu.
+func (d *download) taken(c *chunk, rel, n int, reclaimed bool, err error) {
+	if !reclaimed {
+		if c != nil {
+			d.advance(c, rel, n)
+		}
+		return
+	}
+	d.streamPos += int64(n)
+	d.pos = d.streamPos
+	if err == nil && d.pos < d.size {
+		d.restart(d.pos)
+		d.startPump()
+	}
 }
 
 // FetchReport says how many servers delivered bytes to this reader and
@@ -407,12 +507,15 @@ func (r *Reader) Close() error {
 	}
 	d.closed = true
 	close(d.done)
-	started := d.started
+	pumping, pumpDone := d.pumping, d.pumpDone
 	e.mu.Unlock()
-	if started {
-		<-d.pumpDone
+	if pumping {
+		<-pumpDone
 	}
 	e.mu.Lock()
+	if d.on != nil || d.reclaimed {
+		d.endWrite() // a Write that panicked
+	}
 	d.drop()
 	d.setStreaming(false)
 	delete(e.readers, d)
@@ -457,9 +560,8 @@ func (d *download) drop() {
 		}
 		if c.verifying {
 			c.dropped = true // the pump is reading it: it frees it after
-		} else if c.buf != nil {
-			d.e.putBuf(c.buf)
-			c.buf = nil
+		} else {
+			d.e.freePieces(c, nil)
 		}
 	}
 	d.chunks = d.chunks[:0]
@@ -474,9 +576,10 @@ const initialReadahead = 16
 
 // minStreamChunks is the least window of a response, whatever the budget:
 // the chunk the client is being sent. Beyond the budget each response
-// fetches its next chunk, a piece (PieceSize), only once the client has
-// taken the last, so that memory grows by one piece per response, not
-// by a window: a response whose client stops reading holds a piece.
+// fetches its next chunk, one leaf (the least that can be verified),
+// only once the client has taken the last, so that memory grows by a
+// leaf per response, not by a window; and a response whose client stops
+// reading gives back all but the piece it is writing (stalled.go).
 const minStreamChunks = 1
 
 // fill adds chunks up to the window, within the download's share of the
@@ -485,6 +588,12 @@ const minStreamChunks = 1
 // responses' windows), or at the limit.
 func (d *download) fill() {
 	e := d.e
+	if e.writers.head != nil {
+		e.sweep(e.cfg.Now())
+	}
+	if d.stalled {
+		return // its client does not read: nothing more for it
+	}
 	cs := int64(e.cfg.ChunkSize)
 	n := min(d.win, e.share())
 	// A leaf is verified whole, so it is fetched whole: the window runs
@@ -495,6 +604,10 @@ func (d *download) fill() {
 	end := min(d.size, (d.limit+leaf-1)/leaf*leaf)
 	for len(d.chunks) < n {
 		over := e.held+int(cs) > e.budget
+		if over && e.stalled.head != nil {
+			e.reclaim(int(cs))
+			over = e.held+int(cs) > e.budget
+		}
 		if over && len(d.chunks) >= minStreamChunks {
 			return
 		}
@@ -507,10 +620,10 @@ func (d *download) fill() {
 		}
 		hi := lo + min(cs-lo%cs, end-lo) // no overflow, whatever the size
 		if over {
-			hi = min(hi, lo+PieceSize)
+			hi = min(hi, lo+leaf)
 		}
-		piece := hi-lo <= PieceSize
-		c := &chunk{off: lo, n: int(hi - lo), buf: e.getBuf(piece)}
+		c := &chunk{off: lo, n: int(hi - lo)}
+		e.reserve(c)
 		_, nl := chunkLeaves(c)
 		c.src = make([][]ServerID, nl)
 		d.chunks = append(d.chunks, c)
@@ -530,7 +643,10 @@ type outRead struct {
 	msg fschunk.Read
 }
 
-// pump schedules the download's READs until it is closed.
+// pump schedules the download's READs until it is closed, or until its
+// window is reclaimed (its client stopped reading): it then has nothing
+// to do until the client reads again, and its goroutine is not kept
+// (taken starts it again).
 func (d *download) pump() {
 	defer close(d.pumpDone)
 	e := d.e
@@ -548,6 +664,11 @@ func (d *download) pump() {
 			outH = append(outH, d.hashOut...)
 			d.hashOut = d.hashOut[:0]
 			jobs = d.takeVerifyJobs(jobs)
+		}
+		if d.reclaimed && len(d.chunks) == 0 && len(out) == 0 && len(outH) == 0 && len(jobs) == 0 {
+			d.pumping = false
+			e.mu.Unlock()
+			return
 		}
 		e.mu.Unlock()
 		for i := range outH {
@@ -636,6 +757,13 @@ func (d *download) assign(out []outRead, now time.Time) ([]outRead, time.Time) {
 	r := round{d: d, e: d.e, now: now, out: out}
 	d.fill()
 	r.expire()
+	if d.stalled {
+		// Its client does not read: nothing more is asked for it (the
+		// READs out may finish), and what it waits for is no stall of
+		// the servers.
+		d.lastProgress = now
+		return r.out, r.next
+	}
 	if !r.checkStall() || !r.holders() {
 		return r.out, r.next
 	}
@@ -672,8 +800,6 @@ type round struct {
 	next       time.Time
 	links      []*link // holders not known to lack the version
 	allSuspect bool
-	cands      [16]Candidate
-	candLinks  [16]*link
 	lost       []*request // declared lost by time this round, to ask again
 }
 
@@ -792,7 +918,9 @@ func (r *round) holders() bool {
 		}
 	}
 	d.links, r.links = links, links
-	d.wantHashes(links, now, r.soon)
+	if at := d.wantHashes(links, now); !at.IsZero() {
+		r.soon(at)
+	}
 	if len(links) == 0 {
 		if len(d.t.blamed) > 0 {
 			// Every holder left was caught lying about this version.
@@ -823,7 +951,7 @@ func (r *round) holders() bool {
 // flight. nil if none has room.
 func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
 	e, now := r.e, r.now
-	cs, ls := r.cands[:0], r.candLinks[:0]
+	cs, ls := e.cands[:0], e.candLinks[:0]
 	if !e.room(n) {
 		return nil
 	}
@@ -834,7 +962,7 @@ func (r *round) pick(n int, exclude *chunk, idleOnly bool) *link {
 			}
 			continue
 		}
-		if len(cs) == cap(r.cands) {
+		if len(cs) == cap(e.cands) {
 			break
 		}
 		cs = append(cs, Candidate{SRTT: l.srtt, Rate: l.policyRate(), Inflight: l.inflight})
@@ -1174,6 +1302,7 @@ func (e *Engine) issue(d *download, c *chunk, l *link, miss []span, dup bool, no
 	if len(miss) > fschunk.MaxReadRanges {
 		miss = miss[:fschunk.MaxReadRanges] // the rest on the next round
 	}
+	e.allocate(d, c, now)
 	r := &request{id: e.nextID, d: d, c: c, l: l, ranges: append([]span(nil), miss...),
 		sentAt: now, lastAct: now, retrans: c.asked, dup: dup, ahead: l.inflight}
 	r.asked = spanBytes(r.ranges)

@@ -74,7 +74,10 @@ type Config struct {
 	MaxInflight  int
 	HolderWait   time.Duration // wait for a holder to (re)appear; default 3 s
 	StallTimeout time.Duration // no progress at all for this long fails; default 10 s
-	DupBudget    float64       // endgame duplicates, fraction of a response; default 0.1
+	// StalledAfter: a response whose client has taken nothing of a
+	// Write for this long is stalled (see stalled.go); default 1 s.
+	StalledAfter time.Duration
+	DupBudget    float64 // endgame duplicates, fraction of a response; default 0.1
 	Now          func() time.Time
 	Logger       *slog.Logger
 	// OnChunk, if set, observes every chunk completed: which server
@@ -111,6 +114,9 @@ func (c *Config) defaults() {
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = 10 * time.Second
 	}
+	if c.StalledAfter <= 0 {
+		c.StalledAfter = time.Second
+	}
 	if c.DupBudget <= 0 {
 		c.DupBudget = 0.1
 	}
@@ -139,6 +145,9 @@ type Stats struct {
 	Downloads       uint64 `json:"downloads"`        // readers that fetched anything
 	Active          int    `json:"active"`           // readers open now
 	Buffered        int    `json:"buffered_bytes"`   // bytes of chunk buffers held now (see Config.Budget)
+	Stalled         int    `json:"stalled"`          // responses whose client stopped reading, now (see StalledAfter)
+	Stalls          uint64 `json:"stalls"`           // responses found stalled
+	ReclaimedBytes  uint64 `json:"reclaimed_bytes"`  // bytes of windows given back by stalled responses
 	BytesDelivered  uint64 `json:"delivered_bytes"`  // new bytes received
 	DuplicateBytes  uint64 `json:"duplicate_bytes"`  // bytes received that were already held
 	Requests        uint64 `json:"requests"`         // READs sent
@@ -177,9 +186,7 @@ type LinkStats struct {
 
 // Engine runs every download of a gateway. It is safe for concurrent use.
 type Engine struct {
-	cfg       Config
-	bufs      sync.Pool // chunk buffers, *[]byte of ChunkSize
-	pieceBufs sync.Pool // buffers of pieces (see PieceSize), *[]byte
+	cfg Config
 	// hashers: leaf hashers (*hashtree.Hasher, about 11 KiB of BLAKE3
 	// state each) lent to pumps while they check chunks, so that their
 	// number follows the responses checking at once, not all responses.
@@ -200,9 +207,31 @@ type Engine struct {
 	readers   map[*download]struct{}
 	stats     Stats
 
-	budget    int // Config.Budget
-	held      int // bytes of chunk buffers held by all downloads
-	streaming int // downloads with a window (started, not closed)
+	budget int // Config.Budget
+	held   int // bytes of pieces reserved by all windows (see reserve)
+	alloc  int // of which taken (see allocPieces)
+	// pinned: bytes of the pieces that stalled responses, their windows
+	// reclaimed, are writing (see stalled.go): outside the budget.
+	pinned int
+	// streaming: downloads with a window (started, not closed), but the
+	// stalled ones.
+	streaming int
+	// cands and candLinks: round.pick's scratch (on a round they would
+	// move it to the heap, the policy being an interface: a kilobyte per
+	// round of every download).
+	cands     [16]Candidate
+	candLinks [16]*link
+	// writers: downloads in a Write to their client, oldest first;
+	// stalled: those whose Write lasted StalledAfter, not yet reclaimed.
+	writers, stalled dlist
+	nstalled         int // downloads stalled now (reclaimed or not)
+	// sweepTimer runs sweepTick; sweepArmed: it is due.
+	sweepTimer *time.Timer
+	sweepArmed bool
+	// free and freeWhole: pieces and whole chunks' buffers given back,
+	// for reuse (see getBuf).
+	free, freeWhole []*[]byte
+	freeBytes       int
 	// lastDelivery is when any download last received new bytes: while
 	// it is recent, a download queued for room is waiting its turn, not
 	// stalled.
@@ -221,38 +250,8 @@ func New(cfg Config) *Engine {
 		starved: map[*download]struct{}{},
 		readers: map[*download]struct{}{},
 	}
-	e.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
-	e.pieceBufs.New = func() any { b := make([]byte, min(PieceSize, cfg.ChunkSize)); return &b }
 	e.budget = cfg.Budget
 	return e
-}
-
-// PieceSize is the most a response holds once the budget is spent: a
-// chunk buffer of this size instead of ChunkSize. Beyond the budget,
-// memory grows by a piece per response (3,200 stalled responses:
-// 200 MiB, not 400), and a slot of a tiny range costs no more. It is one
-// leaf of the hash tree, the least that can be verified.
-const PieceSize = hashtree.LeafSize
-
-// getBuf and putBuf hand out chunk buffers, of ChunkSize or of a piece,
-// counting their bytes against the budget. Under e.mu.
-func (e *Engine) getBuf(piece bool) *[]byte {
-	pool := &e.bufs
-	if piece {
-		pool = &e.pieceBufs
-	}
-	b := pool.Get().(*[]byte)
-	e.held += len(*b)
-	return b
-}
-
-func (e *Engine) putBuf(b *[]byte) {
-	e.held -= len(*b)
-	if len(*b) == e.cfg.ChunkSize {
-		e.bufs.Put(b)
-	} else {
-		e.pieceBufs.Put(b)
-	}
 }
 
 // share is the most chunks one download may buffer ahead now: an equal
@@ -267,7 +266,9 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := e.stats
 	s.Active = len(e.readers)
-	s.Buffered = e.held
+	e.sweep(e.cfg.Now())
+	s.Buffered = e.alloc + e.pinned
+	s.Stalled = e.nstalled
 	return s
 }
 
@@ -352,7 +353,7 @@ func (e *Engine) HandleDataAt(id ServerID, m *fschunk.Data, now time.Time) {
 	l.inflight -= credit
 	e.inflight -= credit
 	if added := c.have.add(rel, rel+n); added > 0 {
-		copy((*c.buf)[rel:rel+n], m.Payload)
+		c.write(rel, m.Payload)
 		c.noteSource(id, rel, rel+n)
 		l.onDelivered(added, now)
 		d.lastProgress = now

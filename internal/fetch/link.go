@@ -10,7 +10,8 @@ import (
 // download that uses it, so that a server's capacity is shared fairly and
 // measured once. Guarded by Engine.mu.
 type link struct {
-	id ServerID
+	id    ServerID
+	chunk int // the engine's chunk size
 
 	// RTT estimator (RFC 6298 shape), sampled from READ sent to its first
 	// DATA, never from re-requests (Karn's rule).
@@ -105,7 +106,7 @@ func (l *link) queueing(chunk int) bool {
 }
 
 func newLink(id ServerID, chunk, maxWindow int) *link {
-	return &link{id: id, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow, model: newPathModel()}
+	return &link{id: id, chunk: chunk, cwnd: initialWindowChunks * chunk, ssthresh: maxWindow, model: newPathModel()}
 }
 
 // policyRate is the rate the scheduling policy sees: the model's
@@ -246,6 +247,15 @@ func (l *link) rateSample(sample float64, at time.Time) {
 		l.rate += rateGain * (sample - l.rate)
 	}
 	l.lastSample = sample
+	if l.inflight+l.chunk <= l.cwnd && sample < l.model.bw.get() {
+		// Taken with room in the window for another READ that nobody
+		// asked for: it says what the gateway asked of the server, not
+		// what the path carries (BBR's application-limited sample). It
+		// may raise the estimate, never lower it: over the real emulator
+		// a server given less work measured less, was given less for
+		// it, and the three links carried 0.55 of their capacity.
+		return
+	}
 	l.model.onSample(sample, at, l.minRTT)
 }
 

@@ -152,9 +152,16 @@ func chunkLeaves(c *chunk) (first, n int64) {
 }
 
 // wantHashes asks for the tree blocks the window's unverified chunks
-// need, one request per block at a time, and gives up on silent ones.
-// Under e.mu.
-func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)) {
+// need, one request per block at a time, and gives up on silent ones. It
+// returns when to look again (zero: no need). Under e.mu.
+func (d *download) wantHashes(links []*link, now time.Time) (next time.Time) {
+	// A time, not a callback into the round: a method value of the round
+	// would move it to the heap, a kilobyte per round of every download.
+	soon := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
 	e, t := d.e, d.t
 	for b, r := range t.pending {
 		if now.Before(r.deadline) {
@@ -209,6 +216,7 @@ func (d *download) wantHashes(links []*link, now time.Time, soon func(time.Time)
 			ask(j)
 		}
 	}
+	return next
 }
 
 // askBlock requests block b (cnt nodes) of d's tree of one of links,
@@ -436,11 +444,9 @@ func (d *download) takeVerifyJobs(jobs []verifyJob) []verifyJob {
 // never written to (bytes already held are ignored), and its buffer is
 // not recycled while it is being checked (see drop).
 func (j *verifyJob) verify(h *hashtree.Hasher) {
-	c := j.c
+	var parts [leafPieces][]byte
 	for k, want := range j.hashes {
-		lo := k * hashtree.LeafSize
-		hi := min(lo+hashtree.LeafSize, c.n)
-		if h.Leaf((*c.buf)[lo:hi]) != want {
+		if h.LeafParts(j.c.leaf(k, &parts)) != want {
 			j.bad = append(j.bad, k)
 		}
 	}
@@ -454,8 +460,7 @@ func (d *download) applyVerified(jobs []verifyJob, bs []blame) []blame {
 		c := j.c
 		c.verifying = false
 		if c.dropped {
-			e.putBuf(c.buf)
-			c.buf = nil
+			e.freePieces(c, nil)
 			continue
 		}
 		if len(j.bad) == 0 {

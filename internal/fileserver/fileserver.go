@@ -244,7 +244,6 @@ func New(cfg Config) (*Server, error) {
 	if s.conn, err = transport.NewConn(cfg.Conn, transport.Options{}); err != nil {
 		return nil, fmt.Errorf("fileserver: %w", err)
 	}
-	s.reg.init()
 	s.jobPool.New = func() any { return new(readJob) }
 	s.bufPool.New = func() any {
 		b := make([]byte, 0, s.maxDG)
@@ -369,67 +368,53 @@ func (s *Server) Connected() int {
 // ---------------------------------------------------------------- registry
 
 // registry maps the receiver index of incoming datagrams to their owner: a
-// session (current or previous of some gateway) or a handshake in progress.
-// Indexes are drawn at random by auth.Initiator; the registry refuses a
-// duplicate so that demultiplexing is never ambiguous.
+// session (current or previous of some gateway) or a handshake in progress,
+// in one auth.IndexTable. Indexes are drawn at random by auth.Initiator;
+// the table refuses a duplicate so that demultiplexing is never ambiguous.
 type registry struct {
-	mu       sync.RWMutex
-	sessions map[uint32]*session
-	pending  map[uint32]*gateway
+	t auth.IndexTable[regEntry]
 }
 
-func (r *registry) init() {
-	r.sessions = make(map[uint32]*session)
-	r.pending = make(map[uint32]*gateway)
+// regEntry is what an index leads to: a session, or (hs) the gateway whose
+// handshake is in progress under it.
+type regEntry struct {
+	sess *session
+	hs   *gateway
 }
 
 func (r *registry) lookup(idx uint32) (*session, *gateway) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.sessions[idx], r.pending[idx]
+	e, _ := r.t.Lookup(idx)
+	return e.sess, e.hs
 }
 
 func (r *registry) reservePending(idx uint32, g *gateway) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sessions[idx] != nil || r.pending[idx] != nil {
-		return false
-	}
-	r.pending[idx] = g
-	return true
+	return r.t.Claim(idx, regEntry{hs: g})
 }
 
 func (r *registry) releasePending(idx uint32, g *gateway) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pending[idx] == g {
-		delete(r.pending, idx)
-	}
+	r.t.Delete(idx, regEntry{hs: g})
 }
 
-// promote turns the pending handshake idx into session s.
-func (r *registry) promote(idx uint32, s *session) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.pending, idx)
-	r.sessions[idx] = s
+// promote turns g's pending handshake idx into session s.
+func (r *registry) promote(idx uint32, g *gateway, s *session) {
+	r.t.Replace(idx, regEntry{hs: g}, regEntry{sess: s})
 }
 
 func (r *registry) remove(s *session) {
-	if s == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sessions[s.auth.LocalIndex] == s {
-		delete(r.sessions, s.auth.LocalIndex)
+	if s != nil {
+		r.t.Delete(s.auth.LocalIndex, regEntry{sess: s})
 	}
 }
 
+// count is the number of sessions (handshakes in progress not counted).
 func (r *registry) count() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.sessions)
+	n := 0
+	for _, e := range r.t.All() {
+		if e.sess != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // ---------------------------------------------------------------- catalog view

@@ -464,7 +464,7 @@ func (g *gateway) onWelcome(ev gwEvent, now time.Time) {
 	}
 	g.answered(now)
 	ns := &session{gw: g, auth: as, welcome: w, maxDG: min(int(w.MaxDatagram), s.maxDG)}
-	s.reg.promote(g.hs.index, ns)
+	s.reg.promote(g.hs.index, g, ns)
 	reason := g.hs.reason
 	g.hs = handshake{}
 	old := g.cur.Swap(ns)

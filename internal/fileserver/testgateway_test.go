@@ -32,7 +32,7 @@ type testGateway struct {
 	once  sync.Once
 
 	mu       sync.Mutex
-	sessions map[uint32]*tgSession
+	sessions auth.IndexTable[*tgSession]
 	byNonce  map[[fschunk.NonceSize]byte]*tgSession
 	srv      *tgServer
 	waiters  map[uint32]chan tgMsg
@@ -146,17 +146,16 @@ func startTestGateway(tb testing.TB, key *auth.Key, addr string, hb time.Duratio
 	var b [8]byte
 	rand.Read(b[:])
 	g := &testGateway{
-		tb:       tb,
-		conn:     conn,
-		resp:     mustResponder(tb, key, lim),
-		boot:     binary.BigEndian.Uint64(b[:]),
-		hb:       hb,
-		maxDG:    maxDG,
-		done:     make(chan struct{}),
-		sessions: map[uint32]*tgSession{},
-		byNonce:  map[[fschunk.NonceSize]byte]*tgSession{},
-		waiters:  map[uint32]chan tgMsg{},
-		nextID:   1,
+		tb:      tb,
+		conn:    conn,
+		resp:    mustResponder(tb, key, lim),
+		boot:    binary.BigEndian.Uint64(b[:]),
+		hb:      hb,
+		maxDG:   maxDG,
+		done:    make(chan struct{}),
+		byNonce: map[[fschunk.NonceSize]byte]*tgSession{},
+		waiters: map[uint32]chan tgMsg{},
+		nextID:  1,
 	}
 	go g.loop()
 	return g
@@ -231,7 +230,7 @@ func (g *testGateway) handle(pkt []byte, from netip.AddrPort) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ts := g.sessions[h.Receiver]
+	ts, _ := g.sessions.Lookup(h.Receiver)
 	if ts == nil {
 		return
 	}
@@ -326,26 +325,20 @@ func (g *testGateway) onAuth(pkt []byte, from netip.AddrPort, now time.Time) {
 	if err != nil {
 		return
 	}
-	var idx uint32
-	for {
-		var b [4]byte
-		rand.Read(b[:])
-		idx = binary.BigEndian.Uint32(b[:])
-		if g.sessions[idx] == nil {
-			break
-		}
-	}
+	idx := g.sessions.NewIndex(nil) // the session's keys are bound to it
 	s, err := acc.NewSession(idx, now)
 	if err != nil {
+		g.sessions.Delete(idx, nil)
 		return
 	}
 	w := fschunk.Welcome{GatewayIndex: idx, GatewayBoot: g.boot, HeartbeatInterval: g.hb, MaxDatagram: g.maxDG}
 	wpkt, err := auth.Welcome(s, w, nil, now)
 	if err != nil {
+		g.sessions.Delete(idx, nil)
 		return
 	}
 	ts := &tgSession{s: s, instance: acc.Instance, welcome: wpkt}
-	g.sessions[idx] = ts
+	g.sessions.Replace(idx, nil, ts)
 	g.byNonce[a.Nonce] = ts
 	if g.srv == nil || g.srv.instance != acc.Instance {
 		g.srv = &tgServer{instance: acc.Instance, files: map[string]fschunk.Entry{}}

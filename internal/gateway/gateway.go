@@ -151,9 +151,12 @@ type Gateway struct {
 	// authentication: one line per authLogEvery, whatever the flood.
 	authLog rate.Sometimes
 
-	mu       sync.RWMutex
-	sessions map[uint32]*session
-	byNonce  map[[fschunk.NonceSize]byte]*session
+	// sessions maps the receiver index of a datagram to its session. It
+	// has its own lock: the receive path looks sessions up without g.mu.
+	sessions auth.IndexTable[*session]
+
+	mu      sync.RWMutex
+	byNonce map[[fschunk.NonceSize]byte]*session
 	// usedNonces remembers the nonce of every session established in the
 	// last cookie lifetime, even after the session is dropped: a replayed
 	// AUTH is then refused rather than re-creating a session whose keys
@@ -247,7 +250,6 @@ func New(cfg Config) (*Gateway, error) {
 		hs:          newHandshakeQueues(cfg.Handshake),
 		boot:        binary.BigEndian.Uint64(b[:]),
 		pool:        pool.New(),
-		sessions:    map[uint32]*session{},
 		byNonce:     map[[fschunk.NonceSize]byte]*session{},
 		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},
 		peers:       map[pool.ServerID]*peer{},
@@ -520,12 +522,13 @@ func (g *Gateway) admit(acc *auth.Accepted, pkt []byte, from netip.AddrPort, now
 	if p != nil && p.key != acc.Peer {
 		return nil, errIdentity
 	}
-	var idx uint32
-	for idx == 0 || g.sessions[idx] != nil {
-		var b [4]byte
-		rand.Read(b[:])
-		idx = binary.BigEndian.Uint32(b[:])
-	}
+	// The index is reserved first: the session's keys are bound to it.
+	idx := g.sessions.NewIndex(nil)
+	defer func() {
+		if s == nil {
+			g.sessions.Delete(idx, nil)
+		}
+	}()
 	as, err := acc.NewSession(idx, now)
 	if err != nil {
 		return nil, err
@@ -547,7 +550,7 @@ func (g *Gateway) admit(acc *auth.Accepted, pkt []byte, from netip.AddrPort, now
 		}
 		p.next = s
 	}
-	g.sessions[idx] = s
+	g.sessions.Replace(idx, nil, s)
 	g.byNonce[acc.Nonce] = s
 	g.usedNonces[acc.Nonce] = now
 	return s, nil
@@ -581,9 +584,7 @@ func (g *Gateway) handleTransport(pkt []byte, from netip.AddrPort, now time.Time
 		g.ctr.garbage.Add(1)
 		return
 	}
-	g.mu.RLock()
-	s := g.sessions[h.Receiver]
-	g.mu.RUnlock()
+	s, _ := g.sessions.Lookup(h.Receiver)
 	if s == nil {
 		g.ctr.unknown.Add(1)
 		return
@@ -840,7 +841,7 @@ func (g *Gateway) promote(s *session) {
 }
 
 func (g *Gateway) dropSessionLocked(s *session) {
-	delete(g.sessions, s.s.LocalIndex)
+	g.sessions.Delete(s.s.LocalIndex, s)
 	if g.byNonce[s.nonce] == s {
 		delete(g.byNonce, s.nonce)
 	}

@@ -199,7 +199,7 @@ func TestUnauthenticatedGetNothing(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	g.mu.RLock()
-	n := len(g.sessions) + len(g.peers)
+	n := g.sessions.Len() + len(g.peers)
 	g.mu.RUnlock()
 	if n != 0 {
 		t.Fatalf("%d sessions/peers allocated for unauthenticated senders", n)

@@ -176,6 +176,17 @@ func (h *Hasher) Root(size int64, top Hash) Hash {
 	return sum(s)
 }
 
+// LeafParts hashes one leaf whose bytes are held in parts, in order (the
+// gateway keeps a leaf in separately allocated pieces): the same hash as
+// Leaf of their concatenation, without copying them together.
+func (h *Hasher) LeafParts(parts [][]byte) Hash {
+	s := state(&h.leaf, leafInit)
+	for _, b := range parts {
+		s.Write(b)
+	}
+	return sum(s)
+}
+
 // Builder computes the leaves of a stream of bytes written to it, one
 // pass, no buffering beyond BLAKE3's own. It implements io.Writer.
 type Builder struct {

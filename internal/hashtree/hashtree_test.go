@@ -195,6 +195,28 @@ func BenchmarkLeafHash(b *testing.B) {
 	}
 }
 
+// TestLeafParts: a leaf hashed from its pieces is the leaf's hash.
+func TestLeafParts(t *testing.T) {
+	b := make([]byte, LeafSize)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	var h Hasher
+	want := LeafHash(b)
+	for _, cut := range [][]int{{}, {16 << 10, 32 << 10, 48 << 10}, {1, LeafSize - 1}, {0, LeafSize}} {
+		var parts [][]byte
+		at := 0
+		for _, c := range cut {
+			parts = append(parts, b[at:c])
+			at = c
+		}
+		parts = append(parts, b[at:])
+		if got := h.LeafParts(parts); got != want {
+			t.Errorf("cut at %v: %x, want %x", cut, got, want)
+		}
+	}
+}
+
 // BenchmarkChoice is the benchmark behind the choice of hash
 // (docs/PROTOCOL.md §5.17, "Choice of hash"): one 64 KiB leaf hashed by
 // version 2's leaf function (SHA-256 of a prefix byte and the bytes), by

@@ -166,7 +166,11 @@ func (u *upstream) writeDirect(w io.Writer, n int64) (written int64, direct bool
 		return 0, false, nil
 	}
 	ew := &errWriter{w: w}
-	written, err = dw.WriteToN(ew, n)
+	var dst io.Writer = ew
+	if f, ok := w.(flushErrorer); ok {
+		dst = errFlusher{ew, f}
+	}
+	written, err = dw.WriteToN(dst, n)
 	u.pos += written
 	u.cpos += written
 	switch {
@@ -193,6 +197,24 @@ func (e *errWriter) Write(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// flushErrorer is what http.ResponseController.Flush looks for.
+type flushErrorer interface{ FlushError() error }
+
+// errFlusher is an errWriter whose writer can also flush; the errors of
+// its flushes are remembered too.
+type errFlusher struct {
+	*errWriter
+	f flushErrorer
+}
+
+func (e errFlusher) FlushError() error {
+	err := e.f.FlushError()
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return err
 }
 
 // Seek implements io.Seeker without touching the Content; see the type

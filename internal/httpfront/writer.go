@@ -114,7 +114,7 @@ func (d *deferredWriter) ReadFrom(r io.Reader) (int64, error) {
 	// over the upstream: let a Content that can write directly do so.
 	if lr, ok := r.(*io.LimitedReader); ok {
 		if u, ok := lr.R.(*upstream); ok {
-			n, direct, err := u.writeDirect(writerOnly{d}, lr.N)
+			n, direct, err := u.writeDirect(clientWriter{d}, lr.N)
 			lr.N -= n
 			if direct {
 				return n, err
@@ -149,8 +149,13 @@ func (d *deferredWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// writerOnly hides deferredWriter's ReadFrom from code that would use it.
-type writerOnly struct{ io.Writer }
+// clientWriter hides deferredWriter's ReadFrom from code that would use
+// it, and keeps its Write and FlushError (the engine probes a client not
+// yet seen to read with a small write and a flush).
+type clientWriter struct{ d *deferredWriter }
+
+func (w clientWriter) Write(p []byte) (int, error) { return w.d.Write(p) }
+func (w clientWriter) FlushError() error           { return w.d.FlushError() }
 
 // FlushError commits the pending header and flushes. It is what
 // http.ResponseController.Flush calls first.

@@ -125,7 +125,9 @@ var (
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
 	dWindow     = desc("httpgw_server_window_bytes", "A server's window of bytes in flight.", "server")
-	dBuffered   = desc("httpgw_buffered_bytes", "Chunk buffers held by all responses (bounded by -window-total).")
+	dBuffered   = desc("httpgw_buffered_bytes", "Chunk buffers held by all responses (bounded by -window-total, plus a 16 KiB piece per stalled response).")
+	dStalled    = desc("httpgw_stalled_responses", "Responses whose client has not taken a write for a second (they hold at most what they are writing).")
+	dReclaimed  = desc("httpgw_reclaimed_bytes_total", "Bytes of windows given back by stalled responses to make room for others.")
 	dCacheHits  = desc("httpgw_cache_hits_total", "Small files served from the gateway's cache.")
 	dCacheMiss  = desc("httpgw_cache_misses_total", "Small files not in the cache when asked.")
 	dCacheBytes = desc("httpgw_cache_bytes", "Bytes held by the cache.")
@@ -133,7 +135,7 @@ var (
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dReceived, dReads, dSent, dDrops, dChallenges, dHandshakes, dPanics, dEvictions, dRevoked, dBlamed, dVerified, dServers, dFiles, dActive,
-		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dCacheHits, dCacheMiss, dCacheBytes} {
+		dFetched, dDupBytes, dRequests, dRetrans, dEndgame, dTimeouts, dUp, dRTT, dRate, dInflight, dWindow, dBuffered, dStalled, dReclaimed, dCacheHits, dCacheMiss, dCacheBytes} {
 		ch <- d
 	}
 }
@@ -176,6 +178,8 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dTimeouts, e.Timeouts)
 	counter(dVerified, e.VerifiedBytes)
 	gauge(dBuffered, float64(e.Buffered))
+	gauge(dStalled, float64(e.Stalled))
+	counter(dReclaimed, e.ReclaimedBytes)
 	if fc := c.g.Cache(); fc != nil {
 		cs := fc.Stats()
 		counter(dCacheHits, cs.Hits)

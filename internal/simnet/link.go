@@ -3,15 +3,18 @@ package simnet
 import (
 	"container/heap"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
 
 // LinkConfig describes one direction of a host's access link: what every
-// datagram crossing it goes through, in this order: loss, the drop-tail
-// queue and serialisation at Rate, the propagation Delay (plus the extra
-// delay of a reordered datagram), and duplication. The zero value is an
-// ideal link: no rate limit, no delay, no loss.
+// datagram crossing it goes through, in this order: Drop, loss, the
+// drop-tail queue and serialisation at Rate, the propagation Delay (with
+// Jitter, plus the extra delay of a reordered datagram), duplication, and
+// corruption of each copy. The zero value is an ideal link: no rate limit,
+// no delay, no loss.
 type LinkConfig struct {
 	// Rate is the link's capacity in bytes per second; 0 means unlimited
 	// (no serialisation and no queue).
@@ -19,8 +22,10 @@ type LinkConfig struct {
 	// Overhead is added to every datagram's size for serialisation and
 	// the queue: 28 for the IPv4 and UDP headers a real link carries.
 	Overhead int
-	// Delay is the one-way propagation delay.
-	Delay time.Duration
+	// Delay is the one-way propagation delay. Jitter adds to it a delay
+	// drawn uniformly from [-Jitter, +Jitter] for each datagram (the sum
+	// at least 0), which reorders datagrams sent closer together than it.
+	Delay, Jitter time.Duration
 	// Queue is the drop-tail queue in front of the link, as time at Rate
 	// (a router buffer of 50 ms is common); QueueBytes, if set, gives it in
 	// bytes instead. A datagram that does not fit is dropped. Zero with a
@@ -37,6 +42,14 @@ type LinkConfig struct {
 	// probability, so that those sent after it overtake it.
 	Reorder      float64
 	ReorderDelay time.Duration
+	// Corrupt flips one to three distinct random bits of each delivered
+	// copy with this probability (the sender's buffer is never touched).
+	Corrupt float64
+	// Drop, if set, is asked first about every datagram; true drops it
+	// (counted in FilterDrops). It lets a test aim at one datagram, say
+	// the third DATA, instead of hoping random loss hits it. It runs under
+	// the link's lock: it must not call into the network.
+	Drop func(data []byte, from, to netip.AddrPort) bool
 	// Tick, if set, hands datagrams on at multiples of it only (each on
 	// the first tick at or after its arrival), as a user-space link
 	// emulator woken by a timer does (internal/linkemu: about 1 ms): the
@@ -64,7 +77,11 @@ type LinkStats struct {
 	Delivered  uint64 // datagrams out of the far end (duplicates included)
 	QueueDrops uint64 // dropped because the queue was full
 	LossDrops  uint64 // dropped by random or bursty loss
-	Duplicated uint64
+	// FilterDrops counts the datagrams LinkConfig.Drop dropped.
+	FilterDrops uint64
+	Duplicated  uint64
+	Reordered   uint64 // held back by Reorder
+	Corrupted   uint64 // copies delivered with flipped bits
 	// Queued counts the datagrams a rate-limited link accepted into its
 	// queue (those that found it empty too), QueueDelay the sum of their
 	// waits before serialisation and MaxQueueDelay the longest (the peak
@@ -90,6 +107,7 @@ func (s LinkStats) Since(prev LinkStats) LinkStats {
 	return LinkStats{
 		Datagrams: s.Datagrams - prev.Datagrams, Bytes: s.Bytes - prev.Bytes, Delivered: s.Delivered - prev.Delivered,
 		QueueDrops: s.QueueDrops - prev.QueueDrops, LossDrops: s.LossDrops - prev.LossDrops, Duplicated: s.Duplicated - prev.Duplicated,
+		FilterDrops: s.FilterDrops - prev.FilterDrops, Reordered: s.Reordered - prev.Reordered, Corrupted: s.Corrupted - prev.Corrupted,
 		QueueDelay: s.QueueDelay - prev.QueueDelay, MaxQueueDelay: s.MaxQueueDelay, Queued: s.Queued - prev.Queued,
 	}
 }
@@ -116,7 +134,18 @@ type link struct {
 }
 
 func newLink(cfg LinkConfig, out func(*packet)) *link {
-	l := &link{cfg: cfg, out: out, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))}
+	l := &link{out: out}
+	l.configure(cfg)
+	return l
+}
+
+// configure sets the link's configuration and restarts its random
+// decisions from cfg.Seed. Under l.mu, or before the link is in use.
+func (l *link) configure(cfg LinkConfig) {
+	l.cfg = cfg
+	l.rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	l.bad = false
+	l.queueCap = 0
 	if cfg.Rate > 0 {
 		switch {
 		case cfg.QueueBytes > 0:
@@ -130,31 +159,42 @@ func newLink(cfg LinkConfig, out func(*packet)) *link {
 	if l.cfg.ReorderDelay <= 0 {
 		l.cfg.ReorderDelay = time.Millisecond
 	}
-	return l
+}
+
+// set changes the link's configuration from now on: datagrams already on
+// the link arrive when they were going to, and new ones may overtake them
+// (as after a route change).
+func (l *link) set(cfg LinkConfig) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.configure(cfg)
 }
 
 // ideal reports whether the link passes datagrams on at once, untouched.
+// Under l.mu.
 func (l *link) ideal() bool {
 	c := &l.cfg
-	return c.Rate == 0 && c.Delay == 0 && c.Tick == 0 && c.Loss == 0 && c.Burst == nil && c.Duplicate == 0 && c.Reorder == 0
+	return c.Rate == 0 && c.Delay == 0 && c.Jitter == 0 && c.Tick == 0 && c.Loss == 0 && c.Burst == nil &&
+		c.Duplicate == 0 && c.Reorder == 0 && c.Corrupt == 0 && c.Drop == nil
 }
 
 // send offers p to the link at the current time.
 func (l *link) send(p *packet) {
+	now := time.Now()
+	l.mu.Lock()
+	l.st.Datagrams++
+	l.st.Bytes += uint64(len(p.data))
 	if l.ideal() {
-		l.mu.Lock()
-		l.st.Datagrams++
-		l.st.Bytes += uint64(len(p.data))
 		l.st.Delivered++
 		l.mu.Unlock()
 		l.out(p)
 		return
 	}
-	now := time.Now()
-	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.st.Datagrams++
-	l.st.Bytes += uint64(len(p.data))
+	if l.cfg.Drop != nil && l.cfg.Drop(p.data, p.from, p.to) {
+		l.st.FilterDrops++
+		return
+	}
 	if l.lost() {
 		l.st.LossDrops++
 		return
@@ -178,8 +218,13 @@ func (l *link) send(p *packet) {
 		l.busyUntil = start.Add(time.Duration(size / l.cfg.Rate * float64(time.Second)))
 		at = l.busyUntil
 	}
-	at = at.Add(l.cfg.Delay)
+	delay := l.cfg.Delay
+	if j := l.cfg.Jitter; j > 0 {
+		delay = max(delay+time.Duration(l.rng.Int64N(2*int64(j)+1))-j, 0)
+	}
+	at = at.Add(delay)
 	if l.cfg.Reorder > 0 && l.rng.Float64() < l.cfg.Reorder {
+		l.st.Reordered++
 		at = at.Add(l.cfg.ReorderDelay)
 	}
 	if tk := l.cfg.Tick; tk > 0 {
@@ -187,12 +232,38 @@ func (l *link) send(p *packet) {
 			at = at.Add(tk - r)
 		}
 	}
-	l.push(p, at)
+	var dup *packet
 	if l.cfg.Duplicate > 0 && l.rng.Float64() < l.cfg.Duplicate {
 		l.st.Duplicated++
-		l.push(p.clone(), at)
+		dup = p.clone()
+	}
+	l.push(l.corrupt(p), at)
+	if dup != nil {
+		l.push(l.corrupt(dup), at)
 	}
 	l.arm(now)
+}
+
+// corrupt flips one to three distinct bits of p with probability Corrupt.
+// Under l.mu.
+func (l *link) corrupt(p *packet) *packet {
+	if l.cfg.Corrupt == 0 || len(p.data) == 0 || l.rng.Float64() >= l.cfg.Corrupt {
+		return p
+	}
+	l.st.Corrupted++
+	bits := len(p.data) * 8
+	n := min(1+l.rng.IntN(3), bits)
+	var flipped [3]int
+	for i := 0; i < n; {
+		b := l.rng.IntN(bits)
+		if slices.Contains(flipped[:i], b) {
+			continue
+		}
+		flipped[i] = b
+		p.data[b/8] ^= 1 << (b % 8)
+		i++
+	}
+	return p
 }
 
 // lost draws the loss decision for one datagram. Under l.mu.

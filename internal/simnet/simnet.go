@@ -59,6 +59,13 @@ func (n *Network) AddHost(addr netip.Addr, up, down LinkConfig) (*Host, error) {
 	return h, nil
 }
 
+// SetUp and SetDown change a direction of the host's link from now on (a
+// route change, an outage: LinkConfig{Loss: 1}); datagrams already on the
+// link arrive when they were going to, and new ones may overtake them. The
+// link's random decisions restart from the new Seed.
+func (h *Host) SetUp(cfg LinkConfig)   { h.up.set(cfg) }
+func (h *Host) SetDown(cfg LinkConfig) { h.down.set(cfg) }
+
 // Up and Down report what the host's link did in each direction.
 func (h *Host) Up() LinkStats   { return h.up.stats() }
 func (h *Host) Down() LinkStats { return h.down.stats() }

@@ -198,7 +198,7 @@ func TestReorderAndDuplicate(t *testing.T) {
 		for _, k := range seen {
 			dups += k - 1
 		}
-		if len(seen) != 1000 || uint64(dups) != st.Duplicated || dups == 0 || out == 0 {
+		if len(seen) != 1000 || uint64(dups) != st.Duplicated || dups == 0 || out == 0 || st.Reordered == 0 || uint64(out) > st.Reordered+st.Duplicated {
 			t.Errorf("%d distinct, %d duplicates, %d out of order; stats %+v", len(seen), dups, out, st)
 		}
 	})
@@ -223,6 +223,119 @@ func TestCloseAndDeadline(t *testing.T) {
 		}
 		if _, err := a.WriteTo([]byte("x"), b.LocalAddr()); err != nil {
 			t.Errorf("a datagram to nobody must be lost silently: %v", err)
+		}
+	})
+}
+
+func TestCorrupt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, a, b := pair(t, LinkConfig{Corrupt: 0.2, Seed: 5})
+		sent := make([]byte, 64)
+		for i := range 1000 {
+			sent[0], sent[1] = byte(i>>8), byte(i)
+			a.WriteTo(sent, b.LocalAddr())
+			// The sender's buffer is never touched.
+			if sent[0] != byte(i>>8) || sent[1] != byte(i) || sent[63] != 0 {
+				t.Fatal("the sender's buffer changed")
+			}
+		}
+		got := make([]byte, 100)
+		bad := 0
+		for {
+			b.SetReadDeadline(time.Now().Add(time.Second))
+			n, _, err := b.ReadFrom(got)
+			if err != nil {
+				break
+			}
+			// Count the flipped bits against what was sent (the index
+			// bytes may be hit too: compare with the datagram of the
+			// same index when untouched, else with zeros after them).
+			flips := 0
+			for _, c := range got[2:n] {
+				for ; c != 0; c &= c - 1 {
+					flips++
+				}
+			}
+			if flips > 3 {
+				t.Fatalf("%d bits flipped in one datagram", flips)
+			}
+			if flips > 0 || got[0] > 3 {
+				bad++
+			}
+		}
+		st := h.Up()
+		if st.Corrupted == 0 || st.Corrupted > 300 || uint64(bad) > st.Corrupted || st.Delivered != 1000 {
+			t.Errorf("%d datagrams seen corrupted; stats %+v", bad, st)
+		}
+	})
+}
+
+func TestJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, a, b := pair(t, LinkConfig{Delay: 10 * time.Millisecond, Jitter: 5 * time.Millisecond, Seed: 9})
+		start := time.Now()
+		arrived := make(chan [2]time.Duration, 200) // datagram i, one-way delay
+		go func() {
+			defer close(arrived)
+			buf := make([]byte, 8)
+			for {
+				b.SetReadDeadline(time.Now().Add(time.Second))
+				if _, _, err := b.ReadFrom(buf); err != nil {
+					return
+				}
+				// Datagram i was sent at i×100µs.
+				sent := time.Duration(buf[0]) * 100 * time.Microsecond
+				arrived <- [2]time.Duration{time.Duration(buf[0]), time.Since(start) - sent}
+			}
+		}()
+		for i := range 200 {
+			a.WriteTo([]byte{byte(i)}, b.LocalAddr())
+			time.Sleep(100 * time.Microsecond)
+		}
+		lo, hi, out, prev := time.Hour, time.Duration(0), 0, time.Duration(-1)
+		for x := range arrived {
+			lo, hi = min(lo, x[1]), max(hi, x[1])
+			if x[0] < prev {
+				out++
+			}
+			prev = max(prev, x[0])
+		}
+		if lo < 5*time.Millisecond || hi > 15*time.Millisecond || hi-lo < 5*time.Millisecond || out == 0 {
+			t.Errorf("one-way delays %v to %v, %d out of order; want 5ms to 15ms, spread, reordered", lo, hi, out)
+		}
+	})
+}
+
+// Drop aims at chosen datagrams; SetUp changes a link while it runs (an
+// outage, then back) without reordering what is already on it.
+func TestDropAndSetUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		third := func(data []byte, _, _ netip.AddrPort) bool { return data[0] == 3 }
+		h, a, b := pair(t, LinkConfig{Drop: third, Delay: time.Millisecond})
+		send := func(from, to int) {
+			for i := from; i < to; i++ {
+				a.WriteTo([]byte{byte(i)}, b.LocalAddr())
+			}
+		}
+		send(0, 5)
+		h.SetUp(LinkConfig{Loss: 1}) // an outage
+		send(5, 10)
+		h.SetUp(LinkConfig{}) // back, ideal: ahead of what is still on the link
+		send(10, 12)
+		var got []byte
+		buf := make([]byte, 4)
+		for {
+			b.SetReadDeadline(time.Now().Add(time.Second))
+			if _, _, err := b.ReadFrom(buf); err != nil {
+				break
+			}
+			got = append(got, buf[0])
+		}
+		if string(got) != string([]byte{10, 11, 0, 1, 2, 4}) {
+			t.Errorf("delivered %v, want [10 11 0 1 2 4]", got)
+		}
+		if st := h.Up(); st.FilterDrops != 1 || st.LossDrops != 5 || st.Datagrams != 12 {
+			t.Errorf("stats %+v", st)
 		}
 	})
 }
