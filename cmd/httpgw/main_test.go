@@ -499,7 +499,7 @@ func TestServerNames(t *testing.T) {
 		if !names[n] {
 			t.Errorf("/api/servers lacks %s: %+v", n, servers)
 		}
-		if !strings.Contains(string(metrics), `key="`+keyOf[n]+`",server="`+n+`"} 1`) {
+		if !strings.Contains(string(metrics), `key="`+keyOf[n]+`",server="`+n+`",server_id="`) {
 			t.Errorf("no metrics series for %s", n)
 		}
 		if !strings.Contains(logs.String(), `msg="server joined" name=`+n+" ") {

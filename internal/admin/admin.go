@@ -124,7 +124,7 @@ type fileView struct {
 	Path    string    `json:"path"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modified"`
-	Hash    string    `json:"sha256"` // the content hash: root of the BLAKE3 hash tree (name kept for API compatibility)
+	Hash    string    `json:"content_hash"` // root of the BLAKE3 hash tree (the ETag); not a SHA-256 of the bytes
 	Holders int       `json:"holders"`
 }
 

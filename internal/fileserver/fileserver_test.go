@@ -563,6 +563,19 @@ func TestGatewayGoodbye(t *testing.T) {
 	}
 }
 
+// TestGatewayRevokes: a server the gateway revokes says so in its log, as
+// a warning naming its public key, rather than as a gateway shutdown.
+func TestGatewayRevokes(t *testing.T) {
+	logs := &logBuf{}
+	f := newFixture(t, fixtureOpts{files: map[string][]byte{"a": []byte("1")}, logs: logs})
+	f.waitSynced(f.gw)
+	f.gw.goodbyeFor(fschunk.GoodbyeRevoked)
+	eventually(t, "the revocation logged", func() bool { return logs.count("the gateway revoked this server", "public_key=") == 1 })
+	if logs.count("gateway said goodbye") != 0 {
+		t.Errorf("revocation not logged as such:\n%s", logs)
+	}
+}
+
 func TestGoodbyeOnShutdown(t *testing.T) {
 	f := newFixture(t, fixtureOpts{files: map[string][]byte{"a": []byte("1")}})
 	f.waitSynced(f.gw)

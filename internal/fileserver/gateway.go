@@ -518,7 +518,14 @@ func (g *gateway) onGoodbye(ev gwEvent, now time.Time) {
 	if ev.sess != cur {
 		return
 	}
-	g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", ev.bye.Reason.String())
+	if ev.bye.Reason == fschunk.GoodbyeRevoked {
+		// The operator's doing, or a mistake of theirs: say so plainly.
+		// The server keeps trying (a key put back in the list readmits it).
+		g.log.Warn("fileserver: the gateway revoked this server: its public key is no longer in the gateway's allowed servers list",
+			"session", cur.auth.LocalIndex, "public_key", g.s.cfg.Static.Public().String())
+	} else {
+		g.log.Info("fileserver: gateway said goodbye", "session", cur.auth.LocalIndex, "reason", ev.bye.Reason.String())
+	}
 	g.cur.Store(nil)
 	s.reg.remove(cur)
 	if g.prev != nil {

@@ -431,10 +431,12 @@ func (g *testGateway) sentCopies() [][]byte {
 
 // goodbye ends the server's session the way a restarting gateway does, and
 // forgets its catalog.
-func (g *testGateway) goodbye() {
+func (g *testGateway) goodbye() { g.goodbyeFor(fschunk.GoodbyeShutdown) }
+
+func (g *testGateway) goodbyeFor(r fschunk.GoodbyeReason) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.sendLocked(fschunk.TypeGoodbye, &fschunk.Goodbye{Reason: fschunk.GoodbyeShutdown})
+	g.sendLocked(fschunk.TypeGoodbye, &fschunk.Goodbye{Reason: r})
 	if s := g.srv; s != nil {
 		s.gen, s.files = 0, map[string]fschunk.Entry{}
 	}

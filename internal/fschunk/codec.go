@@ -411,6 +411,7 @@ type GoodbyeReason uint16
 const (
 	GoodbyeShutdown GoodbyeReason = 0 // the process is stopping
 	GoodbyeRekeyed  GoodbyeReason = 1 // a newer session replaces this one
+	GoodbyeRevoked  GoodbyeReason = 2 // the gateway no longer admits the server's key
 )
 
 // String gives the reason in words, for logs.
@@ -420,6 +421,8 @@ func (r GoodbyeReason) String() string {
 		return "shutdown"
 	case GoodbyeRekeyed:
 		return "rekeyed"
+	case GoodbyeRevoked:
+		return "revoked"
 	}
 	return fmt.Sprintf("unknown(%d)", uint16(r))
 }

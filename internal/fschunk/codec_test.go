@@ -38,7 +38,7 @@ func samples() map[string][]message {
 		"Welcome":      {&Welcome{GatewayIndex: 3, GatewayBoot: 99, HeartbeatInterval: time.Second, MaxDatagram: DefaultDatagramSize}},
 		"Heartbeat":    {&Heartbeat{Seq: 1, ReadsActive: 2, TxRate: 3 << 30, CatalogGen: 4, Files: 5}, &Heartbeat{Seq: 2, Name: "files-01.example"}},
 		"HeartbeatAck": {&HeartbeatAck{Seq: 1, CatalogGen: 4}, &HeartbeatAck{}},
-		"Goodbye":      {&Goodbye{Reason: GoodbyeShutdown}, &Goodbye{Reason: GoodbyeRekeyed}},
+		"Goodbye":      {&Goodbye{Reason: GoodbyeShutdown}, &Goodbye{Reason: GoodbyeRekeyed}, &Goodbye{Reason: GoodbyeRevoked}},
 		"CatalogPage": {
 			&CatalogPage{Gen: 1, Page: 0, Pages: 1, Entries: []Entry{}},
 			&CatalogPage{Gen: 2, Page: 1, Pages: 3, Entries: []Entry{sampleEntry("a.txt", 0), sampleEntry("dir/with space/ünï.bin", 1<<40)}},
@@ -239,7 +239,7 @@ func TestSeedCorpus(t *testing.T) {
 }
 
 func TestGoodbyeReasonString(t *testing.T) {
-	for r, want := range map[GoodbyeReason]string{GoodbyeShutdown: "shutdown", GoodbyeRekeyed: "rekeyed", 9: "unknown(9)"} {
+	for r, want := range map[GoodbyeReason]string{GoodbyeShutdown: "shutdown", GoodbyeRekeyed: "rekeyed", GoodbyeRevoked: "revoked", 9: "unknown(9)"} {
 		if got := r.String(); got != want {
 			t.Errorf("%d: %q, want %q", uint16(r), got, want)
 		}

@@ -61,7 +61,7 @@ func (g *Gateway) SetAllowed(a Allowed) int {
 		}
 	}
 	g.mu.RUnlock()
-	bye := fschunk.Goodbye{Reason: fschunk.GoodbyeShutdown}
+	bye := fschunk.Goodbye{Reason: fschunk.GoodbyeRevoked}
 	for _, p := range gone {
 		// The GOODBYE makes the server stop sending at once instead of
 		// timing out; it then tries to register again and is refused.

@@ -120,7 +120,7 @@ var (
 	dRetrans    = desc("httpgw_retransmissions_total", "READs re-asking for bytes asked before (loss recovery).")
 	dEndgame    = desc("httpgw_endgame_reads_total", "Duplicate READs of the endgame (tail hedging).")
 	dTimeouts   = desc("httpgw_read_timeouts_total", "READs given up after their RTO.")
-	dUp         = desc("httpgw_server_up", "1 for each server in the pool, by name (the allowed list's, else -name; stable across restarts), instance (new at every restart) and public key (shortened: its identity).", "server", "instance", "key")
+	dUp         = desc("httpgw_server_up", "1 for each server in the pool, by name (the allowed list's, else -name; stable across restarts), server_id (the instance, new at every restart; not `instance`, which is Prometheus's own target label) and public key (shortened: its identity).", "server", "server_id", "key")
 	dRTT        = desc("httpgw_server_rtt_seconds", "Smoothed first-byte latency of a server.", "server")
 	dRate       = desc("httpgw_server_throughput_bytes_per_second", "Measured delivery rate of a server.", "server")
 	dInflight   = desc("httpgw_server_inflight_bytes", "Bytes asked of a server and not yet received.", "server")
