@@ -305,6 +305,25 @@ build() {
 	mv "$BIN/fastfilesrv" "$SRV_BIN"
 }
 
+# make_keys: protocol version 3 (Noise handshake) key pairs: one for the
+# gateway and one per server index (1-3, shared by the loopback and the
+# namespace stacks: each gateway admits the same three servers), and the
+# allowed-servers list. Sets GW_KEYS and SRV_KEYS[1..3] (flag words, no
+# spaces inside paths: $TMP comes from mktemp).
+GW_KEYS=""
+declare -a SRV_KEYS=()
+make_keys() {
+	local gwpub pub i
+	gwpub=$("$GW_BIN" genkey -out "$TMP/gw.key") || die "httpgw genkey failed"
+	: >"$TMP/allowed-servers.txt"
+	for i in 1 2 3; do
+		pub=$("$GW_BIN" genkey -out "$TMP/srv$i.key") || die "httpgw genkey failed"
+		echo "$pub s$i" >>"$TMP/allowed-servers.txt"
+		SRV_KEYS[i]="-private-key $TMP/srv$i.key -gateway-public-key $gwpub"
+	done
+	GW_KEYS="-private-key $TMP/gw.key -allowed-servers $TMP/allowed-servers.txt"
+}
+
 make_files() {
 	log "creating test files: big.bin $(human_size "$SIZE"), $NFILES files of 4 KiB, ns.bin $(human_size "$NS_SIZE")"
 	mkdir -p "$FILES/small" "$NSFILES"
@@ -501,7 +520,7 @@ start_gw_stack() {
 	# above the default per-client rate limit of 100 req/s; the connection
 	# limits (128 per IP, 4096 in all) stay at their defaults, above the 64
 	# connections of (b) and the 10 downloads of (f).
-	spawn "$LOGS/$name-gw.log" "$GW_BIN" -http "127.0.0.1:$hp" -udp "127.0.0.1:$up" -admin "127.0.0.1:$ap" -key-file "$KEY" -log-level warn -rate-limit 0 "$@"
+	spawn "$LOGS/$name-gw.log" "$GW_BIN" -http "127.0.0.1:$hp" -udp "127.0.0.1:$up" -admin "127.0.0.1:$ap" -key-file "$KEY" $GW_KEYS -log-level warn -rate-limit 0 "$@"
 	GW_PID[$name]=$LAST_PID
 	printf -v "LOGF_OF_PID_$LAST_PID" '%s' "$LOGS/$name-gw.log"
 	GW_HTTP[$name]=127.0.0.1:$hp
@@ -522,7 +541,7 @@ start_gw_stack() {
 start_lo_server() { # STACK N -> LAST_PID
 	local name=$1 i=$2 st=$STATE/$1-$2.state
 	[[ -e $STATE/seed-lo.state && ! -e $st ]] && cp "$STATE/seed-lo.state" "$st"
-	spawn "$LOGS/$name-srv$i.log" "$SRV_BIN" -root "${GW_ROOT[$name]}" -key-file "$KEY" -listen 127.0.0.1:0 -state "$st" 127.0.0.1 "${GW_UDP[$name]}"
+	spawn "$LOGS/$name-srv$i.log" "$SRV_BIN" -root "${GW_ROOT[$name]}" -key-file "$KEY" ${SRV_KEYS[i]} -listen 127.0.0.1:0 -state "$st" 127.0.0.1 "${GW_UDP[$name]}"
 	printf -v "LOGF_OF_PID_$LAST_PID" '%s' "$LOGS/$name-srv$i.log"
 }
 
@@ -553,6 +572,27 @@ fetch() {
 		return 0
 	fi
 	echo "ok $speed $t"
+}
+
+# stack_dead NAME...: whether a process of gateway stack NAME (httpgw or
+# one of its fastfilesrv) has exited; prints which, with its log tail, so a
+# scenario can fail at once instead of letting every later download time out.
+stack_dead() {
+	local name pid
+	for name in "$@"; do
+		[[ -n ${GW_PID[$name]:-} ]] || continue
+		if ! alive "${GW_PID[$name]}"; then
+			warn "httpgw ($name) exited early; its log: $(log_of "${GW_PID[$name]}")"
+			return 0
+		fi
+		for pid in ${GW_SRV[$name]:-}; do
+			if ! alive "$pid"; then
+				warn "a fastfilesrv of $name (pid $pid) exited early; its log: $(log_of "$pid")"
+				return 0
+			fi
+		done
+	done
+	return 1
 }
 
 # best_of N NS URL BYTES -> prints best rate (bytes/s) or "fail ..."
@@ -597,6 +637,10 @@ scenario_a() {
 		log " round $((r + 1))/$REPS"
 		for ((i = 0; i < n; i++)); do
 			k=${order[(i + r) % n]}
+			if stack_dead lo-auto lo-mtu; then
+				row a "$(human_size "$SIZE"), httpgw + 3 fastfilesrv" "FAILED: a gateway-stack process exited (log tail above and in bench/out/logs/)" "" "" "$(verdict 0)"
+				return 0
+			fi
 			record_best "a-$k" "$(fetch "" "${urls[$k]}" /dev/null "$SIZE")"
 		done
 	done
@@ -769,7 +813,7 @@ NS_UDP=0
 start_ns_server() { # N: fastfilesrv in server namespace N, registering with 10.77.N.1
 	local i=$1 st=$STATE/ns-$1.state
 	[[ -e $STATE/seed-ns.state && ! -e $st ]] && cp "$STATE/seed-ns.state" "$st"
-	spawn "$LOGS/ns-srv$i.log" ip netns exec "${NS_SRV[i]}" "$SRV_BIN" -root "$NSFILES" -key-file "$KEY" \
+	spawn "$LOGS/ns-srv$i.log" ip netns exec "${NS_SRV[i]}" "$SRV_BIN" -root "$NSFILES" -key-file "$KEY" ${SRV_KEYS[i]} \
 		-listen "10.77.$i.2:0" -state "$st" "10.77.$i.1" "$NS_UDP"
 	printf -v "LOGF_OF_PID_$LAST_PID" '%s' "$LOGS/ns-srv$i.log"
 	NS_SRV_PID[i]=$LAST_PID
@@ -785,7 +829,7 @@ start_ns_stack() {
 	alloc_port ap
 	alloc_port NS_UDP
 	log "starting gateway in $NSG (udp 0.0.0.0:$NS_UDP, auto = 1452-B datagrams) and one fastfilesrv per server namespace"
-	spawn "$LOGS/ns-gw.log" ip netns exec "$NSG" "$GW_BIN" -http "127.0.0.1:$hp" -udp "0.0.0.0:$NS_UDP" -admin "127.0.0.1:$ap" -key-file "$KEY" -log-level warn
+	spawn "$LOGS/ns-gw.log" ip netns exec "$NSG" "$GW_BIN" -http "127.0.0.1:$hp" -udp "0.0.0.0:$NS_UDP" -admin "127.0.0.1:$ap" -key-file "$KEY" $GW_KEYS -log-level warn
 	GW_PID[ns]=$LAST_PID
 	printf -v "LOGF_OF_PID_$LAST_PID" '%s' "$LOGS/ns-gw.log"
 	GW_HTTP[ns]=127.0.0.1:$hp
@@ -1105,6 +1149,7 @@ log "bench/run.sh ${ORIG_ARGS[*]}: scenarios $SCENARIOS, large file $(human_size
 install_packages
 build
 head -c 32 /dev/urandom >"$KEY"
+make_keys
 make_files
 
 HAVE_NS=0

@@ -21,7 +21,6 @@ type gwKeys struct {
 	psk       *auth.Key
 	cur, next auth.StaticKey
 	watcher   *keys.Watcher    // nil: no -allowed-servers (demo)
-	hupList   chan os.Signal   // the watcher's reload signal
 	gw        *gateway.Gateway // set before the watcher runs
 	log       *slog.Logger
 	// demo are the key pairs of the demo's embedded servers, always
@@ -33,7 +32,7 @@ type gwKeys struct {
 // The keys come first at start-up: a missing or bad key is the commonest
 // error, and it should be the only thing printed.
 func loadKeys(o *options, log *slog.Logger) (*gwKeys, error) {
-	k := &gwKeys{hupList: make(chan os.Signal, 1), log: log}
+	k := &gwKeys{log: log}
 	var err error
 	if o.demo && o.keyFile == "" {
 		b := make([]byte, 32)
@@ -72,7 +71,7 @@ func loadKeys(o *options, log *slog.Logger) (*gwKeys, error) {
 	}
 	switch {
 	case o.allowedServers != "":
-		k.watcher, err = keys.NewWatcher(o.allowedServers, keys.WatchConfig{Logger: log, Reload: k.hupList, OnChange: k.onChange})
+		k.watcher, err = keys.NewWatcher(o.allowedServers, keys.WatchConfig{Logger: log, OnChange: k.onChange})
 		if err != nil {
 			return nil, fmt.Errorf("-allowed-servers: %w", err)
 		}
@@ -143,29 +142,46 @@ func (k *gwKeys) onChange(l *keys.AllowList) {
 func (k *gwKeys) watch(ctx context.Context, o *options, gw *gateway.Gateway) {
 	k.gw = gw
 	hupKeys := make(chan os.Signal, 1)
-	signal.Notify(k.hupList, syscall.SIGHUP)
 	signal.Notify(hupKeys, syscall.SIGHUP)
 	if k.watcher != nil {
 		go k.watcher.Run(ctx)
 	}
 	go func() {
-		defer signal.Stop(k.hupList)
 		defer signal.Stop(hupKeys)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hupKeys:
-				k.reloadStatics(o, gw, k.log)
+				k.hup(o, gw)
 			}
 		}
 	}()
 }
 
-// reloadStatics reads -private-key and -next-private-key again.
-func (k *gwKeys) reloadStatics(o *options, gw *gateway.Gateway, log *slog.Logger) {
+// hup re-reads the allow-list and the private key files, and says so in
+// one line when nothing changed: an operator who sent SIGHUP sees that it
+// was received, and what was read.
+func (k *gwKeys) hup(o *options, gw *gateway.Gateway) {
+	var listChanged bool
+	var listErr error
+	if k.watcher != nil {
+		listChanged, listErr = k.watcher.Reload() // logs its own changes and errors
+	}
+	keysChanged, keysOK := k.reloadStatics(o, gw, k.log)
+	if listChanged || listErr != nil || keysChanged || !keysOK {
+		return
+	}
+	k.log.Info("SIGHUP: re-read the allowed-servers file and the private key files; nothing changed",
+		"allowed_servers", o.allowedServers, "private_key", o.privateKey, "next_private_key", o.nextPrivateKey)
+}
+
+// reloadStatics reads -private-key and -next-private-key again. It
+// reports whether the keys in force changed, and false ok if a file did
+// not load (logged).
+func (k *gwKeys) reloadStatics(o *options, gw *gateway.Gateway, log *slog.Logger) (changed, ok bool) {
 	if o.privateKey == "" {
-		return // a demo's generated key
+		return false, true // a demo's generated key
 	}
 	cur, err := loadStatic(o.privateKey, "-private-key", log)
 	var next auth.StaticKey
@@ -177,10 +193,12 @@ func (k *gwKeys) reloadStatics(o *options, gw *gateway.Gateway, log *slog.Logger
 	}
 	if err != nil {
 		log.Error("SIGHUP: key pairs not reloaded; the ones in force stay", "err", err)
-		return
+		return false, false
 	}
-	if cur.Public() != k.cur.Public() || next.Public() != k.next.Public() {
+	changed = cur.Public() != k.cur.Public() || next.Public() != k.next.Public()
+	if changed {
 		log.Info("SIGHUP: gateway key pairs reloaded", "public_key", cur.Public().String(), "next_public_key", pubText(next))
 	}
 	k.cur, k.next = cur, next
+	return changed, true
 }

@@ -581,6 +581,9 @@ func TestKeysReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(`msg="allowed servers reloaded" servers=1 revoked=0`)
+	// SIGHUP with nothing changed says so.
+	cmd.Process.Signal(syscall.SIGHUP)
+	wait("SIGHUP: re-read the allowed-servers file and the private key files; nothing changed")
 	// A new gateway key pair in the same file, then SIGHUP.
 	k2, _ := keys.Generate()
 	os.Remove(gwKey)

@@ -99,7 +99,10 @@ func (e *env) startGateway(o envOpts, addr string) {
 	e.mu.Lock()
 	allowed := maps.Clone(e.allowed)
 	e.mu.Unlock()
-	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Static: e.gwKey, Allowed: allowed, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram, Fetch: o.fetch, Cache: o.cache})
+	gw, err := gateway.New(gateway.Config{Conn: conn, Key: e.key, Static: e.gwKey, Allowed: allowed, Logger: e.log.With("side", "gw"), DatagramSize: o.datagram,
+		Fetch: o.fetch, Cache: o.cache,
+		StartGrace: -1, // the tests ask for missing paths at once and want their 404
+	})
 	if err != nil {
 		e.t.Fatal(err)
 	}

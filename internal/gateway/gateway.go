@@ -65,6 +65,10 @@ type Config struct {
 
 	HeartbeatInterval time.Duration // told to servers; default fschunk.HeartbeatInterval
 	EvictAfter        time.Duration // default fschunk.EvictAfter
+	// StartGrace is how long after New a path missing from the pool is
+	// answered 503 (servers are still registering) rather than 404; see
+	// Source.Starting. Zero means EvictAfter, negative none.
+	StartGrace time.Duration
 
 	Fetch fetch.Config // the engine's tuning; Sender, Holders, Dropped and DatagramSize are set here
 	// Cache, if set, holds small files whole, keyed by content hash.
@@ -136,17 +140,19 @@ const readErrorPause = 10 * time.Millisecond
 
 // Gateway is the UDP side of HttpGw.
 type Gateway struct {
-	cfg   Config
-	log   *slog.Logger
-	resp  *auth.Responder
-	conn  transport.Conn // cfg.Conn, read and written in batches
-	hs    handshakeQueues
-	boot  uint64
-	pool  *pool.Pool
-	eng   *fetch.Engine
-	ctr   counters
-	bufs  sync.Pool
-	fills singleflight.Group // whole-file fetches for the cache, by hash
+	cfg  Config
+	log  *slog.Logger
+	resp *auth.Responder
+	conn transport.Conn // cfg.Conn, read and written in batches
+	hs   handshakeQueues
+	boot uint64
+	// started is cfg.Now() at New; see Source.Starting.
+	started time.Time
+	pool    *pool.Pool
+	eng     *fetch.Engine
+	ctr     counters
+	bufs    sync.Pool
+	fills   singleflight.Group // whole-file fetches for the cache, by hash
 	// authLog paces the warning about handshakes that fail
 	// authentication: one line per authLogEvery, whatever the flood.
 	authLog rate.Sometimes
@@ -229,6 +235,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.EvictAfter <= 0 {
 		cfg.EvictAfter = fschunk.EvictAfter
 	}
+	if cfg.StartGrace == 0 {
+		cfg.StartGrace = cfg.EvictAfter
+	}
 	if cfg.DatagramSize != 0 && (cfg.DatagramSize < fschunk.MinDatagramSize || cfg.DatagramSize > fschunk.MaxDatagramSize) {
 		return nil, fmt.Errorf("gateway: datagram size %d outside [%d, %d]", cfg.DatagramSize, fschunk.MinDatagramSize, fschunk.MaxDatagramSize)
 	}
@@ -249,6 +258,7 @@ func New(cfg Config) (*Gateway, error) {
 		resp:        resp,
 		hs:          newHandshakeQueues(cfg.Handshake),
 		boot:        binary.BigEndian.Uint64(b[:]),
+		started:     cfg.Now(),
 		pool:        pool.New(),
 		byNonce:     map[[fschunk.NonceSize]byte]*session{},
 		usedNonces:  map[[fschunk.NonceSize]byte]time.Time{},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fastfile/fschunk/internal/auth"
 	"github.com/fastfile/fschunk/internal/fschunk"
+	"github.com/fastfile/fschunk/internal/httpfront"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -478,4 +479,32 @@ func TestReceiveBatches(t *testing.T) {
 		t.Fatalf("%d datagrams in %d reads: not batched (batch size %d)", st.Received, st.Reads, g.conn.BatchSize())
 	}
 	t.Logf("%d datagrams in %d reads", st.Received, st.Reads)
+}
+
+// TestSourceStarting: the gateway reports itself starting (unknown paths
+// are 503, not 404) for EvictAfter after New, by its clock, and no longer.
+func TestSourceStarting(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	g, err := New(Config{Conn: pc, Key: newKey(t), Static: testGW, Allowed: testAllowed(),
+		EvictAfter: 3 * time.Second, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st httpfront.Starter = g.Source()
+	if !st.Starting() {
+		t.Fatal("not starting right after New")
+	}
+	now = now.Add(3*time.Second - time.Nanosecond)
+	if !st.Starting() {
+		t.Fatal("not starting just before EvictAfter")
+	}
+	now = now.Add(time.Nanosecond)
+	if st.Starting() {
+		t.Fatal("still starting after EvictAfter")
+	}
 }

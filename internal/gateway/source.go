@@ -27,6 +27,16 @@ func (s Source) Lookup(name string) (httpfront.File, bool) {
 	return httpfront.File{Path: name, Size: v.Size, ModTime: v.ModTime, Hash: v.Hash, Holders: holders}, true
 }
 
+// Starting implements httpfront.Starter: for the first StartGrace
+// (by default EvictAfter) after New, a path missing from the pool may belong to a server that has not
+// registered yet (servers re-register within a heartbeat or two of a
+// gateway restart; EvictAfter is three heartbeats, the time after which a
+// server that has said nothing is dropped anyway), so the front end
+// answers 503 rather than a 404 that clients would treat as final.
+func (s Source) Starting() bool {
+	return s.g.cfg.Now().Sub(s.g.started) < s.g.cfg.StartGrace
+}
+
 // List implements httpfront.Source.
 func (s Source) List(dir string) ([]httpfront.DirEntry, bool) {
 	es, ok := s.g.pool.List(dir, s.g.cfg.Now())

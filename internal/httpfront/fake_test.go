@@ -40,6 +40,8 @@ type fakeSource struct {
 	// directWrites counts the calls of WriteToN.
 	direct       bool
 	directWrites atomic.Int64
+	// starting is what Starting (httpfront.Starter) reports.
+	starting atomic.Bool
 
 	mu     sync.Mutex
 	ctxs   []context.Context // contexts passed to Open
@@ -86,6 +88,8 @@ func containsName(es []DirEntry, name string) bool {
 	}
 	return false
 }
+
+func (s *fakeSource) Starting() bool { return s.starting.Load() }
 
 func (s *fakeSource) Lookup(p string) (File, bool) {
 	f, ok := s.files[p]

@@ -992,3 +992,27 @@ func TestIndexFolderFields(t *testing.T) {
 		t.Errorf("folder row shows a server count: %s", row)
 	}
 }
+
+// TestStartingUnknownPath503: while the source is starting (its servers
+// are still registering) a path it does not know is 503 with Retry-After,
+// not a 404 that clients and caches take as final; known files and
+// directories are served as usual, and once started it is 404 again.
+func TestStartingUnknownPath503(t *testing.T) {
+	src := newFakeSource(newFile("d/a.txt", []byte("hello")))
+	ts := newTestServer(t, src)
+	src.starting.Store(true)
+	resp, body := ts.do(t, "GET", "/missing.txt")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "just started") {
+		t.Fatalf("starting, unknown path: %d Retry-After %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if resp, _ := ts.do(t, "GET", "/d/a.txt"); resp.StatusCode != 200 {
+		t.Fatalf("starting, known file: %d", resp.StatusCode)
+	}
+	if resp, _ := ts.do(t, "GET", "/d/"); resp.StatusCode != 200 {
+		t.Fatalf("starting, known directory: %d", resp.StatusCode)
+	}
+	src.starting.Store(false)
+	if resp, _ := ts.do(t, "GET", "/missing.txt"); resp.StatusCode != 404 {
+		t.Fatalf("started, unknown path: %d, want 404", resp.StatusCode)
+	}
+}

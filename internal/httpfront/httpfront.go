@@ -67,6 +67,15 @@ type Source interface {
 	Open(ctx context.Context, f File) (Content, error)
 }
 
+// Starter may be implemented by a Source that has just started and does
+// not yet know every file: its servers are still registering. While
+// Starting is true a path it does not know gets 503 with Retry-After
+// (ErrStarting) instead of 404, which clients, caches and crawlers
+// treat as final.
+type Starter interface {
+	Starting() bool
+}
+
 // Content is an open file. Seek must be cheap (it only moves a cursor);
 // Read fetches and may fail with errors wrapping ErrUnavailable,
 // ErrUpstreamTimeout or anything else.
@@ -98,6 +107,9 @@ var (
 	// ErrUnavailable means no live server holds the file. Open or Read
 	// errors wrapping it become 503 with Retry-After: 1.
 	ErrUnavailable = errors.New("no live server holds this file")
+	// ErrStarting is the 503 answered for an unknown path while the
+	// Source is Starting.
+	ErrStarting = errors.New("the gateway has just started; servers are registering")
 	// ErrUpstreamTimeout means the backends did not answer in time. Errors
 	// wrapping it (or context.DeadlineExceeded) become 504. Any other
 	// error before the headers are sent becomes 502.
@@ -278,6 +290,10 @@ func (h *handler) serve(d *deferredWriter, r *http.Request) (abort bool, err err
 			loc += "?" + r.URL.RawQuery
 		}
 		d.respond(http.StatusMovedPermanently, "moved to "+loc, "Location", loc)
+		return false, nil
+	}
+	if st, ok := h.src.(Starter); ok && st.Starting() {
+		d.respond(http.StatusServiceUnavailable, ErrStarting.Error())
 		return false, nil
 	}
 	d.respond(http.StatusNotFound, "not found")

@@ -46,6 +46,11 @@ type Watcher struct {
 	log  *slog.Logger
 	cur  atomic.Pointer[AllowList]
 	mu   sync.Mutex // serialises reloads and OnChange calls
+	// badErr is the text of the last failed reload's error, "" after a
+	// good one: a file that stays bad is re-read on every change in its
+	// directory, and is warned about once per distinct error, not on
+	// every read.
+	badErr string
 }
 
 // NewWatcher loads the allow-list at path; it fails if that first load
@@ -81,8 +86,17 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	old := w.cur.Load()
 	l, err := LoadAllowList(w.path)
 	if err != nil {
-		w.log.Warn("allow-list not reloaded: keeping the last good one", "file", w.path, "keys", old.Len(), "err", err)
+		lvl := slog.LevelWarn
+		if err.Error() == w.badErr {
+			lvl = slog.LevelDebug // said already
+		}
+		w.badErr = err.Error()
+		w.log.Log(context.Background(), lvl, "allow-list not reloaded: keeping the last good one", "file", w.path, "keys", old.Len(), "err", err)
 		return false, err
+	}
+	if w.badErr != "" {
+		w.badErr = ""
+		w.log.Info("allow-list file is good again", "file", w.path, "keys", l.Len())
 	}
 	if l.Equal(old) {
 		return false, nil

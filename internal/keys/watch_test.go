@@ -86,6 +86,9 @@ func TestWatcherReload(t *testing.T) {
 	if changed, err := w.Reload(); changed || err != nil || len(changes) != 0 {
 		t.Fatalf("same list: %v %v", changed, err)
 	}
+	if line := <-logs; !strings.HasPrefix(line, "INFO allow-list file is good again") {
+		t.Fatalf("log: %s", line)
+	}
 	writeList(t, path, bobPub+" b")
 	if changed, err := w.Reload(); !changed || err != nil {
 		t.Fatalf("new list: %v %v", changed, err)
@@ -192,4 +195,53 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestWatcherBadFileWarnsOnce: a file that stays bad is re-read on every
+// change in its directory; it is warned about once per distinct error
+// (repeats are DEBUG), and once more when it is good again.
+func TestWatcherBadFileWarnsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "servers")
+	writeList(t, path, alicePub+" a")
+	logs := make(logLines, 100)
+	w, err := NewWatcher(path, WatchConfig{Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	levels := func() (warn, info int) {
+		for {
+			select {
+			case l := <-logs:
+				warn += strings.Count(l[:5], "WARN")
+				info += strings.Count(l[:5], "INFO")
+			default:
+				return warn, info
+			}
+		}
+	}
+	writeList(t, path, "garbage")
+	for range 10 {
+		w.Reload()
+	}
+	if warn, _ := levels(); warn != 1 {
+		t.Fatalf("10 reads of one bad file: %d warnings, want 1", warn)
+	}
+	os.Remove(path)
+	for range 10 {
+		w.Reload()
+	}
+	if warn, _ := levels(); warn != 1 {
+		t.Fatalf("10 reads of a missing file: %d warnings, want 1 (a new error)", warn)
+	}
+	writeList(t, path, alicePub+" a")
+	w.Reload()
+	w.Reload()
+	if warn, info := levels(); warn != 0 || info != 1 {
+		t.Fatalf("good again: %d warnings, %d infos, want 0 and 1", warn, info)
+	}
+	writeList(t, path, "garbage")
+	w.Reload()
+	if warn, _ := levels(); warn != 1 {
+		t.Fatalf("bad after good: %d warnings, want 1", warn)
+	}
 }
