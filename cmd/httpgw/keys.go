@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -60,7 +61,7 @@ func loadKeys(o *options, log *slog.Logger) (*gwKeys, error) {
 		}
 	}
 	if o.nextPrivateKey != "" {
-		if k.next, err = loadStatic(o.nextPrivateKey, "-next-private-key", log); err != nil {
+		if k.next, err = loadNext(o.nextPrivateKey, log); err != nil {
 			return nil, err
 		}
 	}
@@ -87,6 +88,17 @@ func pubText(s auth.StaticKey) string {
 		return ""
 	}
 	return s.Public().String()
+}
+
+// loadNext reads -next-private-key. A file that does not exist yet is no
+// next key, not an error: an operator sets the flag once, for good, and a
+// key roll is then "write the file, SIGHUP", with no restart.
+func loadNext(path string, log *slog.Logger) (auth.StaticKey, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		log.Info("-next-private-key: no such file yet; no next key until it is written and httpgw gets SIGHUP", "file", path)
+		return auth.StaticKey{}, nil
+	}
+	return loadStatic(path, "-next-private-key", log)
 }
 
 // loadStatic reads a private key file into a key pair.
@@ -186,7 +198,7 @@ func (k *gwKeys) reloadStatics(o *options, gw *gateway.Gateway, log *slog.Logger
 	cur, err := loadStatic(o.privateKey, "-private-key", log)
 	var next auth.StaticKey
 	if err == nil && o.nextPrivateKey != "" {
-		next, err = loadStatic(o.nextPrivateKey, "-next-private-key", log)
+		next, err = loadNext(o.nextPrivateKey, log)
 	}
 	if err == nil {
 		err = gw.SetStatics(cur, next)

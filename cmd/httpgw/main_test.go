@@ -553,12 +553,17 @@ func TestKeysReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ext, _ := keys.Generate()
+	// Set from the start but written only later: a key roll without a restart.
+	nextKey := filepath.Join(dir, "gw.next.key")
 	list := filepath.Join(dir, "servers.txt")
 	if err := os.WriteFile(list, []byte("# external servers\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd, out := startMain(t, tmp, "-demo", "-http", "127.0.0.1:0", "-udp", "127.0.0.1:0", "-admin", "",
-		"-private-key", gwKey, "-allowed-servers", list)
+		"-private-key", gwKey, "-allowed-servers", list, "-next-private-key", nextKey)
+	if !strings.Contains(out.String(), "-next-private-key: no such file yet") {
+		t.Fatalf("a -next-private-key not written yet is not reported at start:\n%s", out)
+	}
 	if !strings.Contains(out.String(), `public_key="`+k1.Public().String()+`"`) {
 		t.Fatalf("the gateway's public key is not logged at start:\n%s", out)
 	}
@@ -595,6 +600,13 @@ func TestKeysReload(t *testing.T) {
 	if !strings.Contains(out.String(), `public_key="`+k2.Public().String()+`"`) {
 		t.Fatalf("the new public key is not logged:\n%s", out)
 	}
+	// The next key pair written, then SIGHUP: both keys answer from now on.
+	kn, _ := keys.Generate()
+	if err := keys.WritePrivate(nextKey, kn); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	wait(`next_public_key="` + kn.Public().String() + `"`)
 	// A bad key file on SIGHUP leaves the keys in force.
 	if err := os.WriteFile(gwKey, []byte("not a key\n"), 0o600); err != nil {
 		t.Fatal(err)
