@@ -68,19 +68,32 @@ func TestLiarBlamed(t *testing.T) {
 
 // TestHashLiarBlamed: a holder that answers HASH_REQUESTs with a wrong
 // block is blamed; the tree is learnt from the others.
+//
+// The fake answers every HASH_REQUEST on a goroutine of its own, and a
+// request is asked of one holder first and hedged to another only later:
+// in a run where the honest answer comes first and ends the request, the
+// liar's answer is late and ignored, and there is nothing to blame. So a
+// run may end with no verdict (about one in seven); five such runs in a
+// row mean the liar is not blamed.
 func TestHashLiarBlamed(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	f, e := newFake(t, 3<<20, 3, 0)
-	var b blames
-	b.hook(e)
-	f.liars[1], f.lieHashes = true, true
-	got := readAll(t, e, f, 0)
-	if !bytes.Equal(got, f.content) {
-		t.Fatal("content differs")
+	for range 5 {
+		f, e := newFake(t, 3<<20, 3, 0)
+		var b blames
+		b.hook(e)
+		f.liars[1], f.lieHashes = true, true
+		got := readAll(t, e, f, 0)
+		if !bytes.Equal(got, f.content) {
+			t.Fatal("content differs")
+		}
+		if b.count(2)+b.count(3) != 0 {
+			t.Fatalf("verdicts %v, want against server 1 only", b.by)
+		}
+		if b.count(1) > 0 {
+			return
+		}
 	}
-	if b.count(1) == 0 || b.count(2)+b.count(3) != 0 {
-		t.Fatalf("verdicts %v, want against server 1 only", b.by)
-	}
+	t.Fatal("the hash liar was never blamed in five downloads")
 }
 
 // TestOnlyLiars: when every holder lies the reader fails with
