@@ -64,22 +64,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func newEnv(t *testing.T, files map[string][]byte, o envOpts) *env {
 	t.Helper()
-	k := make([]byte, 32)
-	rand.Read(k)
-	key, err := auth.NewKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	for p, b := range files {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	key, root := newTestKey(t), writeFiles(t, files)
 	e := &env{t: t, key: key, gwKey: auth.GenerateStaticKey(), allowed: gateway.Allowed{}, root: root, files: files, log: testLogger(t)}
 	e.startGateway(o, "127.0.0.1:0")
 	t.Cleanup(e.close)
@@ -291,4 +276,33 @@ func (e *env) diagnose() string {
 	}
 	e.mu.Unlock()
 	return b.String()
+}
+
+// newTestKey makes a fresh pre-shared key for one test.
+func newTestKey(t *testing.T) *auth.Key {
+	t.Helper()
+	k := make([]byte, 32)
+	rand.Read(k)
+	key, err := auth.NewKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// writeFiles writes files (slash paths) into a new temporary folder and
+// returns it.
+func writeFiles(t *testing.T, files map[string][]byte) string {
+	t.Helper()
+	root := t.TempDir()
+	for p, b := range files {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
 }

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,22 +41,8 @@ const simGatewayAddr = "10.0.0.1:8888"
 // serve; addServer adds the servers. Everything stops when the test ends.
 func newSimFleet(t *testing.T, files map[string][]byte, fc fetch.Config) *simFleet {
 	t.Helper()
-	k := make([]byte, 32)
-	rand.Read(k)
-	key, err := auth.NewKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	for name, b := range files {
-		p := filepath.Join(root, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	key, root := newTestKey(t), writeFiles(t, files)
+	var err error
 	ctx, cancel := context.WithCancel(t.Context())
 	f := &simFleet{t: t, ctx: ctx, key: key, gwKey: auth.GenerateStaticKey(), allowed: gateway.Allowed{},
 		root: root, files: files, net: simnet.New()}
